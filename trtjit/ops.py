@@ -1,0 +1,417 @@
+"""The op table: every IR op is defined once, here.
+
+An ``OpDef`` holds the op's attribute schema, its shape/dtype inference, its reference implementation in
+torch (the numerics oracle, also used by the reference interpreter and constant folding) and how it
+lowers: ``kind`` says which kernel template takes it (pointwise, reduction, gemm, conv, pool), ``expr`` is
+the Triton expression of a pointwise op, ``decompose`` rewrites a composite op into table ops, and view ops
+lower to stride arithmetic with no kernel at all. Adding an op touches this file only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from trtjit.errors import GraphError
+from trtjit.ir import DTYPES, TensorSpec, Value, dtype_name
+
+if TYPE_CHECKING:
+    from trtjit.ir import Graph, Node
+
+REQUIRED = object()
+
+KINDS = ("source", "pointwise", "reduction", "view", "gemm", "conv", "pool", "composite", "fused")
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything trtjit knows about one op."""
+
+    name: str
+    kind: str
+    ref: Callable[..., Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    arity: int | None = 1
+    expr: str | Callable[[list[str], dict], str] | None = None
+    decompose: Callable[[Graph, Node, list[Value]], list[Value]] | None = None
+    infer_fn: Callable[[list[TensorSpec], dict], list[TensorSpec]] | None = None
+    doc: str = ""
+
+    def normalize_attrs(self, attrs: dict[str, Any], where: str = "") -> dict[str, Any]:
+        unknown = set(attrs) - set(self.attrs)
+        if unknown:
+            raise GraphError(f"{where}: op {self.name!r} has no attribute(s) {sorted(unknown)}")
+        out = {}
+        for k, default in self.attrs.items():
+            v = attrs.get(k, default)
+            if v is REQUIRED:
+                raise GraphError(f"{where}: op {self.name!r} needs attribute {k!r}")
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def infer(self, specs: list[TensorSpec], attrs: dict[str, Any]) -> list[TensorSpec]:
+        """Output specs; by default computed by running the reference on meta tensors."""
+        if self.infer_fn is not None:
+            return self.infer_fn(specs, attrs)
+        out = self.ref([s.meta() for s in specs], **attrs)
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return [TensorSpec.of(t) for t in outs]
+
+    def run(self, inputs: list[torch.Tensor], attrs: dict[str, Any]) -> list[torch.Tensor]:
+        """Reference implementation, always returning a list of outputs."""
+        out = self.ref(inputs, **attrs)
+        return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise GraphError(f"op {name!r} is not in the op table") from None
+
+
+def _register(op: OpDef) -> OpDef:
+    assert op.kind in KINDS, op.kind
+    assert op.name not in OPS, op.name
+    OPS[op.name] = op
+    return op
+
+
+def lit(x: Any) -> str:
+    """A Python/Triton literal for an attribute value."""
+    if isinstance(x, bool):
+        return "True" if x else "False"
+    if isinstance(x, float):
+        if math.isinf(x):
+            return "float('inf')" if x > 0 else "float('-inf')"
+        if math.isnan(x):
+            return "float('nan')"
+        return repr(x)
+    return repr(x)
+
+
+# ---------------------------------------------------------------------------------------- sources
+def _no_ref(*_: Any, **__: Any) -> Any:
+    raise GraphError("source nodes have no reference implementation; the interpreter binds them")
+
+
+_register(OpDef("input", "source", _no_ref, arity=0, infer_fn=lambda s, a: [], doc="graph input"))
+_register(OpDef("constant", "source", _no_ref, arity=0, infer_fn=lambda s, a: [], doc="weight or constant"))
+
+
+# -------------------------------------------------------------------------------------- pointwise
+def _pointwise(name: str, arity: int, ref: Callable[..., torch.Tensor], expr: str | Callable,
+               attrs: dict[str, Any] | None = None, doc: str = "") -> None:
+    def run(ins: list[torch.Tensor], **a: Any) -> torch.Tensor:
+        return ref(*ins, **a)
+
+    _register(OpDef(name, "pointwise", run, attrs or {}, arity, expr, doc=doc))
+
+
+def _gelu_expr(a: list[str], attrs: dict) -> str:
+    x = a[0]
+    if attrs["approximate"] == "tanh":
+        return f"{x} * tl.sigmoid(1.5957691216057308 * ({x} + 0.044715 * {x} * {x} * {x}))"
+    return f"0.5 * {x} * (1.0 + tl.erf({x} * 0.7071067811865476))"
+
+
+def _clamp_expr(a: list[str], attrs: dict) -> str:
+    e = a[0]
+    if attrs["min"] is not None:
+        e = f"tl.maximum({e}, {lit(float(attrs['min']))})"
+    if attrs["max"] is not None:
+        e = f"tl.minimum({e}, {lit(float(attrs['max']))})"
+    return e
+
+
+def _pow_scalar_expr(a: list[str], attrs: dict) -> str:
+    p, x = attrs["exponent"], a[0]
+    if float(p).is_integer() and 0 <= p <= 4:
+        return " * ".join([x] * int(p)) if p else f"({x} * 0.0 + 1.0)"
+    if p == 0.5:
+        return f"tl.sqrt({x})"
+    if p == -0.5:
+        return f"tl.rsqrt({x})"
+    if float(p).is_integer() and -4 <= p < 0:
+        return "1.0 / (" + " * ".join([x] * int(-p)) + ")"
+    # general exponent: sign-aware for odd integers is not needed for non-integers (torch gives nan for x<0)
+    return f"tl.exp2({lit(float(p))} * tl.log2({x}))"
+
+
+def _cast_expr(a: list[str], attrs: dict) -> str:
+    return f"{a[0]}.to(tl.{_TL_DTYPES[attrs['dtype']]})"
+
+
+_TL_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float64": "float64",
+              "int64": "int64", "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8",
+              "bool": "int1"}
+
+_pointwise("neg", 1, torch.neg, "-{0}")
+_pointwise("abs", 1, torch.abs, "tl.abs({0})")
+_pointwise("exp", 1, torch.exp, "tl.exp({0})")
+_pointwise("log", 1, torch.log, "tl.log({0})")
+_pointwise("sqrt", 1, torch.sqrt, "tl.sqrt({0})")
+_pointwise("rsqrt", 1, torch.rsqrt, "tl.rsqrt({0})")
+_pointwise("reciprocal", 1, torch.reciprocal, "1.0 / {0}")
+_pointwise("sin", 1, torch.sin, "tl.sin({0})")
+_pointwise("cos", 1, torch.cos, "tl.cos({0})")
+_pointwise("erf", 1, torch.erf, "tl.erf({0})")
+_pointwise("floor", 1, torch.floor, "tl.floor({0})")
+_pointwise("ceil", 1, torch.ceil, "tl.ceil({0})")
+_pointwise("tanh", 1, torch.tanh, "2.0 * tl.sigmoid(2.0 * {0}) - 1.0")
+_pointwise("sigmoid", 1, torch.sigmoid, "tl.sigmoid({0})")
+_pointwise("relu", 1, torch.relu, "tl.where({0} > 0, {0}, 0.0)")
+_pointwise("silu", 1, F.silu, "{0} * tl.sigmoid({0})")
+_pointwise("gelu", 1, lambda x, approximate: F.gelu(x, approximate=approximate), _gelu_expr,
+           {"approximate": "none"})
+_pointwise("leaky_relu", 1, lambda x, negative_slope: F.leaky_relu(x, negative_slope),
+           lambda a, at: f"tl.where({a[0]} > 0, {a[0]}, {a[0]} * {lit(float(at['negative_slope']))})",
+           {"negative_slope": 0.01})
+_pointwise("elu", 1, lambda x, alpha: F.elu(x, alpha),
+           lambda a, at: f"tl.where({a[0]} > 0, {a[0]}, {lit(float(at['alpha']))} * (tl.exp({a[0]}) - 1.0))",
+           {"alpha": 1.0})
+_pointwise("hardswish", 1, F.hardswish, "{0} * tl.minimum(tl.maximum({0} + 3.0, 0.0), 6.0) / 6.0")
+_pointwise("hardsigmoid", 1, F.hardsigmoid, "tl.minimum(tl.maximum({0} + 3.0, 0.0), 6.0) / 6.0")
+_pointwise("clamp", 1, lambda x, min, max: torch.clamp(x, min, max), _clamp_expr, {"min": None, "max": None})
+_pointwise("pow_scalar", 1, lambda x, exponent: torch.pow(x, exponent), _pow_scalar_expr, {"exponent": REQUIRED})
+_pointwise("logical_not", 1, torch.logical_not, "{0} == 0")
+_pointwise("cast", 1, lambda x, dtype: x.to(DTYPES[dtype]), _cast_expr, {"dtype": REQUIRED})
+_pointwise("add", 2, torch.add, "{0} + {1}")
+_pointwise("sub", 2, torch.sub, "{0} - {1}")
+_pointwise("mul", 2, torch.mul, "{0} * {1}")
+_pointwise("div", 2, torch.div, "{0} / {1}")
+_pointwise("maximum", 2, torch.maximum, "tl.maximum({0}, {1})")
+_pointwise("minimum", 2, torch.minimum, "tl.minimum({0}, {1})")
+_pointwise("pow", 2, torch.pow, "tl.exp2({1} * tl.log2({0}))", doc="positive bases only in kernels")
+_pointwise("eq", 2, torch.eq, "{0} == {1}")
+_pointwise("ne", 2, torch.ne, "{0} != {1}")
+_pointwise("lt", 2, torch.lt, "{0} < {1}")
+_pointwise("le", 2, torch.le, "{0} <= {1}")
+_pointwise("gt", 2, torch.gt, "{0} > {1}")
+_pointwise("ge", 2, torch.ge, "{0} >= {1}")
+_pointwise("logical_and", 2, torch.logical_and, "({0} != 0) & ({1} != 0)")
+_pointwise("logical_or", 2, torch.logical_or, "({0} != 0) | ({1} != 0)")
+_pointwise("where", 3, torch.where, "tl.where({0}, {1}, {2})")
+
+
+# -------------------------------------------------------------------------------------- reductions
+def _reduction(name: str, fn: Callable[..., torch.Tensor], combine: str) -> None:
+    def run(ins: list[torch.Tensor], dims: list[int], keepdim: bool) -> torch.Tensor:
+        return fn(ins[0], dim=tuple(dims), keepdim=keepdim)
+
+    _register(OpDef(name, "reduction", run, {"dims": REQUIRED, "keepdim": False}, 1, expr=combine,
+                    doc=f"{name} over `dims` (non-negative, sorted)"))
+
+
+_reduction("sum", torch.sum, "sum")
+_reduction("mean", torch.mean, "mean")
+_reduction("amax", torch.amax, "max")
+_reduction("amin", torch.amin, "min")
+
+
+# --------------------------------------------------------------------------------------------- views
+def _view(name: str, fn: Callable[..., torch.Tensor], attrs: dict[str, Any], doc: str) -> None:
+    def run(ins: list[torch.Tensor], **a: Any) -> torch.Tensor:
+        return fn(ins[0], **a)
+
+    _register(OpDef(name, "view", run, attrs, 1, doc=doc))
+
+
+_view("reshape", lambda x, shape: x.reshape(shape), {"shape": REQUIRED}, "reshape (a copy only if strides demand)")
+_view("permute", lambda x, dims: x.permute(dims), {"dims": REQUIRED}, "permute dimensions")
+_view("expand", lambda x, shape: x.expand(shape), {"shape": REQUIRED}, "broadcast to a shape")
+_view("slice", lambda x, dim, start, end, step: x[(slice(None),) * dim + (slice(start, end, step),)],
+      {"dim": REQUIRED, "start": 0, "end": None, "step": 1}, "strided slice along one dim")
+_view("select", lambda x, dim, index: x.select(dim, index), {"dim": REQUIRED, "index": REQUIRED}, "pick one index")
+_view("squeeze", lambda x, dims: x.squeeze(tuple(dims)), {"dims": REQUIRED}, "drop size-1 dims")
+_view("unsqueeze", lambda x, dim: x.unsqueeze(dim), {"dim": REQUIRED}, "insert a size-1 dim")
+_pointwise("copy", 1, lambda x: x.clone(), "{0}", doc="materialize (contiguous/clone/eval dropout); removed when redundant")
+
+
+# ------------------------------------------------------------------------------------ gemm, conv, pool
+_register(OpDef("matmul", "gemm", lambda ins: torch.matmul(ins[0], ins[1]), {}, 2,
+                doc="torch.matmul semantics for operands of rank >= 2 (batch dims broadcast)"))
+_register(OpDef("conv2d", "conv",
+                lambda ins, stride, padding, dilation, groups: F.conv2d(ins[0], ins[1], None, stride, padding,
+                                                                        dilation, groups),
+                {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1}, 2,
+                doc="NCHW 2-D convolution without bias (bias is an add the epilogue fuses)"))
+_register(OpDef("max_pool2d", "pool",
+                lambda ins, kernel, stride, padding, dilation, ceil_mode: F.max_pool2d(
+                    ins[0], kernel, stride, padding, dilation, ceil_mode),
+                {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0], "dilation": [1, 1], "ceil_mode": False},
+                1, expr="max", doc="NCHW max pooling"))
+_register(OpDef("avg_pool2d", "pool",
+                lambda ins, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override: F.avg_pool2d(
+                    ins[0], kernel, stride, padding, ceil_mode, count_include_pad, divisor_override),
+                {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0], "ceil_mode": False,
+                 "count_include_pad": True, "divisor_override": None}, 1, expr="avg", doc="NCHW average pooling"))
+
+
+# ---------------------------------------------------------------------------------------- composites
+def _const(g: Graph, like: Node, suffix: str, value: float | torch.Tensor, dtype: torch.dtype) -> Value:
+    t = value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=dtype)
+    return g.add_constant(f"{like.name}.{suffix}", t.to(dtype), source=like.source)
+
+
+def _add(g: Graph, like: Node, op: str, ins: Sequence[Value], suffix: str, **attrs: Any) -> Value:
+    return Value(g.add(op, ins, attrs, name=f"{like.name}.{suffix}", source=like.source).name)
+
+
+def _dims(n: Node, g: Graph, v: Value, dims: Sequence[int]) -> list[int]:
+    rank = len(g.spec(v).shape)
+    return sorted(d % rank for d in dims)
+
+
+def _dec_softmax(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
+    x = ins[0]
+    d = _dims(n, g, x, [n.attrs["dim"]])
+    m = _add(g, n, "amax", [x], "max", dims=d, keepdim=True)
+    sh = _add(g, n, "sub", [x, m], "shift")
+    e = _add(g, n, "exp", [sh], "exp")
+    s = _add(g, n, "sum", [e], "sum", dims=d, keepdim=True)
+    if n.op == "log_softmax":
+        return [_add(g, n, "sub", [sh, _add(g, n, "log", [s], "log")], "out")]
+    return [_add(g, n, "div", [e, s], "out")]
+
+
+def _dec_layer_norm(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
+    x, dt = ins[0], g.spec(ins[0]).dtype
+    rank = len(g.spec(x).shape)
+    dims = list(range(rank - len(n.attrs["normalized_shape"]), rank))
+    if n.op == "layer_norm":
+        mu = _add(g, n, "mean", [x], "mean", dims=dims, keepdim=True)
+        x = _add(g, n, "sub", [x, mu], "center")
+    sq = _add(g, n, "mul", [x, x], "square")
+    var = _add(g, n, "mean", [sq], "var", dims=dims, keepdim=True)
+    eps = n.attrs["eps"] if n.attrs["eps"] is not None else torch.finfo(dt).eps
+    r = _add(g, n, "rsqrt", [_add(g, n, "add", [var, _const(g, n, "eps", eps, dt)], "var_eps")], "rstd")
+    y = _add(g, n, "mul", [x, r], "norm")
+    rest = ins[1:]
+    if rest:
+        y = _add(g, n, "mul", [y, rest[0]], "scale")
+    if len(rest) > 1:
+        y = _add(g, n, "add", [y, rest[1]], "shift")
+    return [y]
+
+
+def _dec_batch_norm(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
+    x, mean, var, w, b = ins
+    dt = g.spec(x).dtype
+    bshape = [1, g.spec(x).shape[1]] + [1] * (len(g.spec(x).shape) - 2)
+    r = _add(g, n, "rsqrt", [_add(g, n, "add", [var, _const(g, n, "eps", n.attrs["eps"], dt)], "var_eps")], "rstd")
+    scale = _add(g, n, "mul", [w, r], "scale")
+    shift = _add(g, n, "sub", [b, _add(g, n, "mul", [mean, scale], "mean_scale")], "shift")
+    scale = _add(g, n, "reshape", [scale], "scale_b", shape=bshape)
+    shift = _add(g, n, "reshape", [shift], "shift_b", shape=bshape)
+    return [_add(g, n, "add", [_add(g, n, "mul", [x, scale], "mul"), shift], "out")]
+
+
+def _dec_linear(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
+    wt = _add(g, n, "permute", [ins[1]], "weight_t", dims=[1, 0])
+    y = _add(g, n, "matmul", [ins[0], wt], "matmul")
+    if len(ins) > 2:
+        y = _add(g, n, "add", [y, ins[2]], "bias")
+    return [y]
+
+
+def _dec_sdpa(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
+    q, k, v = ins[:3]
+    qs, ks = g.spec(q), g.spec(k)
+    dt = qs.dtype
+    rank = len(ks.shape)
+    scale = n.attrs["scale"] if n.attrs["scale"] is not None else 1.0 / math.sqrt(qs.shape[-1])
+    perm = list(range(rank - 2)) + [rank - 1, rank - 2]
+    kt = _add(g, n, "permute", [k], "key_t", dims=perm)
+    s = _add(g, n, "matmul", [q, kt], "scores")
+    s = _add(g, n, "mul", [s, _const(g, n, "scale", scale, dt)], "scaled")
+    if n.attrs["is_causal"]:
+        L, S = qs.shape[-2], ks.shape[-2]
+        mask = torch.ones(L, S, dtype=torch.bool).tril()
+        ins = [*ins[:3], _const(g, n, "causal_mask", mask, torch.bool)]
+    if len(ins) > 3:
+        mask = ins[3]
+        if g.spec(mask).dtype == torch.bool:
+            s = _add(g, n, "where", [mask, s, _const(g, n, "neg_inf", float("-inf"), dt)], "masked")
+        else:
+            s = _add(g, n, "add", [s, mask], "masked")
+    p = _add(g, n, "softmax", [s], "softmax", dim=-1)
+    return [_add(g, n, "matmul", [p, v], "out")]
+
+
+def _dec_var(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
+    x = ins[0]
+    shape = g.spec(x).shape
+    dims = n.attrs["dims"]
+    count = math.prod(shape[d] for d in dims)
+    mu = _add(g, n, "mean", [x], "mean", dims=dims, keepdim=True)
+    c = _add(g, n, "sub", [x, mu], "center")
+    ss = _add(g, n, "sum", [_add(g, n, "mul", [c, c], "square")], "sumsq", dims=dims, keepdim=n.attrs["keepdim"])
+    denom = max(count - n.attrs["correction"], 0)
+    return [_add(g, n, "mul", [ss, _const(g, n, "inv_n", 1.0 / denom if denom else float("inf"),
+                                          g.spec(x).dtype)], "out")]
+
+
+def _composite(name: str, ref: Callable[..., torch.Tensor], attrs: dict[str, Any], arity: int | None,
+               dec: Callable[[Graph, Node, list[Value]], list[Value]], doc: str) -> None:
+    _register(OpDef(name, "composite", ref, attrs, arity, decompose=dec, doc=doc))
+
+
+_composite("softmax", lambda ins, dim: torch.softmax(ins[0], dim), {"dim": REQUIRED}, 1, _dec_softmax,
+           "softmax => max, sub, exp, sum, div (one row kernel after reduction fusion)")
+_composite("log_softmax", lambda ins, dim: torch.log_softmax(ins[0], dim), {"dim": REQUIRED}, 1, _dec_softmax,
+           "log-softmax => max, sub, exp, sum, log, sub")
+_composite("layer_norm", lambda ins, normalized_shape, eps: F.layer_norm(
+    ins[0], normalized_shape, *(ins[1:] + [None] * (3 - len(ins))), eps=eps),
+    {"normalized_shape": REQUIRED, "eps": 1e-5}, None, _dec_layer_norm,
+    "LayerNorm over trailing dims; inputs x[, weight[, bias]]")
+_composite("rms_norm", lambda ins, normalized_shape, eps: F.rms_norm(
+    ins[0], normalized_shape, ins[1] if len(ins) > 1 else None, eps=eps),
+    {"normalized_shape": REQUIRED, "eps": None}, None, _dec_layer_norm, "RMSNorm; inputs x[, weight]")
+_composite("batch_norm", lambda ins, eps: F.batch_norm(ins[0], ins[1], ins[2], ins[3], ins[4], False, 0.0, eps),
+           {"eps": 1e-5}, 5, _dec_batch_norm, "inference BatchNorm; inputs x, mean, var, weight, bias")
+_composite("linear", lambda ins: F.linear(*ins), {}, None, _dec_linear, "x @ W^T (+ b)")
+_composite("sdpa", lambda ins, is_causal, scale: F.scaled_dot_product_attention(
+    *ins[:3], attn_mask=ins[3] if len(ins) > 3 else None, is_causal=is_causal, scale=scale),
+    {"is_causal": False, "scale": None}, None, _dec_sdpa, "scaled_dot_product_attention; inputs q, k, v[, mask]")
+_composite("var", lambda ins, dims, correction, keepdim: torch.var(ins[0], dims, correction=correction,
+                                                                    keepdim=keepdim),
+           {"dims": REQUIRED, "correction": 1, "keepdim": False}, 1, _dec_var, "variance")
+
+
+# ------------------------------------------------------------------------------------- fused groups
+def _fused_ref(ins: list[torch.Tensor], body: Graph, **_: Any) -> list[torch.Tensor]:
+    from trtjit.interpreter import run_graph
+
+    return run_graph(body, ins)
+
+
+def _fused_infer(specs: list[TensorSpec], attrs: dict) -> list[TensorSpec]:
+    body: Graph = attrs["body"]
+    want = [body.spec(Value(n)) for n in body.inputs]
+    if want != list(specs):
+        raise GraphError(f"fused body expects inputs {[str(s) for s in want]}, got {[str(s) for s in specs]}")
+    return [body.spec(v) for v in body.outputs]
+
+
+for _name, _doc in [("fused_pointwise", "pointwise ops fused into one kernel"),
+                    ("fused_reduction", "row reductions with their prologue and epilogue in one kernel"),
+                    ("fused_gemm", "matmul or conv with its epilogue in one kernel")]:
+    _register(OpDef(_name, "fused", _fused_ref, {"body": REQUIRED, "rules": [], "kernel": ""}, None,
+                    infer_fn=_fused_infer, doc=_doc))
+
+
+def describe_ops() -> list[tuple[str, str, str]]:
+    """(name, kind, doc) for every op, for `trtjit ops`."""
+    return [(o.name, o.kind, o.doc) for o in sorted(OPS.values(), key=lambda o: (KINDS.index(o.kind), o.name))]
+
+
+__all__ = ["OPS", "OpDef", "REQUIRED", "describe_ops", "dtype_name", "get_op", "lit"]
