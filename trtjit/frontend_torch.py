@@ -50,7 +50,9 @@ class Ctx:
         self.target = ""
 
     def add(self, op: str, inputs: Sequence[Value], **attrs: Any) -> Value:
-        return Value(self.g.add(op, list(inputs), attrs, name=self.name, source=self.source).name)
+        """Add a node; the first one an fx node makes takes its name, later ones ``<name>.<op>``."""
+        name = self.name if self.name not in self.g else f"{self.name}.{op}"
+        return Value(self.g.add(op, list(inputs), attrs, name=name, source=self.source).name)
 
     def spec(self, v: Value) -> TensorSpec:
         return self.g.spec(v)

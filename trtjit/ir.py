@@ -221,6 +221,15 @@ class Graph:
         if name in self.inputs:
             self.inputs.remove(name)
 
+    def rename(self, old: str, new: str) -> None:
+        """Give node ``old`` the free name ``new``, keeping its edges and graph-output references."""
+        if new in self.nx:
+            raise GraphError(f"cannot rename {old!r} to {new!r}: name taken")
+        nx.relabel_nodes(self.nx, {old: new}, copy=False)
+        self.node(new).name = new
+        self.outputs = [Value(new, o.index) if o.node == old else o for o in self.outputs]
+        self.inputs = [new if i == old else i for i in self.inputs]
+
     # ------------------------------------------------------------- traversal
     def topo_order(self) -> list[str]:
         """Topological order; ties broken by insertion order so it is stable."""

@@ -1,0 +1,42 @@
+"""Constant folding.
+
+Requires: a graph. Guarantees: every op node whose inputs are all constants is replaced by a constant
+holding its reference result (so weight transposes, BatchNorm scale/shift and scalar arithmetic cost
+nothing at run time), except broadcasts that would materialize far more data than they read.
+"""
+
+from __future__ import annotations
+
+from trtjit.fusion import rule
+from trtjit.ir import Graph, Node, TensorSpec, Value
+from trtjit.ops import get_op
+from trtjit.passmanager import PassContext
+
+FOLD = rule("constant inputs => constant", "constant_folding", "evaluate with the reference implementation")
+MAX_GROWTH = 4
+
+
+def run(graph: Graph, ctx: PassContext) -> Graph:
+    for name in graph.topo_order():
+        n = graph.node(name)
+        if n.op in ("input", "constant") or get_op(n.op).kind == "fused":
+            continue
+        ins = graph.inputs_of(name)
+        if not ins or any(graph.node(v.node).op != "constant" for v in ins) or len(n.outputs) != 1:
+            continue
+        read = sum(graph.spec(v).numel for v in ins)
+        if n.spec.numel > max(64, MAX_GROWTH * read):
+            ctx.skipped(FOLD, name, f"output has {n.spec.numel} elements from {read} read; left as a view")
+            continue
+        value = get_op(n.op).run([graph.node(v.node).value for v in ins], n.attrs)[0].contiguous().clone()
+        assert TensorSpec.of(value) == n.spec, name
+        tmp = graph.unique_name(f"{name}__const")
+        graph.add_node(Node(tmp, "constant", {}, [n.spec], value, n.source))
+        graph.replace_all_uses(Value(name), Value(tmp))
+        graph.remove_node(name)
+        graph.rename(tmp, name)
+        ctx.fired(FOLD, name, n.op)
+        for v in ins:
+            if not graph.users(v.node) and not graph.is_output(v.node):
+                graph.remove_node(v.node)
+    return graph

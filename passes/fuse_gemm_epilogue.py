@@ -1,0 +1,70 @@
+"""GEMM and convolution epilogue fusion.
+
+Requires: composites decomposed (linear is matmul + add). Guarantees: every matmul and conv2d becomes a
+``fused_gemm`` node whose body is the GEMM plus the longest chain of pointwise ops that consume only its
+result at its full output shape (bias, scaling, activation, residual add), so the result is written once.
+The chain stops (and the reason is logged) at a value with several users, a graph output, a shape change
+or a fusion that would create a cycle.
+"""
+
+from __future__ import annotations
+
+from trtjit.fusion import fuse_group, reaches_back, rule
+from trtjit.ir import Graph, Value
+from trtjit.ops import get_op
+from trtjit.passmanager import PassContext
+
+GEMM = rule("matmul + epilogue (bias, scale, activation, residual add) => gemm epilogue", "fuse_gemm_epilogue",
+            "pointwise ops on a matmul result run on the accumulator before the single store")
+CONV = rule("conv + epilogue (bias, activation, residual add) => conv epilogue", "fuse_gemm_epilogue",
+            "pointwise ops on a convolution result run on the accumulator before the single store")
+
+
+def _role(graph: Graph, name: str, tail: Value, out_shape: tuple[int, ...]) -> str:
+    n = graph.node(name)
+    others = [v for v in graph.inputs_of(name) if v != tail]
+    if not others:
+        return n.op
+    big = [v for v in others if graph.spec(v).numel == graph.spec(tail).numel and graph.spec(v).shape == out_shape]
+    if n.op in ("add", "sub"):
+        return "residual add" if big else "bias"
+    if n.op in ("mul", "div") and all(graph.spec(v).numel == 1 for v in others):
+        return "scale"
+    return n.op
+
+
+def run(graph: Graph, ctx: PassContext) -> Graph:
+    for anchor in graph.topo_order():
+        if anchor not in graph or graph.node(anchor).op not in ("matmul", "conv2d"):
+            continue
+        rule_name = GEMM if graph.node(anchor).op == "matmul" else CONV
+        out_shape = graph.node(anchor).spec.shape
+        group, tail, parts = [anchor], Value(anchor), [graph.node(anchor).op]
+        while True:
+            users = graph.users(tail)
+            if graph.is_output(tail):
+                reason = f"{tail.node} is a graph output"
+            elif len(users) != 1:
+                reason = f"{tail.node} has {len(users)} users"
+            else:
+                u = users[0][0]
+                un = graph.node(u)
+                if get_op(un.op).kind != "pointwise":
+                    reason = f"next op {u!r} is {un.op}, not pointwise"
+                elif un.spec.shape != out_shape:
+                    reason = f"next op {u!r} changes the shape to {list(un.spec.shape)}"
+                elif reaches_back(graph, set(group), [v.node for v in graph.inputs_of(u) if v != tail]):
+                    reason = f"fusing {u!r} would create a cycle"
+                else:
+                    parts.append(_role(graph, u, tail, out_shape))
+                    group.append(u)
+                    tail = Value(u)
+                    continue
+            break
+        if len(group) > 1:
+            ctx.skipped(rule_name, tail.node, f"epilogue stops: {reason}")
+        kind = "gemm" if graph.node(anchor).op == "matmul" else "conv"
+        fuse_group(graph, group, "fused_gemm", anchor, f"{kind}_{anchor}", [rule_name] if len(group) > 1 else [])
+        ctx.fired(rule_name, anchor, " + ".join(parts)) if len(group) > 1 else ctx.skipped(
+            rule_name, anchor, f"no epilogue: {reason}")
+    return graph

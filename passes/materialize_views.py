@@ -1,0 +1,45 @@
+"""View legalization before lowering.
+
+Requires: composites decomposed. Guarantees: every value has a layout (``trtjit.layout``): a reshape that
+no strides can express reads a contiguous ``copy`` of its input; every graph output is a contiguous
+buffer written by a kernel (outputs that alias an input, a constant, another output or a strided view
+get a ``copy``), so the engine hands back tensors the caller owns.
+"""
+
+from __future__ import annotations
+
+from trtjit.fusion import rule
+from trtjit.ir import Graph, Value
+from trtjit.layout import compute_layouts, is_kernel_node
+from trtjit.passmanager import PassContext
+
+RESHAPE_COPY = rule("non-viewable reshape => copy + reshape", "materialize_views",
+                    "torch would copy here too; the copy is a pointwise kernel")
+OUTPUT_COPY = rule("aliased output => copy", "materialize_views", "outputs must be fresh contiguous buffers")
+
+
+def run(graph: Graph, ctx: PassContext) -> Graph:
+    while True:
+        layouts = compute_layouts(graph, strict=False)
+        bad = next((n for n in graph.topo_order() if Value(n) in layouts and layouts[Value(n)] is None
+                    and layouts[graph.inputs_of(n)[0]] is not None), None)
+        if bad is None:
+            break
+        src = graph.inputs_of(bad)[0]
+        cp = graph.add("copy", [src], name=f"{bad}.copy", source=graph.node(bad).source)
+        graph.set_input(bad, 0, Value(cp.name))
+        ctx.fired(RESHAPE_COPY, bad)
+    layouts = compute_layouts(graph)
+    seen: set[Value] = set()
+    new_outputs = []
+    for v in graph.outputs:
+        lay = layouts[v]
+        owned = is_kernel_node(graph, lay.root.node) and lay.is_contiguous and lay.root == v
+        if not owned or v in seen or lay.root in seen:
+            cp = graph.add("copy", [v], name=f"{v.node}.out", source=graph.node(v.node).source)
+            ctx.fired(OUTPUT_COPY, v.node)
+            v = Value(cp.name)
+        seen.add(v)
+        new_outputs.append(v)
+    graph.outputs = new_outputs
+    return graph

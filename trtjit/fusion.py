@@ -1,0 +1,76 @@
+"""Named fusion and rewrite rules, and the one helper every fusion pass uses to build a fused node.
+
+Rules are data: each has a name like ``"conv + bn => conv"`` and a short reason. Passes record, per
+node, which rule fired or why it did not (``PassContext.fired`` / ``PassContext.skipped``), so a notebook
+or `trtjit inspect` can list them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import networkx as nx
+
+from trtjit.ir import Graph, Node, Value
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    pass_name: str
+    doc: str
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(name: str, pass_name: str, doc: str) -> str:
+    RULES[name] = Rule(name, pass_name, doc)
+    return name
+
+
+def reaches_back(graph: Graph, group: set[str], candidate_inputs: Iterable[str]) -> bool:
+    """True when some node in ``candidate_inputs`` (outside ``group``) is reachable from ``group``
+    through nodes outside it: fusing would then create a cycle."""
+    targets = {n for n in candidate_inputs if n not in group}
+    if not targets:
+        return False
+    seen: set[str] = set()
+    todo = deque(s for g in group for s in graph.nx.successors(g) if s not in group)
+    while todo:
+        n = todo.popleft()
+        if n in seen:
+            continue
+        if n in targets:
+            return True
+        seen.add(n)
+        todo.extend(s for s in graph.nx.successors(n) if s not in group and s not in seen)
+    return False
+
+
+def fuse_group(graph: Graph, names: Iterable[str], op: str, anchor: str, kernel: str, rules: list[str]) -> Node:
+    """Replace the nodes ``names`` by one ``op`` node whose ``body`` attribute is their subgraph.
+
+    The fused node takes the anchor's name, reads the group's external values in first-use order and
+    exposes every value used outside the group as an output.
+    """
+    names = list(names)
+    body = graph.subgraph(names)
+    ext = [Value(n, i) for n, i in body.meta.pop("external_inputs")]
+    outs = list(body.outputs)
+    tmp = graph.unique_name(f"{anchor}__fused")
+    fused = graph.add(op, ext, {"body": body, "rules": sorted(set(rules)), "kernel": kernel}, name=tmp,
+                      source=graph.node(anchor).source)
+    for i, v in enumerate(outs):
+        graph.replace_all_uses(v, Value(fused.name, i))
+    for n in reversed(graph.topo_order()):
+        if n in set(names):
+            graph.remove_node(n)
+    graph.rename(fused.name, anchor)
+    return graph.node(anchor)
+
+
+def is_dag(graph: Graph) -> bool:
+    return nx.is_directed_acyclic_graph(graph.nx)

@@ -1,0 +1,69 @@
+"""Buffer layouts: which buffer each value lives in, with what strides.
+
+Kernels write contiguous outputs into their own buffer. View ops (reshape, permute, expand, slice,
+select, squeeze, unsqueeze) cost no kernel: their layout is computed here, at build time, by applying
+the op to a meta tensor with the input's strides, so torch's own view rules decide. A reshape that no
+strides can express needs a copy; ``compute_layouts`` reports it so a pass can insert one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from trtjit.errors import BuildError
+from trtjit.ir import Graph, Value
+from trtjit.ops import get_op
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Value
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    offset: int = 0
+
+    @property
+    def is_contiguous(self) -> bool:
+        return self.offset == 0 and self.strides == contiguous_strides(self.shape)
+
+
+def contiguous_strides(shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    out, acc = [], 1
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= max(s, 1)
+    return tuple(reversed(out))
+
+
+def is_kernel_node(graph: Graph, name: str) -> bool:
+    op = graph.node(name).op
+    return op not in ("input", "constant") and get_op(op).kind not in ("view", "source")
+
+
+def compute_layouts(graph: Graph, strict: bool = True) -> dict[Value, Layout | None]:
+    """Layout of every value. A value that needs a copy maps to None (or raises when ``strict``)."""
+    out: dict[Value, Layout | None] = {}
+    for node in graph:
+        opdef = get_op(node.op)
+        if opdef.kind == "composite":
+            raise BuildError(f"node {node.name!r}: composite op {node.op!r} reached lowering undecomposed")
+        if opdef.kind != "view":
+            for i, spec in enumerate(node.outputs):
+                out[Value(node.name, i)] = Layout(Value(node.name, i), spec.shape, contiguous_strides(spec.shape))
+            continue
+        src = out[graph.inputs_of(node.name)[0]]
+        if src is None:
+            out[Value(node.name)] = None
+            continue
+        size = 1 + src.offset + sum((s - 1) * st for s, st in zip(src.shape, src.strides) if s > 0)
+        base = torch.empty(size, dtype=node.spec.dtype, device="meta").as_strided(src.shape, src.strides, src.offset)
+        res = opdef.run([base], node.attrs)[0]
+        if not res._is_view() and res.numel() > 0:
+            if strict:
+                raise BuildError(f"node {node.name!r}: {node.op} of a non-contiguous tensor needs a copy")
+            out[Value(node.name)] = None
+            continue
+        out[Value(node.name)] = Layout(src.root, tuple(res.shape), tuple(res.stride()), int(res.storage_offset()))
+    return out

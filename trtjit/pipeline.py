@@ -1,0 +1,21 @@
+"""The pass pipeline of each optimization level: one visible list each, in order."""
+
+from __future__ import annotations
+
+from trtjit.passmanager import Pass, load_pass
+
+PIPELINES: dict[int, list[str]] = {
+    # every op its own kernel: only what lowering needs
+    0: ["decompose", "dead_code_elimination", "materialize_views", "memory_plan"],
+    # fold and clean up, no fusion
+    1: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "decompose",
+        "constant_folding", "remove_noops", "dead_code_elimination", "materialize_views", "memory_plan"],
+    # everything: fusion of GEMM epilogues, row reductions and pointwise chains
+    2: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "decompose",
+        "constant_folding", "remove_noops", "dead_code_elimination", "fuse_gemm_epilogue", "fuse_reductions",
+        "fuse_pointwise", "materialize_views", "memory_plan"],
+}
+
+
+def passes_for(level: int) -> list[Pass]:
+    return [load_pass(n) for n in PIPELINES[level]]
