@@ -1,0 +1,30 @@
+"""trtjit: an inference compiler on Triton.
+
+    engine = trtjit.compile(module, example_inputs)
+    outputs = engine(*inputs)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ:
+    import torch as _torch
+
+    if not _torch.cuda.is_available():
+        # Triton picks interpreter vs compiler at import time; with no GPU, kernels run interpreted.
+        os.environ["TRITON_INTERPRET"] = "1"
+
+from trtjit.builder import build, compile  # noqa: E402
+from trtjit.engine import Engine  # noqa: E402
+from trtjit.errors import (BuildError, EngineError, GraphError, InputError, TrtjitError,  # noqa: E402
+                           UnsupportedOpError)
+from trtjit.interpreter import run_graph  # noqa: E402
+from trtjit.ir import Graph, Node, TensorSpec, Value  # noqa: E402
+from trtjit.options import BuildOptions  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["BuildError", "BuildOptions", "Engine", "EngineError", "Graph", "GraphError", "InputError", "Node",
+           "TensorSpec", "TrtjitError", "UnsupportedOpError", "Value", "build", "compile", "run_graph"]

@@ -61,7 +61,7 @@ def fuse_group(graph: Graph, names: Iterable[str], op: str, anchor: str, kernel:
     ext = [Value(n, i) for n, i in body.meta.pop("external_inputs")]
     outs = list(body.outputs)
     tmp = graph.unique_name(f"{anchor}__fused")
-    fused = graph.add(op, ext, {"body": body, "rules": sorted(set(rules)), "kernel": kernel}, name=tmp,
+    fused = graph.add(op, ext, {"body": body, "rules": sorted(set(rules)), "kernel_name": kernel}, name=tmp,
                       source=graph.node(anchor).source)
     for i, v in enumerate(outs):
         graph.replace_all_uses(v, Value(fused.name, i))

@@ -405,7 +405,7 @@ def _fused_infer(specs: list[TensorSpec], attrs: dict) -> list[TensorSpec]:
 for _name, _doc in [("fused_pointwise", "pointwise ops fused into one kernel"),
                     ("fused_reduction", "row reductions with their prologue and epilogue in one kernel"),
                     ("fused_gemm", "matmul or conv with its epilogue in one kernel")]:
-    _register(OpDef(_name, "fused", _fused_ref, {"body": REQUIRED, "rules": [], "kernel": ""}, None,
+    _register(OpDef(_name, "fused", _fused_ref, {"body": REQUIRED, "rules": [], "kernel_name": ""}, None,
                     infer_fn=_fused_infer, doc=_doc))
 
 

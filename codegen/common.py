@@ -1,0 +1,217 @@
+"""What every kernel template shares: kernel records, operands, index arithmetic and the per-op
+expression emitter (driven by the op table's ``expr``).
+
+A template gets a ``KernelInput``: the IR node, its body graph (the fused subgraph, or the node alone),
+and the layout of every value it reads. It returns a ``KernelSpec``: readable Triton source, the launch
+grid, constexpr block sizes and which buffers to pass.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from trtjit.errors import BuildError
+from trtjit.ir import Graph, Node, TensorSpec, Value
+from trtjit.layout import Layout
+from trtjit.ops import _TL_DTYPES, get_op, lit
+
+FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+MAX_INDEX = 2**31 - 1
+
+
+@dataclass
+class KernelSpec:
+    """One generated kernel and how to launch it."""
+
+    name: str
+    template: str
+    node: str
+    source: str
+    grid: tuple[int, ...]
+    constexprs: dict[str, int]
+    args: list[Value]
+    covers: list[str]
+    rules: list[str] = field(default_factory=list)
+    num_warps: int = 4
+    num_stages: int = 2
+    flops: int = 0
+    bytes: int = 0
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "template": self.template, "node": self.node, "source": self.source,
+                "grid": list(self.grid), "constexprs": self.constexprs, "args": [list(a) for a in self.args],
+                "covers": self.covers, "rules": self.rules, "num_warps": self.num_warps,
+                "num_stages": self.num_stages, "flops": self.flops, "bytes": self.bytes}
+
+
+@dataclass
+class Operand:
+    """A value a kernel reads: a pointer argument with a layout, or an inlined scalar literal."""
+
+    layout: Layout | None
+    dtype: torch.dtype
+    pointer: str = ""
+    literal: str | None = None
+
+
+@dataclass
+class KernelInput:
+    node: Node
+    body: Graph
+    operands: dict[str, Operand]  # body input name -> operand
+    outputs: list[tuple[str, TensorSpec]]  # (pointer name, spec) per body output
+    args: list[Value]  # outer buffer roots, pointer order (inputs then outputs)
+    pointers: list[str]
+    tf32: bool = False
+
+    @property
+    def covers(self) -> list[str]:
+        return [n.name for n in self.body if n.op not in ("input", "constant")]
+
+
+def ident(s: str) -> str:
+    s = re.sub(r"[^0-9A-Za-z_]", "_", s).strip("_")
+    return s if s and not s[0].isdigit() else f"k_{s}"
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (max(n, 1) - 1).bit_length())
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def check_index_range(node: str, *numels: int) -> None:
+    if any(n > MAX_INDEX for n in numels):
+        raise BuildError(f"node {node!r}: tensors of more than 2**31-1 elements need 64-bit indexing, "
+                         "which this kernel template does not emit yet")
+
+
+def tl_dtype(dtype: torch.dtype) -> str:
+    from trtjit.ir import dtype_name
+    return f"tl.{_TL_DTYPES[dtype_name(dtype)]}"
+
+
+def offset_expr(lay: Layout, out_shape: tuple[int, ...], var: Callable[[int], str | None]) -> tuple[str, set[int]]:
+    """Element offset of ``lay`` read at the index of an ``out_shape`` iteration space.
+
+    ``lay`` broadcasts against ``out_shape`` (right-aligned); ``var(j)`` gives the index expression of
+    dimension ``j`` of the iteration space. Returns the expression and the dimensions it uses.
+    """
+    shift = len(out_shape) - len(lay.shape)
+    terms, used = [], set()
+    for i, (size, stride) in enumerate(zip(lay.shape, lay.strides)):
+        if size == 1 or stride == 0:
+            continue
+        j = i + shift
+        v = var(j)
+        if v is None:
+            raise BuildError(f"internal: no index variable for dimension {j}")
+        used.add(j)
+        terms.append(v if stride == 1 else f"{v} * {stride}")
+    if lay.offset:
+        terms.append(str(lay.offset))
+    return (" + ".join(terms) if terms else "0"), used
+
+
+def emit_op(node: Node, args: list[str], arg_dtypes: list[torch.dtype]) -> str:
+    """The Triton expression of a pointwise node, from the op table's ``expr``."""
+    opdef = get_op(node.op)
+    if opdef.kind != "pointwise" or opdef.expr is None:
+        raise BuildError(f"node {node.name!r}: op {node.op!r} has no pointwise lowering")
+    out_dt = node.spec.dtype
+    if out_dt.is_floating_point and node.op != "cast":
+        args = [a if dt.is_floating_point or a.replace(".", "").lstrip("-").isdigit() else f"{a}.to(tl.float32)"
+                for a, dt in zip(args, arg_dtypes)]
+    if node.op == "where":
+        args = [args[0] if arg_dtypes[0] == torch.bool else f"({args[0]} != 0)", *args[1:]]
+    expr = opdef.expr(args, node.attrs) if callable(opdef.expr) else opdef.expr.format(*args)
+    if node.op == "cast" and out_dt in FLOATS:
+        expr = f"{expr}.to(tl.float32)"
+    return expr
+
+
+def literal_of(t: torch.Tensor) -> str:
+    x = t.reshape(()).item()
+    if t.dtype == torch.bool:
+        return lit(bool(x))
+    if t.dtype.is_floating_point:
+        return lit(float(x))
+    return lit(int(x))
+
+
+def load_cast(expr: str, dtype: torch.dtype) -> str:
+    """Loaded half/bfloat16 values compute in fp32."""
+    return f"{expr}.to(tl.float32)" if dtype in (torch.float16, torch.bfloat16) else expr
+
+
+def store_cast(expr: str, dtype: torch.dtype) -> str:
+    return expr if dtype in (torch.float32, torch.bool) else f"{expr}.to({tl_dtype(dtype)})"
+
+
+class Writer:
+    """Builds one kernel's source: header, signature, indented body."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append("    " + line if line else "")
+
+    def source(self, name: str, pointers: list[str], constexprs: list[str], doc: str) -> str:
+        params = ", ".join(pointers + [f"{c}: tl.constexpr" for c in constexprs])
+        head = ["import triton", "import triton.language as tl", "", "", "@triton.jit",
+                f"def {name}({params}):", f'    """{doc}"""']
+        return "\n".join(head + self.lines) + "\n"
+
+
+class BodyEmitter:
+    """Emits the pointwise part of a body: values by name, loads through a template callback."""
+
+    def __init__(self, w: Writer, kin: KernelInput, load: Callable[[str, Node], str]) -> None:
+        self.w = w
+        self.kin = kin
+        self.load = load
+        self.vars: dict[Value, str] = {}
+        self.count = 0
+
+    def fresh(self, prefix: str = "v") -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def value(self, v: Value, consumer: Node) -> str:
+        """Expression for ``v`` as read by ``consumer`` (loads body inputs on demand)."""
+        if v in self.vars:
+            return self.vars[v]
+        n = self.kin.body.node(v.node)
+        if n.op == "input":
+            op = self.kin.operands[n.name]
+            if op.literal is not None:
+                return op.literal
+            return self.load(n.name, consumer)
+        if n.op == "constant":
+            if n.value.numel() == 1:
+                return literal_of(n.value)
+            raise BuildError(f"node {n.name!r}: tensor constants inside a fused body are not supported")
+        raise BuildError(f"internal: value {v} used before it was computed")
+
+    def emit(self, node: Node) -> str:
+        ins = self.kin.body.inputs_of(node.name)
+        args = [self.value(v, node) for v in ins]
+        dts = [self.kin.body.spec(v).dtype for v in ins]
+        var = self.fresh()
+        self.w(f"{var} = {emit_op(node, args, dts)}  # {node.name}: {node.op}")
+        self.vars[Value(node.name)] = var
+        return var
+
+
+def element_bytes(kin: KernelInput) -> int:
+    """Bytes a kernel must move at least: each operand read once, each output written once."""
+    read = sum(math.prod(op.layout.shape) * op.dtype.itemsize for op in kin.operands.values() if op.layout)
+    return int(read + sum(s.nbytes for _, s in kin.outputs))

@@ -1,0 +1,195 @@
+"""GEMM template (batched matmul and NCHW convolution as implicit GEMM) with a fused epilogue.
+
+A program computes a BLOCK_M x BLOCK_N tile of the output in an fp32 accumulator with ``tl.dot``,
+then runs the body's pointwise epilogue (bias, scale, activation, residual add) on the tile before the
+one store. Operands are read through their strides, so transposed weights and permuted activations need
+no copy. A matmul whose right operand is shared across the batch folds the batch into M. A convolution
+gathers its A tile from the input (im2col on the fly) for any stride, padding, dilation and groups.
+"""
+
+from __future__ import annotations
+
+import math
+
+from trtjit.codegen.common import (BodyEmitter, KernelInput, KernelSpec, Operand, Writer, cdiv, check_index_range,
+                            element_bytes, load_cast, next_pow2, offset_expr, store_cast)
+from trtjit.errors import BuildError
+from trtjit.ir import Node, Value
+from trtjit.layout import contiguous_strides
+
+
+def _block(n: int, cap: int) -> int:
+    return max(16, min(cap, next_pow2(n)))
+
+
+def _anchor(kin: KernelInput) -> Node:
+    for n in kin.body:
+        if n.op in ("matmul", "conv2d"):
+            return n
+    raise BuildError(f"node {kin.node.name!r}: gemm kernel without a matmul or conv2d")
+
+
+def _operand(kin: KernelInput, v: Value, anchor: Node) -> Operand:
+    n = kin.body.node(v.node)
+    if n.op != "input" or kin.operands[n.name].layout is None:
+        raise BuildError(f"node {kin.node.name!r}: operand {v} of {anchor.name!r} must be a tensor input")
+    return kin.operands[n.name]
+
+
+def generate(kin: KernelInput, name: str) -> KernelSpec:
+    anchor = _anchor(kin)
+    a_v, b_v = kin.body.inputs_of(anchor.name)
+    A, B = _operand(kin, a_v, anchor), _operand(kin, b_v, anchor)
+    if A.dtype != B.dtype:
+        raise BuildError(f"node {kin.node.name!r}: operands have different dtypes {A.dtype} and {B.dtype}")
+    out_shape = anchor.spec.shape
+    check_index_range(kin.node.name, math.prod(out_shape), math.prod(A.layout.shape), math.prod(B.layout.shape))
+    w = Writer()
+    prec = "tf32" if kin.tf32 else "ieee"
+    if anchor.op == "matmul":
+        dim_var, grid, consts, mrows, n_cols, flops = _matmul_mainloop(w, A, B, out_shape, prec)
+    else:
+        dim_var, grid, consts, mrows, n_cols, flops = _conv_mainloop(w, A, B, anchor, out_shape, prec)
+    w(f"mask = (rm < {mrows}) & (rn < {n_cols})")
+    loaded: dict[str, str] = {}
+
+    def load(inp: str, consumer: Node) -> str:
+        if inp in loaded:
+            return loaded[inp]
+        op = kin.operands[inp]
+        off, used = offset_expr(op.layout, out_shape, dim_var)
+        v = f"e{len(loaded)}"
+        m = ", mask=mask, other=0.0" if used else ""
+        w(f"{v} = {load_cast(f'tl.load({op.pointer} + {off}{m})', op.dtype)}  # {inp}")
+        loaded[inp] = v
+        return v
+
+    em = BodyEmitter(w, kin, load)
+    em.vars[Value(anchor.name)] = "acc"
+    for node in kin.body:
+        if node.op in ("input", "constant") or node is anchor or node.name == anchor.name:
+            continue
+        em.emit(node)
+    strides = contiguous_strides(out_shape)
+    off = " + ".join(dim_var(j) if st == 1 else f"{dim_var(j)} * {st}" for j, st in enumerate(strides)
+                     if out_shape[j] > 1) or "0"
+    for (ptr, spec), v in zip(kin.outputs, kin.body.outputs):
+        if spec.shape != out_shape:
+            raise BuildError(f"node {kin.node.name!r}: epilogue output of shape {list(spec.shape)} differs "
+                             f"from the GEMM output {list(out_shape)}")
+        w(f"tl.store({ptr} + {off}, {store_cast(em.value(v, kin.node), spec.dtype)}, mask=mask)")
+    epi = ", ".join(f"{n.name} ({n.op})" for n in kin.body if n.op not in ("input", "constant"))
+    src = w.source(name, kin.pointers, list(consts), f"{anchor.op} {list(out_shape)} with epilogue: {epi}")
+    return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
+                      kin.args, kin.covers, list(kin.node.attrs.get("rules", [])), num_warps=4, num_stages=3,
+                      flops=flops, bytes=element_bytes(kin))
+
+
+def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ...], prec: str):
+    *batch, M, N = out_shape
+    K = A.layout.shape[-1]
+    nb = len(batch)
+    a_batch = len(A.layout.shape) - 2
+    b_batch = len(B.layout.shape) - 2
+
+    def bstride(op: Operand, nbat: int, j: int) -> int:
+        i = j - (nb - nbat)
+        if i < 0 or op.layout.shape[i] == 1:
+            return 0
+        return op.layout.strides[i]
+
+    fold = nb > 0 and all(bstride(B, b_batch, j) == 0 for j in range(nb))
+    mrows = (math.prod(batch) * M) if fold else M
+    bm, bn, bk = _block(mrows, 64), _block(N, 64), _block(K, 32)
+    nbatch = 1 if fold else math.prod(batch)
+    w("pid_m = tl.program_id(0)")
+    w("pid_n = tl.program_id(1)")
+    w("pid_b = tl.program_id(2)")
+    w("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]")
+    w("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
+    w("rk = tl.arange(0, BLOCK_K)")
+    names: dict[int, str] = {}
+    inner = 1
+    for j in reversed(range(nb)):
+        lin = "rm" if fold else "pid_b"
+        div = inner * (M if fold else 1)
+        e = lin if div == 1 else f"{lin} // {div}"
+        names[j] = f"b{j}"
+        w(f"b{j} = ({e}) % {batch[j]}")
+        inner *= batch[j]
+    w(f"m = rm % {M}" if fold else "m = rm")
+    names[nb], names[nb + 1] = "m", "rn"
+
+    def dim_var(j: int) -> str:
+        return names[j]
+
+    a_off, _ = offset_expr(_drop_last(A), tuple(out_shape[:-1]), dim_var)
+    b_lay = _drop_dim(B, -2)
+    b_off, _ = offset_expr(b_lay, tuple(batch) + (N,), lambda j: names[j] if j < nb else "rn")
+    sak, sbk = A.layout.strides[-1], B.layout.strides[-2]
+    w(f"a_ptrs = {A.pointer} + {a_off} + rk[None, :] * {sak}")
+    w(f"b_ptrs = {B.pointer} + {b_off} + rk[:, None] * {sbk}")
+    w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+    w(f"for k in range(0, {K}, BLOCK_K):")
+    w(f"    a = tl.load(a_ptrs, mask=(rm < {mrows}) & (rk[None, :] < {K} - k), other=0.0)")
+    w(f"    b = tl.load(b_ptrs, mask=(rk[:, None] < {K} - k) & (rn < {N}), other=0.0)")
+    w(f'    acc = tl.dot(a, b, acc, input_precision="{prec}")')
+    w(f"    a_ptrs += BLOCK_K * {sak}")
+    w(f"    b_ptrs += BLOCK_K * {sbk}")
+    grid = (cdiv(mrows, bm), cdiv(N, bn), nbatch)
+    return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K
+
+
+def _drop_last(op: Operand):
+    from trtjit.layout import Layout
+    lay = op.layout
+    return Layout(lay.root, lay.shape[:-1], lay.strides[:-1], lay.offset)
+
+
+def _drop_dim(op: Operand, d: int):
+    from trtjit.layout import Layout
+    lay = op.layout
+    d = d % len(lay.shape)
+    return Layout(lay.root, lay.shape[:d] + lay.shape[d + 1:], lay.strides[:d] + lay.strides[d + 1:], lay.offset)
+
+
+def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: tuple[int, ...], prec: str):
+    N, OC, OH, OW = out_shape
+    _, C, H, W = X.layout.shape
+    _, Cg, KH, KW = Wt.layout.shape
+    groups = anchor.attrs["groups"]
+    OCg = OC // groups
+    sh, sw = anchor.attrs["stride"]
+    ph, pw = anchor.attrs["padding"]
+    dh, dw = anchor.attrs["dilation"]
+    sxn, sxc, sxh, sxw = X.layout.strides
+    swo, swc, swh, sww = Wt.layout.strides
+    M, K = N * OH * OW, Cg * KH * KW
+    bm, bn, bk = _block(M, 64), _block(OCg, 64), _block(K, 32)
+    w("pid_m = tl.program_id(0)")
+    w("pid_n = tl.program_id(1)")
+    w("g = tl.program_id(2)")
+    w("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]")
+    w("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
+    w(f"n = rm // {OH * OW}")
+    w(f"oh = (rm // {OW}) % {OH}")
+    w(f"ow = rm % {OW}")
+    w(f"oc = g * {OCg} + rn")
+    w(f"x_base = {X.pointer} + {X.layout.offset} + n * {sxn} + g * {Cg * sxc}")
+    w(f"w_base = {Wt.pointer} + {Wt.layout.offset} + oc * {swo}")
+    w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+    w(f"for k in range(0, {K}, BLOCK_K):")
+    w("    rk = k + tl.arange(0, BLOCK_K)")
+    w(f"    c = rk // {KH * KW}")
+    w(f"    kh = (rk // {KW}) % {KH}")
+    w(f"    kw = rk % {KW}")
+    w(f"    ih = oh * {sh} - {ph} + kh[None, :] * {dh}")
+    w(f"    iw = ow * {sw} - {pw} + kw[None, :] * {dw}")
+    w(f"    a_mask = (rm < {M}) & (rk[None, :] < {K}) & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
+    w(f"    a = tl.load(x_base + c[None, :] * {sxc} + ih * {sxh} + iw * {sxw}, mask=a_mask, other=0.0)")
+    w(f"    b_mask = (rk[:, None] < {K}) & (rn < {OCg})")
+    w(f"    b = tl.load(w_base + c[:, None] * {swc} + kh[:, None] * {swh} + kw[:, None] * {sww}, mask=b_mask, other=0.0)")
+    w(f'    acc = tl.dot(a, b, acc, input_precision="{prec}")')
+    names = {0: "n", 1: "oc", 2: "oh", 3: "ow"}
+    grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
+    return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, 2 * math.prod(out_shape) * K

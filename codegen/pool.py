@@ -1,0 +1,71 @@
+"""Pooling template: max and average pooling over NCHW windows.
+
+One flat index over the output (n, c, oh, ow); the window is unrolled at compile time
+(``tl.static_range``) with bounds masks, matching torch's padding, dilation, ceil_mode and
+count_include_pad semantics.
+"""
+
+from __future__ import annotations
+
+import math
+
+from trtjit.codegen.common import KernelInput, KernelSpec, Writer, cdiv, check_index_range, element_bytes, next_pow2, store_cast
+
+
+def generate(kin: KernelInput, name: str) -> KernelSpec:
+    node = kin.node
+    (inp,) = [n.name for n in kin.body if n.op == "input"]
+    X = kin.operands[inp]
+    (ptr, spec), = kin.outputs
+    N, C, OH, OW = spec.shape
+    _, _, H, W = X.layout.shape
+    sxn, sxc, sxh, sxw = X.layout.strides
+    a = node.attrs
+    KH, KW = a["kernel"]
+    sh, sw = a["stride"]
+    ph, pw = a["padding"]
+    dh, dw = a.get("dilation", [1, 1])
+    numel = math.prod(spec.shape)
+    check_index_range(node.name, numel)
+    block = min(1024, next_pow2(numel))
+    is_max = node.op == "max_pool2d"
+    w = Writer()
+    w("offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
+    w(f"mask = offs < {numel}")
+    w(f"ow = offs % {OW}")
+    w(f"oh = (offs // {OW}) % {OH}")
+    w(f"c = (offs // {OW * OH}) % {C}")
+    w(f"n = offs // {OW * OH * C}")
+    w(f"base = {X.pointer} + {X.layout.offset} + n * {sxn} + c * {sxc}")
+    init = "float('-inf')" if is_max else "0.0"
+    w(f"acc = tl.full((BLOCK,), {init}, tl.float32)")
+    if not is_max:
+        w("cnt = tl.zeros((BLOCK,), dtype=tl.float32)")
+    w(f"for kh in tl.static_range({KH}):")
+    w(f"    for kw in tl.static_range({KW}):")
+    w(f"        ih = oh * {sh} - {ph} + kh * {dh}")
+    w(f"        iw = ow * {sw} - {pw} + kw * {dw}")
+    w(f"        ok = mask & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
+    other = "float('-inf')" if is_max else "0.0"
+    w(f"        x = tl.load(base + ih * {sxh} + iw * {sxw}, mask=ok, other={other}).to(tl.float32)")
+    if is_max:
+        w("        acc = tl.maximum(acc, x)")
+    else:
+        w("        acc += x")
+        w("        cnt += ok.to(tl.float32)")
+    if not is_max:
+        if a["divisor_override"]:
+            w(f"acc = acc / {float(a['divisor_override'])}")
+        elif a["count_include_pad"]:
+            w(f"hs = oh * {sh} - {ph}")
+            w(f"ws = ow * {sw} - {pw}")
+            w(f"he = tl.minimum(hs + {KH}, {H + ph})")
+            w(f"we = tl.minimum(ws + {KW}, {W + pw})")
+            w("acc = acc / ((he - hs) * (we - ws)).to(tl.float32)")
+        else:
+            w("acc = acc / tl.maximum(cnt, 1.0)")
+    w(f"tl.store({ptr} + offs, {store_cast('acc', spec.dtype)}, mask=mask)")
+    src = w.source(name, kin.pointers, ["BLOCK"],
+                   f"{node.op} {KH}x{KW} stride {sh}x{sw} pad {ph}x{pw} over {list(X.layout.shape)}")
+    return KernelSpec(name, "pool", node.name, src, (cdiv(numel, block),), {"BLOCK": block}, kin.args, kin.covers,
+                      [], num_warps=4, flops=numel * KH * KW, bytes=element_bytes(kin))

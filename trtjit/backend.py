@@ -1,0 +1,39 @@
+"""Where kernels run: compiled for the GPU, or under Triton's interpreter on the CPU.
+
+Triton decides between the two when it is imported (``TRITON_INTERPRET``). ``trtjit/__init__`` turns the
+interpreter on when it is imported first on a machine without a GPU; this module reports the choice
+and turns generated source into launchable kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import os
+from typing import Any
+
+from trtjit.errors import EngineError
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def check_device(device_type: str) -> None:
+    if device_type == "cpu" and not interpreting():
+        raise EngineError("inputs are on the CPU, which runs kernels under the Triton interpreter, but Triton "
+                          "was imported with the interpreter off; set TRITON_INTERPRET=1 before importing "
+                          "triton (trtjit does this itself when imported first on a machine without a GPU), "
+                          "or move the inputs to the GPU")
+    if device_type not in ("cpu", "cuda"):
+        raise EngineError(f"inputs are on a {device_type!r} device; trtjit runs on 'cuda' or 'cpu'")
+
+
+def load_kernel(name: str, source: str) -> Any:
+    """A ``@triton.jit`` function from generated source, registered in linecache so Triton can read it."""
+    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
+    filename = f"<trtjit-kernel {name} {digest}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict[str, Any] = {"__name__": f"trtjit_kernels.{name}"}
+    exec(compile(source, filename, "exec"), namespace)  # our own generated code, never read from a file
+    return namespace[name]

@@ -1,0 +1,95 @@
+"""``trtjit.compile``: module in, engine out (import, passes, codegen)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trtjit.codegen import generate
+from trtjit.codegen.common import KernelSpec
+from trtjit.engine import Engine
+from trtjit.errors import InputError, TrtjitError
+from trtjit.frontend_torch import import_module
+from trtjit.ir import Graph
+from trtjit.layout import compute_layouts, is_kernel_node
+from trtjit.options import BuildOptions
+from trtjit.passmanager import PassContext, run_pipeline
+from trtjit.pipeline import passes_for
+
+
+def _check_inputs(model: Any, example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"trtjit.compile expects a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)):
+        raise InputError("example_inputs must be a tensor or a tuple/list of tensors, got "
+                         f"{type(example_inputs).__name__}")
+    for i, t in enumerate(example_inputs):
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"example input {i} must be a torch.Tensor, got {type(t).__name__}")
+    return tuple(example_inputs)
+
+
+def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor,
+            options: BuildOptions | None = None, **overrides: Any) -> Engine:
+    """Compile ``model`` for inputs shaped like ``example_inputs`` into an engine of Triton kernels.
+
+    The model is exported in eval mode (dropout off, BatchNorm on running statistics), as an inference
+    compiler must; its training flag is restored afterwards. Keyword overrides set ``BuildOptions`` fields
+    (``opt_level=``, ``verify=``, ``dump_dir=``, ...).
+    """
+    opts = BuildOptions.make(options, **overrides)
+    args = _check_inputs(model, example_inputs)
+    t0 = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        graph = import_module(model, args)
+    finally:
+        model.train(was_training)
+    return build(graph, opts, t0)
+
+
+def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = None) -> Engine:
+    """Optimize an imported graph and generate its kernels."""
+    opts = options or BuildOptions()
+    t0 = time.perf_counter() if t0 is None else t0
+    ctx = PassContext(opts)
+    graph = run_pipeline(graph, passes_for(opts.opt_level), ctx)
+    kernels = lower(graph, opts)
+    if opts.dump_dir:
+        d = Path(opts.dump_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        for k in kernels:
+            (d / f"kernel_{k.name}.py").write_text(k.source)
+    return Engine(graph, kernels, opts, ctx.log, time.perf_counter() - t0)
+
+
+def lower(graph: Graph, opts: BuildOptions) -> list[KernelSpec]:
+    """One kernel per compute node, in execution order, with unique names."""
+    layouts = compute_layouts(graph)
+    kernels: list[KernelSpec] = []
+    seen: dict[str, int] = {}
+    for name in graph.topo_order():
+        if not is_kernel_node(graph, name):
+            continue
+        try:
+            k = generate(graph, name, layouts, tf32=opts.tf32)
+        except TrtjitError:
+            raise
+        except Exception as e:  # a template bug must still name the node
+            raise TrtjitError(f"code generation failed for node {name!r} ({graph.node(name).op}): "
+                              f"{type(e).__name__}: {e}") from e
+        if k.name in seen:
+            seen[k.name] += 1
+            old = k.name
+            k.name = f"{old}_{seen[old]}"
+            k.source = k.source.replace(f"def {old}(", f"def {k.name}(", 1)
+        seen.setdefault(k.name, 0)
+        kernels.append(k)
+    return kernels
