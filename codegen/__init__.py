@@ -7,6 +7,7 @@ gemm/conv, pool) and returns a ``KernelSpec`` holding readable Triton source.
 from __future__ import annotations
 
 from trtjit.codegen.common import KernelInput, KernelSpec, Operand, ident, literal_of
+
 from trtjit.errors import BuildError
 from trtjit.ir import Graph, Value
 from trtjit.layout import Layout

@@ -11,8 +11,21 @@ from __future__ import annotations
 
 import math
 
-from trtjit.codegen.common import (BodyEmitter, KernelInput, KernelSpec, Operand, Writer, cdiv, check_index_range,
-                            element_bytes, load_cast, next_pow2, offset_expr, store_cast)
+from trtjit.codegen.common import (
+    BodyEmitter,
+    KernelInput,
+    KernelSpec,
+    Operand,
+    Writer,
+    cdiv,
+    check_index_range,
+    element_bytes,
+    load_cast,
+    next_pow2,
+    offset_expr,
+    store_cast,
+)
+
 from trtjit.errors import BuildError
 from trtjit.ir import Node, Value
 from trtjit.layout import contiguous_strides
@@ -89,7 +102,6 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     *batch, M, N = out_shape
     K = A.layout.shape[-1]
     nb = len(batch)
-    a_batch = len(A.layout.shape) - 2
     b_batch = len(B.layout.shape) - 2
 
     def bstride(op: Operand, nbat: int, j: int) -> int:

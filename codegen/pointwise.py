@@ -9,8 +9,20 @@ from __future__ import annotations
 
 import math
 
-from trtjit.codegen.common import (BodyEmitter, KernelInput, KernelSpec, Writer, cdiv, check_index_range,
-                            element_bytes, load_cast, next_pow2, offset_expr, store_cast)
+from trtjit.codegen.common import (
+    BodyEmitter,
+    KernelInput,
+    KernelSpec,
+    Writer,
+    cdiv,
+    check_index_range,
+    element_bytes,
+    load_cast,
+    next_pow2,
+    offset_expr,
+    store_cast,
+)
+
 from trtjit.ir import Node
 from trtjit.layout import contiguous_strides
 
@@ -49,7 +61,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         else:
             off, used = offset_expr(lay, shape, var)
         var_name = f"x{len(loaded)}"
-        masked = f", mask=mask" if used else ""
+        masked = ", mask=mask" if used else ""
         w(f"{var_name} = {load_cast(f'tl.load({op.pointer} + {off}{masked})', op.dtype)}  # {inp}")
         loaded[inp] = var_name
         return var_name

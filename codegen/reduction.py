@@ -11,8 +11,20 @@ from __future__ import annotations
 
 import math
 
-from trtjit.codegen.common import (BodyEmitter, KernelInput, KernelSpec, Writer, cdiv, check_index_range,
-                            element_bytes, load_cast, next_pow2, offset_expr, store_cast)
+from trtjit.codegen.common import (
+    BodyEmitter,
+    KernelInput,
+    KernelSpec,
+    Writer,
+    cdiv,
+    check_index_range,
+    element_bytes,
+    load_cast,
+    next_pow2,
+    offset_expr,
+    store_cast,
+)
+
 from trtjit.errors import BuildError
 from trtjit.ir import Node, Value
 from trtjit.layout import contiguous_strides

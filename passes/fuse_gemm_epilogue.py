@@ -64,7 +64,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if len(group) > 1:
             ctx.skipped(rule_name, tail.node, f"epilogue stops: {reason}")
         kind = "gemm" if graph.node(anchor).op == "matmul" else "conv"
-        fuse_group(graph, group, "fused_gemm", anchor, f"{kind}_{anchor}", [rule_name] if len(group) > 1 else [])
+        fuse_group(graph, group, "fused_gemm", anchor, f"{kind}_{graph.node(anchor).source or anchor}", [rule_name] if len(group) > 1 else [])
         ctx.fired(rule_name, anchor, " + ".join(parts)) if len(group) > 1 else ctx.skipped(
             rule_name, anchor, f"no epilogue: {reason}")
     return graph

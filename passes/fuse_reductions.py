@@ -87,6 +87,6 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                 changed = True
         order = [n for n in graph.topo_order() if n in group]
         ops = [graph.node(n).op for n in order]
-        fuse_group(graph, order, "fused_reduction", seed, f"reduction_{seed}", [ROW])
+        fuse_group(graph, order, "fused_reduction", seed, f"reduction_{graph.node(seed).source or seed}", [ROW])
         ctx.fired(ROW, seed, " + ".join(ops))
     return graph

@@ -18,13 +18,22 @@ if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ:
 
 from trtjit.builder import build, compile  # noqa: E402
 from trtjit.engine import Engine  # noqa: E402
-from trtjit.errors import (BuildError, EngineError, GraphError, InputError, TrtjitError,  # noqa: E402
-                           UnsupportedOpError)
+from trtjit.engine_file import EngineFileError  # noqa: E402
+from trtjit.errors import BuildError, EngineError, GraphError, InputError, TrtjitError, UnsupportedOpError  # noqa: E402
 from trtjit.interpreter import run_graph  # noqa: E402
 from trtjit.ir import Graph, Node, TensorSpec, Value  # noqa: E402
 from trtjit.options import BuildOptions  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["BuildError", "BuildOptions", "Engine", "EngineError", "Graph", "GraphError", "InputError", "Node",
-           "TensorSpec", "TrtjitError", "UnsupportedOpError", "Value", "build", "compile", "run_graph"]
+
+def load(path: str, key: bytes | str | None = None) -> Engine:
+    """Load an engine file. ``key`` (or the TRTJIT_SIGNING_KEY environment variable) makes signatures
+    mandatory: unsigned or altered files are refused."""
+    from trtjit.engine_file import load as _load
+
+    return _load(path, key if key is not None else os.environ.get("TRTJIT_SIGNING_KEY") or None)
+
+
+__all__ = ["BuildError", "BuildOptions", "Engine", "EngineError", "EngineFileError", "Graph", "GraphError", "InputError", "Node",
+           "TensorSpec", "TrtjitError", "UnsupportedOpError", "Value", "build", "compile", "load", "run_graph"]

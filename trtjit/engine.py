@@ -158,6 +158,11 @@ class Engine:
             out.append(KernelProfile(k.name, k.covers, k.grid, times[len(times) // 2]))
         return out
 
+    def save(self, path: str, key: bytes | str | None = None) -> str:
+        """Write this engine to one file (``trtjit.load`` reads it back); sign it with ``key``."""
+        from trtjit.engine_file import save
+        return str(save(self, path, key))
+
     # ------------------------------------------------------------------ inspection
     @property
     def interpreted(self) -> bool:

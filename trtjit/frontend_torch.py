@@ -592,7 +592,8 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
                 continue
             path = _module_path(node)
             args = pytree.tree_map_only(torch.fx.Node, lambda n: env.get(n.name), (node.args, node.kwargs))
-            if any(isinstance(x, _Unsupported) for x in pytree.tree_leaves(args)):
+            leaves = pytree.tree_leaves(args, is_leaf=lambda x: isinstance(x, Value))
+            if any(isinstance(x, _Unsupported) for x in leaves):
                 env[node.name] = _Unsupported()
                 if name != "getitem" and name not in CONVERTERS:
                     unsupported.setdefault(name, []).append(path or node.name)
@@ -600,7 +601,7 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
             if name == "getitem":
                 env[node.name] = args[0][0][args[0][1]]
                 continue
-            tensor_args = [x for x in pytree.tree_leaves(args) if isinstance(x, Value)]
+            tensor_args = [x for x in leaves if isinstance(x, Value)]
             if not tensor_args and isinstance(node.target, torch._ops.OpOverload) and name not in CONVERTERS:
                 val = node.meta.get("val")
                 if isinstance(val, torch.Tensor):  # a constant-producing op (full, arange, zeros): evaluate now

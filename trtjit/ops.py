@@ -113,7 +113,8 @@ def _pointwise(name: str, arity: int, ref: Callable[..., torch.Tensor], expr: st
     def run(ins: list[torch.Tensor], **a: Any) -> torch.Tensor:
         return ref(*ins, **a)
 
-    _register(OpDef(name, "pointwise", run, attrs or {}, arity, expr, doc=doc))
+    _register(OpDef(name, "pointwise", run, attrs or {}, arity, expr,
+                    doc=doc or (f"elementwise: {expr}" if isinstance(expr, str) else "elementwise")))
 
 
 def _gelu_expr(a: list[str], attrs: dict) -> str:

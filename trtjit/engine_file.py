@@ -1,0 +1,195 @@
+"""Engine files ("plans"): one binary file that is data only.
+
+Layout::
+
+    magic  b"TRTJITPLAN\\x00\\x00"     12 bytes
+    u32    format version             little endian
+    u64    header length
+    header JSON (utf-8)               versions, options, targets, build key, section table
+    32 B   SHA-256 of the header
+    32 B   HMAC-SHA256 of the header with the signing key (zeros when unsigned)
+    sections                          graph JSON, weight bytes, kernel table JSON, ...
+
+Every section carries its SHA-256 in the header, and the header its own, so a truncated or altered file
+is refused before anything in it is used. Loading never unpickles and never executes text from the file:
+kernels are regenerated from the IR by this trtjit's own code generator, and must reproduce the stored
+sources exactly (else the file came from a different code generator and is refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trtjit.errors import EngineError, TrtjitError
+from trtjit.ir import DTYPES, Graph, dtype_name
+
+MAGIC = b"TRTJITPLAN\x00\x00"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<12sIQ")
+_HASH = 32
+
+
+class EngineFileError(EngineError):
+    """An engine file is corrupted, foreign, unsigned or for another version; the message says which."""
+
+
+def _versions() -> dict[str, str]:
+    import triton
+
+    import trtjit
+    return {"trtjit": trtjit.__version__, "triton": triton.__version__, "torch": torch.__version__.split("+")[0]}
+
+
+def build_key(graph_json: bytes, options: dict[str, Any]) -> str:
+    """Identifies what was built: the IR, the options and the compiler versions."""
+    h = hashlib.sha256(graph_json)
+    h.update(json.dumps(options, sort_keys=True).encode())
+    h.update(json.dumps(_versions(), sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+def _weights_blob(graph: Graph) -> tuple[list[dict[str, Any]], bytes]:
+    manifest, chunks, off = [], [], 0
+    for key, t in sorted(graph.weights().items()):
+        data = t.detach().cpu().contiguous()
+        raw = data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b""
+        manifest.append({"name": key, "dtype": dtype_name(t.dtype), "shape": list(t.shape), "offset": off,
+                         "nbytes": len(raw)})
+        chunks.append(raw)
+        off += len(raw)
+    return manifest, b"".join(chunks)
+
+
+def save(engine: Any, path: str | os.PathLike, key: bytes | str | None = None) -> Path:
+    """Write ``engine`` to ``path``; sign it when ``key`` is given."""
+    graph_json = json.dumps(engine.graph.to_json(), sort_keys=True).encode()
+    manifest, blob = _weights_blob(engine.graph)
+    kernels = json.dumps([k.to_json() for k in engine.kernels], sort_keys=True).encode()
+    options = engine.options.__dict__ | {"dump_dir": None}
+    sections = {"graph": graph_json, "weights_manifest": json.dumps(manifest).encode(), "weights": blob,
+                "kernels": kernels}
+    table, off = [], 0
+    for name, data in sections.items():
+        table.append({"name": name, "offset": off, "length": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        off += len(data)
+    header = {"format_version": FORMAT_VERSION, "versions": _versions(), "options": options,
+              "targets": getattr(engine, "targets", []), "build_key": build_key(graph_json, options),
+              "sections": table}
+    hbytes = json.dumps(header, sort_keys=True).encode()
+    sig = hmac.new(_key_bytes(key), hbytes, hashlib.sha256).digest() if key else bytes(_HASH)
+    path = Path(path)
+    with open(path, "wb") as f:
+        f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(hbytes)))
+        f.write(hbytes)
+        f.write(hashlib.sha256(hbytes).digest())
+        f.write(sig)
+        for data in sections.values():
+            f.write(data)
+    return path
+
+
+def _key_bytes(key: bytes | str) -> bytes:
+    return key.encode() if isinstance(key, str) else bytes(key)
+
+
+def read(path: str | os.PathLike, key: bytes | str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Validate an engine file and return (header, sections). Raises EngineFileError naming the problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise EngineFileError(f"{p}: no such engine file")
+    data = p.read_bytes()
+    if len(data) < _PREFIX.size or data[:12] != MAGIC:
+        raise EngineFileError(f"{p}: not a trtjit engine file (bad magic bytes)")
+    _, version, hlen = _PREFIX.unpack_from(data)
+    if version > FORMAT_VERSION:
+        raise EngineFileError(f"{p}: engine format version {version} is newer than this trtjit reads "
+                              f"({FORMAT_VERSION}); upgrade trtjit")
+    if version != FORMAT_VERSION:
+        raise EngineFileError(f"{p}: engine format version {version} is not supported (expected {FORMAT_VERSION})")
+    start = _PREFIX.size
+    body_start = start + hlen + 2 * _HASH
+    if hlen > len(data) or body_start > len(data):
+        raise EngineFileError(f"{p}: truncated engine file (header claims {hlen} bytes, file has {len(data)})")
+    hbytes = data[start:start + hlen]
+    if hashlib.sha256(hbytes).digest() != data[start + hlen:start + hlen + _HASH]:
+        raise EngineFileError(f"{p}: engine header checksum mismatch (file corrupted)")
+    sig = data[start + hlen + _HASH:body_start]
+    if key:
+        if sig == bytes(_HASH):
+            raise EngineFileError(f"{p}: engine file is unsigned, but a signing key is configured")
+        if not hmac.compare_digest(sig, hmac.new(_key_bytes(key), hbytes, hashlib.sha256).digest()):
+            raise EngineFileError(f"{p}: engine signature does not match the configured key (altered or "
+                                  "signed with another key)")
+    try:
+        header = json.loads(hbytes)
+        sections = {}
+        for s in header["sections"]:
+            a, n = body_start + int(s["offset"]), int(s["length"])
+            if a + n > len(data) or n < 0:
+                raise EngineFileError(f"{p}: truncated engine file (section {s['name']!r} runs past the end)")
+            chunk = data[a:a + n]
+            if hashlib.sha256(chunk).hexdigest() != s["sha256"]:
+                raise EngineFileError(f"{p}: checksum mismatch in section {s['name']!r} (file corrupted)")
+            sections[s["name"]] = chunk
+    except EngineFileError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:
+        raise EngineFileError(f"{p}: malformed engine header: {type(e).__name__}: {e}") from None
+    missing = {"graph", "weights_manifest", "weights", "kernels"} - set(sections)
+    if missing:
+        raise EngineFileError(f"{p}: engine file lacks section(s) {sorted(missing)}")
+    return header, sections
+
+
+def load(path: str | os.PathLike, key: bytes | str | None = None) -> Any:
+    """Load an engine file written by ``save``; see the module docstring for what is checked."""
+    from trtjit.builder import lower
+    from trtjit.engine import Engine
+    from trtjit.options import BuildOptions
+
+    header, sections = read(path, key)
+    vers = _versions()
+    if header.get("versions", {}).get("trtjit") != vers["trtjit"]:
+        raise EngineFileError(f"{path}: engine built by trtjit {header.get('versions', {}).get('trtjit')}, "
+                              f"this is trtjit {vers['trtjit']}; rebuild the engine")
+    try:
+        manifest = json.loads(sections["weights_manifest"])
+        blob = sections["weights"]
+        weights = {}
+        for m in manifest:
+            if m["dtype"] not in DTYPES:
+                raise EngineFileError(f"{path}: weight {m['name']!r} has unknown dtype {m['dtype']!r}")
+            a, n = int(m["offset"]), int(m["nbytes"])
+            dt = DTYPES[m["dtype"]]
+            shape = [int(s) for s in m["shape"]]
+            count = 1
+            for s in shape:
+                count *= s
+            if a < 0 or a + n > len(blob) or count * dt.itemsize != n:
+                raise EngineFileError(f"{path}: weight {m['name']!r} does not fit its manifest entry")
+            raw = bytearray(blob[a:a + n])
+            t = torch.frombuffer(raw, dtype=torch.uint8) if n else torch.empty(0, dtype=torch.uint8)
+            weights[m["name"]] = t.view(dt).reshape(shape) if n else torch.empty(shape, dtype=dt)
+        graph = Graph.from_json(json.loads(sections["graph"]), weights)
+        graph.verify(context="load")
+        opts = BuildOptions(**{k: v for k, v in header["options"].items() if k in BuildOptions.__dataclass_fields__})
+        stored = json.loads(sections["kernels"])
+    except EngineFileError:
+        raise
+    except TrtjitError as e:
+        raise EngineFileError(f"{path}: engine contents are inconsistent: {e}") from None
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise EngineFileError(f"{path}: malformed engine contents: {type(e).__name__}: {e}") from None
+    kernels = lower(graph, opts)
+    if [k.source for k in kernels] != [s.get("source") for s in stored]:
+        raise EngineFileError(f"{path}: the kernels regenerated from the IR differ from the ones stored; the file "
+                              "was built by a different trtjit code generator (rebuild it)")
+    return Engine(graph, kernels, opts)
