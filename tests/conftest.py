@@ -7,6 +7,7 @@ import torch
 
 import trtjit  # noqa: F401  (turns the Triton interpreter on before anything imports triton)
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_close_rel
+from conftest import DEVICE, assert_close_rel
 from torch import nn
 
 import trtjit
@@ -40,6 +40,7 @@ def _randomize(model: nn.Module, gen: torch.Generator) -> nn.Module:
 
 
 def _check(model: nn.Module, inputs: tuple, **opts) -> trtjit.Engine:
+    model, inputs = model.to(DEVICE), tuple(t.to(DEVICE) for t in inputs)
     engine = trtjit.compile(model, inputs, verify=True, **opts)
     with torch.no_grad():
         ref = model(*inputs)
@@ -88,6 +89,7 @@ def test_small_cnn(gen, opt_level):
 def test_example_model_save_load(tmp_path):
     model, inputs = example("example_net")
     engine = _check(model, inputs)
+    model, inputs = model.to(DEVICE), tuple(t.to(DEVICE) for t in inputs)
     path = engine.save(str(tmp_path / "example.plan"))
     loaded = trtjit.load(path)
     assert torch.equal(loaded(*inputs), engine(*inputs))
@@ -101,7 +103,7 @@ class MultiOut(nn.Module):
 
 
 def test_output_structure_and_aliases(gen):
-    x, y = torch.randn(4, 6, generator=gen), torch.randn(6, 5, generator=gen)
+    x, y = torch.randn(4, 6, generator=gen).to(DEVICE), torch.randn(6, 5, generator=gen).to(DEVICE)
     engine = trtjit.compile(MultiOut(), (x, y), verify=True)
     out, ref = engine(x, y), MultiOut()(x, y)
     assert set(out) == {"probs", "pair", "same"} and isinstance(out["pair"], tuple)
@@ -112,8 +114,8 @@ def test_output_structure_and_aliases(gen):
 
 
 def test_engine_runs_twice_with_new_inputs(gen):
-    model = _randomize(nn.Sequential(nn.Linear(8, 8), nn.Tanh()), gen)
-    engine = trtjit.compile(model, (torch.randn(3, 8, generator=gen),))
+    model = _randomize(nn.Sequential(nn.Linear(8, 8), nn.Tanh()), gen).to(DEVICE)
+    engine = trtjit.compile(model, (torch.randn(3, 8, generator=gen).to(DEVICE),))
     for _ in range(2):
-        x = torch.randn(3, 8, generator=gen)
+        x = torch.randn(3, 8, generator=gen).to(DEVICE)
         assert_close_rel(engine(x), model(x))
