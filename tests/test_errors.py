@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import DEVICE
 from torch import nn
 
 import trtjit
@@ -60,8 +61,8 @@ def test_unsupported_ops_listed_at_once():
 
 
 def test_training_dropout_is_switched_off_for_export():
-    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()
-    x = torch.randn(2, 4)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train().to(DEVICE)
+    x = torch.randn(2, 4, device=DEVICE)
     engine = trtjit.compile(model, (x,))
     assert model.training  # restored
     assert torch.allclose(engine(x), model.eval()(x), rtol=1e-4, atol=1e-6)

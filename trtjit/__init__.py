@@ -9,6 +9,13 @@ from __future__ import annotations
 import os
 import sys
 
+_here = os.path.dirname(os.path.abspath(__file__))
+_root = os.path.dirname(_here)
+if not os.path.isdir(os.path.join(_here, "codegen")) and os.path.isfile(os.path.join(_root, "codegen", "__init__.py")):
+    # Source checkout: passes/ and codegen/ sit beside this package and install as trtjit.passes and
+    # trtjit.codegen; editable installs by older setuptools (a bare path entry) do not map them.
+    __path__.append(_root)  # noqa: F821
+
 if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ:
     import torch as _torch
 

@@ -1,0 +1,5 @@
+import sys
+
+from trtjit.cli import main
+
+sys.exit(main())
