@@ -120,6 +120,14 @@ def offset_expr(lay: Layout, out_shape: tuple[int, ...], var: Callable[[int], st
     return (" + ".join(terms) if terms else "0"), used
 
 
+def _is_literal(expr: str) -> bool:
+    try:
+        float(expr)
+        return True
+    except ValueError:
+        return expr in ("True", "False") or expr.startswith("float(")
+
+
 def emit_op(node: Node, args: list[str], arg_dtypes: list[torch.dtype]) -> str:
     """The Triton expression of a pointwise node, from the op table's ``expr``."""
     opdef = get_op(node.op)
@@ -127,10 +135,12 @@ def emit_op(node: Node, args: list[str], arg_dtypes: list[torch.dtype]) -> str:
         raise BuildError(f"node {node.name!r}: op {node.op!r} has no pointwise lowering")
     out_dt = node.spec.dtype
     if out_dt.is_floating_point and node.op != "cast":
-        args = [a if dt.is_floating_point or a.replace(".", "").lstrip("-").isdigit() else f"{a}.to(tl.float32)"
+        args = [a if dt.is_floating_point or _is_literal(a) else f"{a}.to(tl.float32)"
                 for a, dt in zip(args, arg_dtypes)]
     if node.op == "where":
         args = [args[0] if arg_dtypes[0] == torch.bool else f"({args[0]} != 0)", *args[1:]]
+    if node.op == "cast" and _is_literal(args[0]):
+        return args[0] if out_dt.is_floating_point else f"tl.full([], {args[0]}, {tl_dtype(out_dt)})"
     expr = opdef.expr(args, node.attrs) if callable(opdef.expr) else opdef.expr.format(*args)
     if node.op == "cast" and out_dt in FLOATS:
         expr = f"{expr}.to(tl.float32)"

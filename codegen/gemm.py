@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from trtjit.codegen.common import (
     BodyEmitter,
     KernelInput,
@@ -26,6 +27,7 @@ from trtjit.codegen.common import (
     store_cast,
 )
 
+from trtjit.backend import interpreting
 from trtjit.errors import BuildError
 from trtjit.ir import Node, Value
 from trtjit.layout import contiguous_strides
@@ -59,6 +61,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     check_index_range(kin.node.name, math.prod(out_shape), math.prod(A.layout.shape), math.prod(B.layout.shape))
     w = Writer()
     prec = "tf32" if kin.tf32 else "ieee"
+    if A.dtype == torch.bfloat16 and interpreting():
+        prec = "ieee_upcast"  # Triton 3.6's interpreter multiplies bf16 tiles wrongly: upcast them there
     if anchor.op == "matmul":
         dim_var, grid, consts, mrows, n_cols, flops = _matmul_mainloop(w, A, B, out_shape, prec)
     else:
@@ -145,11 +149,17 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     w(f"for k in range(0, {K}, BLOCK_K):")
     w(f"    a = tl.load(a_ptrs, mask=(rm < {mrows}) & (rk[None, :] < {K} - k), other=0.0)")
     w(f"    b = tl.load(b_ptrs, mask=(rk[:, None] < {K} - k) & (rn < {N}), other=0.0)")
-    w(f'    acc = tl.dot(a, b, acc, input_precision="{prec}")')
+    w(_dot(prec))
     w(f"    a_ptrs += BLOCK_K * {sak}")
     w(f"    b_ptrs += BLOCK_K * {sbk}")
     grid = (cdiv(mrows, bm), cdiv(N, bn), nbatch)
     return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K
+
+
+def _dot(prec: str) -> str:
+    if prec == "ieee_upcast":
+        return '    acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")'
+    return f'    acc = tl.dot(a, b, acc, input_precision="{prec}")'
 
 
 def _drop_last(op: Operand):
@@ -201,7 +211,7 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     w(f"    a = tl.load(x_base + c[None, :] * {sxc} + ih * {sxh} + iw * {sxw}, mask=a_mask, other=0.0)")
     w(f"    b_mask = (rk[:, None] < {K}) & (rn < {OCg})")
     w(f"    b = tl.load(w_base + c[:, None] * {swc} + kh[:, None] * {swh} + kw[:, None] * {sww}, mask=b_mask, other=0.0)")
-    w(f'    acc = tl.dot(a, b, acc, input_precision="{prec}")')
+    w(_dot(prec))
     names = {0: "n", 1: "oc", 2: "oh", 3: "ow"}
     grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
     return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, 2 * math.prod(out_shape) * K

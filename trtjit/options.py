@@ -8,7 +8,7 @@ from typing import Any
 
 from trtjit.errors import InputError
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,8 @@ class BuildOptions:
 
     opt_level: 0 runs every op as its own kernel (no folding, no fusion); 1 folds and cleans up;
         2 (default) also fuses GEMM epilogues, reductions and pointwise chains.
-    precision: "fp32" (more precisions arrive with mixed-precision support).
+    precision: "fp32", or "fp16"/"bf16": tensors stored in 16 bits, math in fp32 inside kernels.
+    keep_fp32: node names, name prefixes or op types that stay fp32 under a 16-bit precision.
     tf32: let fp32 GEMMs use TF32 tensor cores (faster, ~1e-3 relative error).
     verify: check the graph after every pass (tests and debug builds); a failure names pass and node.
     dump_dir: write the graph after each pass and every kernel's Triton source there.
@@ -25,11 +26,13 @@ class BuildOptions:
 
     opt_level: int = 2
     precision: str = "fp32"
+    keep_fp32: tuple[str, ...] = ()
     tf32: bool = False
     verify: bool = False
     dump_dir: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
         if self.opt_level not in (0, 1, 2):
             raise InputError(f"opt_level must be 0, 1 or 2, got {self.opt_level!r}")
         if self.precision not in PRECISIONS:

@@ -1,0 +1,85 @@
+"""Precision assignment: run the graph's float32 tensors in fp16 or bf16.
+
+Requires: composites decomposed and constants folded (BatchNorm folded in fp32 first). Guarantees: with
+``precision`` "fp16"/"bf16", every float32 weight is converted, float32 graph inputs are cast on entry
+and outputs cast back (the caller's dtypes are kept), and every op's output spec is re-inferred, so
+intermediate tensors are stored in 16 bits (kernels still accumulate and reduce in fp32). Ops named in
+``keep_fp32`` (node names, name prefixes or op types, e.g. "layer_norm" parts via their names, or
+"mean") compute in fp32: their inputs are cast up and their outputs back down. With "fp32" it does nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trtjit.fusion import rule
+from trtjit.ir import Graph, TensorSpec, Value, dtype_name
+from trtjit.ops import get_op
+from trtjit.passmanager import PassContext
+
+LOWER = rule("fp32 tensor => 16-bit storage", "assign_precision", "halve memory traffic; math stays fp32 in kernels")
+KEEP = rule("keep_fp32 override => fp32 layer", "assign_precision", "a per-layer override keeps this op in fp32")
+
+_TARGET = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _kept(name: str, op: str, keep: tuple[str, ...]) -> bool:
+    return any(k == op or k == name or name.startswith(k + ".") for k in keep)
+
+
+def run(graph: Graph, ctx: PassContext) -> Graph:
+    target = _TARGET.get(ctx.options.precision)
+    if target is None:
+        return graph
+    keep = tuple(ctx.options.keep_fp32)
+    original_out = [graph.spec(v) for v in graph.outputs]
+    for name in graph.topo_order():
+        n = graph.node(name)
+        if n.op == "constant":
+            if n.value.dtype == torch.float32:
+                n.value = n.value.to(target)
+                n.outputs = [TensorSpec.of(n.value)]
+            continue
+        if n.op == "input":
+            if n.spec.dtype == torch.float32:
+                users = graph.users(Value(name))
+                cast = graph.add("cast", [Value(name)], {"dtype": dtype_name(target)}, name=f"{name}.{ctx.options.precision}")
+                for u, i in users:
+                    graph.set_input(u, i, Value(cast.name))
+                graph.outputs = [Value(cast.name) if o == Value(name) else o for o in graph.outputs]
+                ctx.fired(LOWER, name, "input cast")
+            continue
+        opdef = get_op(n.op)
+        if _kept(name, n.op, keep) and any(graph.spec(v).dtype == target for v in graph.inputs_of(name)):
+            for i, v in enumerate(graph.inputs_of(name)):
+                if graph.spec(v).dtype != target:
+                    continue
+                src = graph.node(v.node)
+                if src.op == "constant":
+                    up = graph.add_constant(f"{src.name}.fp32", src.value.float(), source=src.source)
+                else:
+                    up = Value(graph.add("cast", [v], {"dtype": "float32"}, name=f"{name}.in{i}_fp32",
+                                         source=n.source).name)
+                graph.set_input(name, i, up)
+            n.outputs = opdef.infer([graph.spec(v) for v in graph.inputs_of(name)], n.attrs)
+            for i, spec in enumerate(n.outputs):
+                if spec.dtype == torch.float32:
+                    users = graph.users(Value(name, i))
+                    down = graph.add("cast", [Value(name, i)], {"dtype": dtype_name(target)}, name=f"{name}.out{i}",
+                                     source=n.source)
+                    for u, j in users:
+                        graph.set_input(u, j, Value(down.name))
+                    graph.outputs = [Value(down.name) if o == Value(name, i) else o for o in graph.outputs]
+            ctx.fired(KEEP, name, n.op)
+            continue
+        before = list(n.outputs)
+        n.outputs = opdef.infer([graph.spec(v) for v in graph.inputs_of(name)], n.attrs)
+        if n.outputs != before:
+            ctx.fired(LOWER, name, n.op)
+    outs = []
+    for v, want in zip(graph.outputs, original_out):
+        if graph.spec(v).dtype != want.dtype and want.dtype == torch.float32:
+            v = Value(graph.add("cast", [v], {"dtype": "float32"}, name=f"{v.node}.fp32").name)
+        outs.append(v)
+    graph.outputs = outs
+    return graph
