@@ -14,7 +14,7 @@ from trtjit.layout import Layout
 from trtjit.ops import get_op
 
 _TEMPLATES = {"pointwise": "pointwise", "reduction": "reduction", "gemm": "gemm", "conv": "gemm",
-              "pool": "pool", "fused_pointwise": "pointwise", "fused_reduction": "reduction",
+              "pool": "pool", "gather": "gather", "cat": "concat", "fused_pointwise": "pointwise", "fused_reduction": "reduction",
               "fused_gemm": "gemm"}
 
 
@@ -27,7 +27,8 @@ def template_of(graph: Graph, name: str) -> str:
     return _TEMPLATES[key]
 
 
-def kernel_input(graph: Graph, name: str, layouts: dict[Value, Layout], tf32: bool = False) -> KernelInput:
+def kernel_input(graph: Graph, name: str, layouts: dict[Value, Layout], tf32: bool = False,
+                 inline_scalars: bool = True) -> KernelInput:
     """Body, operands and pointer arguments of the kernel for node ``name``."""
     node = graph.node(name)
     if get_op(node.op).kind == "fused":
@@ -42,7 +43,7 @@ def kernel_input(graph: Graph, name: str, layouts: dict[Value, Layout], tf32: bo
     for bname, v in zip(body.inputs, ext):
         lay = layouts[v]
         src = graph.node(lay.root.node)
-        if src.op == "constant" and src.value.numel() == 1 and graph.spec(v).numel == 1:
+        if inline_scalars and src.op == "constant" and src.value.numel() == 1 and graph.spec(v).numel == 1:
             operands[bname] = Operand(None, graph.spec(v).dtype, literal=literal_of(src.value))
             continue
         if lay.root not in by_root:
@@ -61,12 +62,13 @@ def kernel_input(graph: Graph, name: str, layouts: dict[Value, Layout], tf32: bo
 
 def generate(graph: Graph, name: str, layouts: dict[Value, Layout], kernel_name: str | None = None,
              tf32: bool = False) -> KernelSpec:
-    from trtjit.codegen import gemm, pointwise, pool, reduction
+    from trtjit.codegen import concat, gather, gemm, pointwise, pool, reduction
 
     tpl = template_of(graph, name)
-    kin = kernel_input(graph, name, layouts, tf32)
+    kin = kernel_input(graph, name, layouts, tf32, inline_scalars=tpl in ("pointwise", "reduction", "gemm"))
     kname = ident(kernel_name or graph.node(name).attrs.get("kernel_name") or f"{tpl}_{name}")
-    mod = {"pointwise": pointwise, "reduction": reduction, "gemm": gemm, "pool": pool}[tpl]
+    mod = {"pointwise": pointwise, "reduction": reduction, "gemm": gemm, "pool": pool, "gather": gather,
+           "concat": concat}[tpl]
     return mod.generate(kin, kname)
 
 

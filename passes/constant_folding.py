@@ -36,7 +36,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         graph.remove_node(name)
         graph.rename(tmp, name)
         ctx.fired(FOLD, name, n.op)
-        for v in ins:
-            if not graph.users(v.node) and not graph.is_output(v.node):
-                graph.remove_node(v.node)
+        for src in dict.fromkeys(v.node for v in ins):
+            if not graph.users(src) and not graph.is_output(src):
+                graph.remove_node(src)
     return graph

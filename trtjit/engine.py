@@ -8,6 +8,7 @@ baked into their source.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +72,17 @@ class Engine:
 
     # ------------------------------------------------------------------ running
     def _functions(self) -> list[Any]:
+        """One launchable function per kernel; kernels identical up to their name share one (and one
+        compilation), as repeated blocks of a network do."""
         if self._fns is None:
-            self._fns = [load_kernel(k.name, k.source) for k in self.kernels]
+            shared: dict[str, Any] = {}
+            fns = []
+            for k in self.kernels:
+                key = k.source.replace(f"def {k.name}(", "def KERNEL(", 1)
+                if key not in shared:
+                    shared[key] = load_kernel(k.name, k.source)
+                fns.append(shared[key])
+            self._fns = fns
         return self._fns
 
     def _check_inputs(self, args: tuple) -> torch.device:
@@ -114,17 +124,23 @@ class Engine:
         k = self.kernels[i]
         fn[k.grid](*[bufs[a] for a in k.args], **k.constexprs, num_warps=k.num_warps, num_stages=k.num_stages)
 
-    def run(self, *args: torch.Tensor) -> list[torch.Tensor]:
-        """Run and return the flat list of outputs."""
+    def run(self, *args: torch.Tensor, on_kernel: Callable[[int, KernelSpec, dict[Value, torch.Tensor]], None]
+            | None = None) -> list[torch.Tensor]:
+        """Run and return the flat list of outputs. ``on_kernel(i, kernel, buffers)``, when given, is called
+        after each kernel launch (debugging: ``trtjit.explore`` captures every kernel's outputs with it)."""
         bufs, outs = self._bind(args)
         fns = self._functions()
         if interpreting():  # masked-off lanes may divide by zero in numpy; they are never stored
             with np.errstate(all="ignore"):
                 for i, fn in enumerate(fns):
                     self._launch(i, fn, bufs)
+                    if on_kernel is not None:
+                        on_kernel(i, self.kernels[i], bufs)
         else:
             for i, fn in enumerate(fns):
                 self._launch(i, fn, bufs)
+                if on_kernel is not None:
+                    on_kernel(i, self.kernels[i], bufs)
         return outs
 
     def __call__(self, *args: torch.Tensor) -> Any:
@@ -187,6 +203,12 @@ class Engine:
         lines.append(f"{len(self.kernels)} kernels; activation memory {plan['arena_bytes']} bytes planned "
                      f"vs {plan['naive_bytes']} one-buffer-per-tensor")
         return "\n".join(lines)
+
+    def layers(self, *inputs: torch.Tensor, profile: list[KernelProfile] | None = None) -> Any:
+        """Per-kernel table (pandas DataFrame): template, fused ops, dtype, time (when profiled: pass
+        inputs or a ``profile()`` result), output bytes. See ``trtjit.display.layer_table``."""
+        from trtjit.display import layer_table
+        return layer_table(self, profile=profile, inputs=inputs or None)
 
     def _op_of(self, k: KernelSpec, name: str) -> str:
         n = self.graph.node(k.node)

@@ -526,6 +526,71 @@ def _slice(c: Ctx, a: dict[str, Any]) -> Value:
     return c.add("slice", [x], dim=d, start=start, end=max(end, start), step=int(step))
 
 
+@converter("aten.embedding")
+def _embedding(c: Ctx, a: dict[str, Any]) -> Value:
+    if a.get("max_norm") is not None:
+        raise BuildError(f"node {c.name!r}: embedding with max_norm renormalizes weights; not supported")
+    return c.add("embedding", [a["weight"], a["indices"]])
+
+
+@converter("aten.index_select")
+def _index_select(c: Ctx, a: dict[str, Any]) -> Value:
+    x = a["input"]
+    return c.add("index_select", [x, a["index"]], dim=_dim(a["dim"], c.rank(x)))
+
+
+@converter("aten.gather")
+def _gather(c: Ctx, a: dict[str, Any]) -> Value:
+    x = a["input"]
+    if a.get("sparse_grad"):
+        raise BuildError(f"node {c.name!r}: gather with sparse_grad")
+    return c.add("gather", [x, a["index"]], dim=_dim(a["dim"], c.rank(x)))
+
+
+@converter("aten.cat", "aten.concat", "aten.concatenate")
+def _cat(c: Ctx, a: dict[str, Any]) -> Value:
+    xs = [x for x in a["tensors"] if c.spec(x).numel > 0 or len(c.spec(x).shape) > 1]
+    if len(xs) == 1:
+        return c.add("copy", xs)
+    return c.add("cat", xs, dim=_dim(a.get("dim", 0), c.rank(xs[0])))
+
+
+@converter("aten.stack")
+def _stack(c: Ctx, a: dict[str, Any]) -> Value:
+    xs = a["tensors"]
+    d = _dim(a.get("dim", 0), c.rank(xs[0]) + 1)
+    ys = [c.add("unsqueeze", [x], dim=d) for x in xs]
+    return c.add("cat", ys, dim=d) if len(ys) > 1 else ys[0]
+
+
+@converter("aten.split", "aten.split_with_sizes", "aten.chunk", "aten.unbind", "aten.tensor_split")
+def _split(c: Ctx, a: dict[str, Any]) -> tuple:
+    x = a["input"]
+    rank = c.rank(x)
+    d = _dim(a.get("dim", 0), rank)
+    size = c.spec(x).shape[d]
+    if c.target == "aten.unbind":
+        return tuple(c.add("select", [x], dim=d, index=i) for i in range(size))
+    if c.target == "aten.chunk":
+        step = -(-size // int(a["chunks"]))
+        sizes = [min(step, size - s) for s in range(0, size, step)]
+    elif c.target == "aten.tensor_split":
+        raise BuildError(f"node {c.name!r}: tensor_split is not supported yet")
+    else:
+        ss = a.get("split_size", a.get("split_sizes", a.get("split_size_or_sections")))
+        sizes = list(ss) if isinstance(ss, (list, tuple)) else [min(ss, size - s) for s in range(0, size, ss)]
+    outs, start = [], 0
+    for n in sizes:
+        outs.append(c.add("slice", [x], dim=d, start=start, end=start + n, step=1))
+        start += n
+    return tuple(outs)
+
+
+@converter("aten.detach_", "aten.lift_fresh")
+def _inplace_noop(c: Ctx, a: dict[str, Any]) -> Value:
+    return a["input"]
+
+
 # ------------------------------------------------------------------------------------------ import
 _SKIP = {"aten._assert_tensor_metadata", "aten._assert_scalar", "aten.sym_constrain_range_for_size",
          "aten._assert_async", "aten.sym_size"}

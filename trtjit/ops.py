@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 REQUIRED = object()
 
-KINDS = ("source", "pointwise", "reduction", "view", "gemm", "conv", "pool", "composite", "fused")
+KINDS = ("source", "pointwise", "reduction", "view", "gemm", "conv", "pool", "gather", "cat", "composite", "fused")
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,15 @@ _register(OpDef("avg_pool2d", "pool",
                  "count_include_pad": True, "divisor_override": None}, 1, expr="avg", doc="NCHW average pooling"))
 
 
+# -------------------------------------------------------------------------------------- gather, cat
+_register(OpDef("index_select", "gather", lambda ins, dim: torch.index_select(ins[0], dim, ins[1]), {"dim": REQUIRED},
+                2, doc="rows of x along `dim` picked by a 1-D integer index (embedding lookups lower to it)"))
+_register(OpDef("gather", "gather", lambda ins, dim: torch.gather(ins[0], dim, ins[1]), {"dim": REQUIRED}, 2,
+                doc="torch.gather: out[i][j] = x[index[i][j]][j] along `dim`"))
+_register(OpDef("cat", "cat", lambda ins, dim: torch.cat(ins, dim), {"dim": REQUIRED}, None,
+                doc="concatenate along `dim` (one kernel reading every input)"))
+
+
 # ---------------------------------------------------------------------------------------- composites
 def _const(g: Graph, like: Node, suffix: str, value: float | torch.Tensor, dtype: torch.dtype) -> Value:
     t = value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=dtype)
@@ -383,6 +392,15 @@ _composite("linear", lambda ins: F.linear(*ins), {}, None, _dec_linear, "x @ W^T
 _composite("sdpa", lambda ins, is_causal, scale: F.scaled_dot_product_attention(
     *ins[:3], attn_mask=ins[3] if len(ins) > 3 else None, is_causal=is_causal, scale=scale),
     {"is_causal": False, "scale": None}, None, _dec_sdpa, "scaled_dot_product_attention; inputs q, k, v[, mask]")
+def _dec_embedding(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
+    w, idx = ins
+    flat = _add(g, n, "reshape", [idx], "flat_ids", shape=[g.spec(idx).numel])
+    rows = _add(g, n, "index_select", [w, flat], "rows", dim=0)
+    return [_add(g, n, "reshape", [rows], "out", shape=list(g.spec(idx).shape) + [g.spec(w).shape[1]])]
+
+
+_composite("embedding", lambda ins: F.embedding(ins[1], ins[0]), {}, 2, _dec_embedding,
+           "embedding lookup; inputs weight, indices")
 _composite("var", lambda ins, dims, correction, keepdim: torch.var(ins[0], dims, correction=correction,
                                                                     keepdim=keepdim),
            {"dims": REQUIRED, "correction": 1, "keepdim": False}, 1, _dec_var, "variance")
