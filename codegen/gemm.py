@@ -37,6 +37,23 @@ def _block(n: int, cap: int) -> int:
     return max(16, min(cap, next_pow2(n)))
 
 
+SMS = 132  # streaming multiprocessors of an H100 SXM: the default tiles aim to fill them
+
+
+def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
+    """Deterministic default tile (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for a GEMM shape.
+
+    Largest tiles first (128x128, 8 warps: tensor-core friendly), falling back to smaller tiles while
+    the grid would leave most of the GPU idle; 16-bit operands take BLOCK_K 64, fp32 32.
+    """
+    bk = _block(K, 64 if dtype in (torch.float16, torch.bfloat16) else 32)
+    for bm_cap, bn_cap in ((128, 128), (64, 128), (64, 64), (32, 64)):
+        bm, bn = _block(M, bm_cap), _block(N, bn_cap)
+        if cdiv(M, bm) * cdiv(N, bn) * batch >= SMS // 2:
+            break
+    warps = 8 if bm * bn >= 128 * 128 else 4
+    return bm, bn, bk, warps, 3
+
 def _anchor(kin: KernelInput) -> Node:
     for n in kin.body:
         if n.op in ("matmul", "conv2d"):
@@ -64,9 +81,10 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     if A.dtype == torch.bfloat16 and interpreting():
         prec = "ieee_upcast"  # Triton 3.6's interpreter multiplies bf16 tiles wrongly: upcast them there
     if anchor.op == "matmul":
-        dim_var, grid, consts, mrows, n_cols, flops = _matmul_mainloop(w, A, B, out_shape, prec)
+        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages) = _matmul_mainloop(w, A, B, out_shape, prec)
     else:
-        dim_var, grid, consts, mrows, n_cols, flops = _conv_mainloop(w, A, B, anchor, out_shape, prec)
+        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages) = _conv_mainloop(w, A, B, anchor, out_shape,
+                                                                                     prec)
     w(f"mask = (rm < {mrows}) & (rn < {n_cols})")
     loaded: dict[str, str] = {}
 
@@ -98,7 +116,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     epi = ", ".join(f"{n.name} ({n.op})" for n in kin.body if n.op not in ("input", "constant"))
     src = w.source(name, kin.pointers, list(consts), f"{anchor.op} {list(out_shape)} with epilogue: {epi}")
     return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
-                      kin.args, kin.covers, list(kin.node.attrs.get("rules", [])), num_warps=4, num_stages=3,
+                      kin.args, kin.covers, list(kin.node.attrs.get("rules", [])), num_warps=warps, num_stages=stages,
                       flops=flops, bytes=element_bytes(kin))
 
 
@@ -116,8 +134,8 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
 
     fold = nb > 0 and all(bstride(B, b_batch, j) == 0 for j in range(nb))
     mrows = (math.prod(batch) * M) if fold else M
-    bm, bn, bk = _block(mrows, 64), _block(N, 64), _block(K, 32)
     nbatch = 1 if fold else math.prod(batch)
+    bm, bn, bk, warps, stages = gemm_config(mrows, N, K, nbatch, A.dtype)
     w("pid_m = tl.program_id(0)")
     w("pid_n = tl.program_id(1)")
     w("pid_b = tl.program_id(2)")
@@ -153,7 +171,8 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     w(f"    a_ptrs += BLOCK_K * {sak}")
     w(f"    b_ptrs += BLOCK_K * {sbk}")
     grid = (cdiv(mrows, bm), cdiv(N, bn), nbatch)
-    return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K
+    return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
+        (warps, stages)
 
 
 def _dot(prec: str) -> str:
@@ -187,7 +206,7 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     sxn, sxc, sxh, sxw = X.layout.strides
     swo, swc, swh, sww = Wt.layout.strides
     M, K = N * OH * OW, Cg * KH * KW
-    bm, bn, bk = _block(M, 64), _block(OCg, 64), _block(K, 32)
+    bm, bn, bk, warps, stages = gemm_config(M, OCg, K, groups, X.dtype)
     w("pid_m = tl.program_id(0)")
     w("pid_n = tl.program_id(1)")
     w("g = tl.program_id(2)")
@@ -214,4 +233,5 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     w(_dot(prec))
     names = {0: "n", 1: "oc", 2: "oh", 3: "ow"}
     grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
-    return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, 2 * math.prod(out_shape) * K
+    return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
+        2 * math.prod(out_shape) * K, (warps, stages)

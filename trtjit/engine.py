@@ -69,11 +69,25 @@ class Engine:
         self._output_roots = [layouts[v].root for v in graph.outputs]
         self._fns: list[Any] | None = None
         self._states: dict[torch.device, _DeviceState] = {}
+        self.cuda_graphs = True  # replay the whole engine as one CUDA graph on GPUs (static shapes)
+        self._graphs: dict[torch.device, tuple] = {}
+        self.binaries: dict[str, list[Any]] = {}  # arch -> KernelBinary per kernel (trtjit.crosscompile)
+        self.allow_jit = True  # False: a GPU whose arch has no stored binaries is refused (trtjit.load)
+
+    @property
+    def targets(self) -> list[str]:
+        """GPU archs this engine holds compiled kernels (cubin + PTX) for."""
+        return sorted(self.binaries, key=lambda t: int(t.split("_")[1]))
 
     # ------------------------------------------------------------------ running
-    def _functions(self) -> list[Any]:
+    def _functions(self, device: torch.device | None = None) -> list[Any]:
         """One launchable function per kernel; kernels identical up to their name share one (and one
         compilation), as repeated blocks of a network do."""
+        if device is not None and device.type == "cuda" and not interpreting() and (self.binaries or not self.allow_jit):
+            from trtjit.cuda_launcher import engine_kernels
+            cubins = engine_kernels(self, device)  # stored cubins for this arch, launched through the driver
+            if cubins is not None:
+                return cubins
         if self._fns is None:
             shared: dict[str, Any] = {}
             fns = []
@@ -112,7 +126,8 @@ class Engine:
         device = self._check_inputs(args)
         bufs = dict(self._state(device).static)
         for name, t in zip(self.input_names, args):
-            bufs[Value(name)] = t if t.is_contiguous() else t.contiguous()
+            t = t if t.is_contiguous() else t.contiguous()
+            bufs[Value(name)] = t.clone() if t.is_cuda and t.data_ptr() % 16 else t  # kernels assume 16-B alignment
         outs = []
         for root, spec in zip(self._output_roots, self.output_specs):
             if root not in bufs:
@@ -129,7 +144,7 @@ class Engine:
         """Run and return the flat list of outputs. ``on_kernel(i, kernel, buffers)``, when given, is called
         after each kernel launch (debugging: ``trtjit.explore`` captures every kernel's outputs with it)."""
         bufs, outs = self._bind(args)
-        fns = self._functions()
+        fns = self._functions(outs[0].device if outs else None)
         if interpreting():  # masked-off lanes may divide by zero in numpy; they are never stored
             with np.errstate(all="ignore"):
                 for i, fn in enumerate(fns):
@@ -143,16 +158,54 @@ class Engine:
                     on_kernel(i, self.kernels[i], bufs)
         return outs
 
+    def _replay(self, args: tuple) -> list[torch.Tensor] | None:
+        """Run as one CUDA graph (captured on the first call per device): no per-kernel launch work on
+        the hot path. Inputs are copied into static buffers; outputs are returned as fresh tensors."""
+        if not self.cuda_graphs or interpreting() or not args or not all(
+                isinstance(t, torch.Tensor) and t.is_cuda for t in args):
+            return None
+        device = self._check_inputs(args)
+        cap = self._graphs.get(device)
+        if cap is None:
+            static_in = tuple(t.clone(memory_format=torch.contiguous_format) for t in args)
+            bufs, outs = self._bind(static_in)
+            fns = self._functions(device)
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up: compiles and loads every kernel before capture
+                for i, fn in enumerate(fns):
+                    self._launch(i, fn, bufs)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    for i, fn in enumerate(fns):
+                        self._launch(i, fn, bufs)
+            except Exception as e:  # capture unsupported here: fall back to plain launches, say why once
+                import warnings
+                warnings.warn(f"trtjit: CUDA graph capture failed ({type(e).__name__}: {e}); launching kernels "
+                              "one by one", stacklevel=3)
+                self.cuda_graphs = False
+                return None
+            cap = self._graphs[device] = (graph, static_in, outs)
+        graph, static_in, outs = cap
+        for dst, src in zip(static_in, args):
+            dst.copy_(src)
+        graph.replay()
+        return [o.clone() for o in outs]
+
     def __call__(self, *args: torch.Tensor) -> Any:
-        outs = self.run(*args)
+        outs = self._replay(args)
+        if outs is None:
+            outs = self.run(*args)
         if self._out_spec is None:
             return outs[0] if len(outs) == 1 else tuple(outs)
         return pytree.tree_unflatten(outs, self._out_spec)
 
     def profile(self, *args: torch.Tensor, iters: int = 10) -> list[KernelProfile]:
         """Per-kernel time: CUDA events on a GPU (median of ``iters``), wall time under the interpreter."""
-        bufs, _ = self._bind(args)
-        fns = self._functions()
+        bufs, outs = self._bind(args)
+        fns = self._functions(outs[0].device if outs else None)
         out = []
         cuda = next(iter(bufs.values())).is_cuda if bufs else False
         for i, fn in enumerate(fns):

@@ -630,7 +630,16 @@ def import_module(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, .
     return import_exported(ep)
 
 
+def _functionalize(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """In-place ops (relu_, add_ in torchvision models) become their functional forms; nothing else is
+    decomposed (an empty decomposition table)."""
+    mutable = any(isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
+                  for n in ep.graph.nodes if n.op == "call_function")
+    return ep.run_decompositions({}) if mutable else ep
+
+
 def import_exported(ep: torch.export.ExportedProgram) -> Graph:
+    ep = _functionalize(ep)
     g = Graph()
     sig = ep.graph_signature
     params = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
@@ -643,7 +652,7 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
     for node in ep.graph.nodes:
         if node.op == "placeholder":
             if node.name in params:
-                env[node.name] = g.add_constant(params[node.name], state[params[node.name]].detach(),
+                env[node.name] = g.add_constant(params[node.name], state[params[node.name]].detach().cpu(),
                                                 source=params[node.name])
             else:
                 val = node.meta.get("val")
