@@ -128,17 +128,26 @@ def _is_literal(expr: str) -> bool:
         return expr in ("True", "False") or expr.startswith("float(")
 
 
+def _to_float(args: list[str], dtypes: list[torch.dtype], out_dt: torch.dtype) -> list[str]:
+    """Integer operands of an op with a floating result compute in fp32 (torch's promotion)."""
+    if not out_dt.is_floating_point:
+        return list(args)
+    return [a if dt.is_floating_point or _is_literal(a) else f"{a}.to(tl.float32)" for a, dt in zip(args, dtypes)]
+
+
 def emit_op(node: Node, args: list[str], arg_dtypes: list[torch.dtype]) -> str:
     """The Triton expression of a pointwise node, from the op table's ``expr``."""
     opdef = get_op(node.op)
     if opdef.kind != "pointwise" or opdef.expr is None:
         raise BuildError(f"node {node.name!r}: op {node.op!r} has no pointwise lowering")
     out_dt = node.spec.dtype
-    if out_dt.is_floating_point and node.op != "cast":
-        args = [a if dt.is_floating_point or _is_literal(a) else f"{a}.to(tl.float32)"
-                for a, dt in zip(args, arg_dtypes)]
+    if node.op in ("floor", "ceil") and not out_dt.is_floating_point:
+        return args[0]  # identity on integers, as in torch
     if node.op == "where":
-        args = [args[0] if arg_dtypes[0] == torch.bool else f"({args[0]} != 0)", *args[1:]]
+        cond = args[0] if arg_dtypes[0] == torch.bool else f"({args[0]} != 0)"
+        return "tl.where({}, {}, {})".format(cond, *_to_float(args[1:], arg_dtypes[1:], out_dt))
+    if node.op != "cast":
+        args = _to_float(args, arg_dtypes, out_dt)
     if node.op == "cast" and _is_literal(args[0]):
         return args[0] if out_dt.is_floating_point else f"tl.full([], {args[0]}, {tl_dtype(out_dt)})"
     expr = opdef.expr(args, node.attrs) if callable(opdef.expr) else opdef.expr.format(*args)

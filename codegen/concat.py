@@ -15,7 +15,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     (cat,) = [n for n in kin.body if n.op == "cat"]
     (ptr, spec), = kin.outputs
     shape = spec.shape
-    dim = cat.attrs["dim"]
+    dim = cat.attrs["dim"] % len(shape)
     numel = math.prod(shape)
     check_index_range(node.name, numel)
     block = min(1024, next_pow2(numel))

@@ -19,7 +19,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     x_in, i_in = kin.operands[ins[0].node], kin.operands[ins[1].node]
     (ptr, spec), = kin.outputs
     shape = spec.shape
-    dim = node.attrs["dim"]
+    dim = node.attrs["dim"] % len(shape)
     numel = math.prod(shape)
     check_index_range(node.name, numel, math.prod(x_in.layout.shape))
     block = min(1024, next_pow2(numel))

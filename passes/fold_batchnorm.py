@@ -45,7 +45,10 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         old_add: str | None = None
         if prod.op == "add" and _single_use(graph, x):
             a, b = graph.inputs_of(prod.name)
-            if _const(graph, b) is not None and graph.node(a.node).op == "conv2d":
+            bias = _const(graph, b)
+            channels = graph.spec(a).shape[1] if len(graph.spec(a).shape) == 4 else -1
+            per_channel = bias is not None and bias.numel() == channels and bias.dim() == 4 and bias.shape[1] == channels
+            if per_channel and graph.node(a.node).op == "conv2d":
                 old_add, bias_v, x, prod = prod.name, b, a, graph.node(a.node)
         if prod.op not in ("conv2d", "linear") or not _single_use(graph, x):
             ctx.skipped(CONV_BN, name, f"input comes from {prod.op} {prod.name!r}, not a conv/linear used only here")

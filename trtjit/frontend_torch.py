@@ -666,14 +666,15 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
                 continue
             path = _module_path(node)
             args = pytree.tree_map_only(torch.fx.Node, lambda n: env.get(n.name), (node.args, node.kwargs))
+            if name == "getitem":  # one output of a multi-output op (unused ones stay _Unsupported)
+                src = args[0][0]
+                env[node.name] = src if isinstance(src, _Unsupported) else src[args[0][1]]
+                continue
             leaves = pytree.tree_leaves(args, is_leaf=lambda x: isinstance(x, Value))
             if any(isinstance(x, _Unsupported) for x in leaves):
                 env[node.name] = _Unsupported()
-                if name != "getitem" and name not in CONVERTERS:
+                if name not in CONVERTERS:
                     unsupported.setdefault(name, []).append(path or node.name)
-                continue
-            if name == "getitem":
-                env[node.name] = args[0][0][args[0][1]]
                 continue
             tensor_args = [x for x in leaves if isinstance(x, Value)]
             if not tensor_args and isinstance(node.target, torch._ops.OpOverload) and name not in CONVERTERS:

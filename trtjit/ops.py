@@ -143,8 +143,10 @@ def _pow_scalar_expr(a: list[str], attrs: dict) -> str:
         return f"tl.rsqrt({x})"
     if float(p).is_integer() and -4 <= p < 0:
         return "1.0 / (" + " * ".join([x] * int(-p)) + ")"
-    # general exponent: sign-aware for odd integers is not needed for non-integers (torch gives nan for x<0)
-    return f"tl.exp2({lit(float(p))} * tl.log2({x}))"
+    if float(p).is_integer():  # |x|**p with the sign of x for odd p, as torch gives for negative bases
+        mag = f"tl.exp2({lit(float(p))} * tl.log2(tl.abs({x})))"
+        return f"tl.where({x} < 0, -{mag}, {mag})" if int(p) % 2 else mag
+    return f"tl.exp2({lit(float(p))} * tl.log2({x}))"  # torch gives nan for negative bases too
 
 
 def _cast_expr(a: list[str], attrs: dict) -> str:
