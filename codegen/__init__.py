@@ -14,7 +14,8 @@ from trtjit.layout import Layout
 from trtjit.ops import get_op
 
 _TEMPLATES = {"pointwise": "pointwise", "reduction": "reduction", "gemm": "gemm", "conv": "gemm",
-              "pool": "pool", "gather": "gather", "cat": "concat", "fused_pointwise": "pointwise", "fused_reduction": "reduction",
+              "pool": "pool", "gather": "gather", "cat": "concat", "attention": "attention",
+              "fused_pointwise": "pointwise", "fused_reduction": "reduction",
               "fused_gemm": "gemm"}
 
 
@@ -57,18 +58,19 @@ def kernel_input(graph: Graph, name: str, layouts: dict[Value, Layout], tf32: bo
         outputs.append((ptr, node.outputs[i]))
         args.append(Value(name, i))
         pointers.append(ptr)
-    return KernelInput(node, body, operands, outputs, args, pointers, tf32)
+    out_layouts = [layouts[Value(name, i)] for i in range(len(body.outputs))]
+    return KernelInput(node, body, operands, outputs, args, pointers, tf32, out_layouts)
 
 
 def generate(graph: Graph, name: str, layouts: dict[Value, Layout], kernel_name: str | None = None,
              tf32: bool = False) -> KernelSpec:
-    from trtjit.codegen import concat, gather, gemm, pointwise, pool, reduction
+    from trtjit.codegen import attention, concat, gather, gemm, pointwise, pool, reduction
 
     tpl = template_of(graph, name)
-    kin = kernel_input(graph, name, layouts, tf32, inline_scalars=tpl in ("pointwise", "reduction", "gemm"))
+    kin = kernel_input(graph, name, layouts, tf32, inline_scalars=tpl in ("pointwise", "reduction", "gemm", "attention"))
     kname = ident(kernel_name or graph.node(name).attrs.get("kernel_name") or f"{tpl}_{name}")
     mod = {"pointwise": pointwise, "reduction": reduction, "gemm": gemm, "pool": pool, "gather": gather,
-           "concat": concat}[tpl]
+           "concat": concat, "attention": attention}[tpl]
     return mod.generate(kin, kname)
 
 

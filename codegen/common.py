@@ -68,6 +68,7 @@ class KernelInput:
     args: list[Value]  # outer buffer roots, pointer order (inputs then outputs)
     pointers: list[str]
     tf32: bool = False
+    out_layouts: list[Layout] = field(default_factory=list)  # how each output is stored (see ``out_perm``)
 
     @property
     def covers(self) -> list[str]:

@@ -105,7 +105,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         if node.op in ("input", "constant") or node is anchor or node.name == anchor.name:
             continue
         em.emit(node)
-    strides = contiguous_strides(out_shape)
+    strides = kin.out_layouts[0].strides if kin.out_layouts else contiguous_strides(out_shape)
     off = " + ".join(dim_var(j) if st == 1 else f"{dim_var(j)} * {st}" for j, st in enumerate(strides)
                      if out_shape[j] > 1) or "0"
     for (ptr, spec), v in zip(kin.outputs, kin.body.outputs):

@@ -34,12 +34,14 @@ from trtjit.options import BuildOptions  # noqa: E402
 __version__ = "0.1.0"
 
 
-def load(path: str, key: bytes | str | None = None) -> Engine:
+def load(path: str, key: bytes | str | None = None, rebuild: bool = False) -> Engine:
     """Load an engine file. ``key`` (or the TRTJIT_SIGNING_KEY environment variable) makes signatures
-    mandatory: unsigned or altered files are refused."""
+    mandatory: unsigned or altered files are refused. On a GPU, a file built with ``targets=`` runs its
+    stored cubins for this GPU's arch (no compiler, no JIT); a file without this arch is refused, naming the
+    archs it has, unless ``rebuild=True`` lets Triton's JIT compile the kernels regenerated from the IR."""
     from trtjit.engine_file import load as _load
 
-    return _load(path, key if key is not None else os.environ.get("TRTJIT_SIGNING_KEY") or None)
+    return _load(path, key if key is not None else os.environ.get("TRTJIT_SIGNING_KEY") or None, rebuild=rebuild)
 
 
 __all__ = ["BuildError", "BuildOptions", "Engine", "EngineError", "EngineFileError", "Graph", "GraphError", "InputError", "Node",

@@ -67,7 +67,13 @@ def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = 
         d.mkdir(parents=True, exist_ok=True)
         for k in kernels:
             (d / f"kernel_{k.name}.py").write_text(k.source)
-    return Engine(graph, kernels, opts, ctx.log, time.perf_counter() - t0)
+    binaries = {}
+    if opts.targets:  # cubin + PTX per arch, compiled in subprocesses (no GPU needed): trtjit.crosscompile
+        from trtjit.crosscompile import compile_kernels
+        binaries = compile_kernels(graph, kernels, opts.targets)
+    engine = Engine(graph, kernels, opts, ctx.log, time.perf_counter() - t0)
+    engine.binaries = binaries
+    return engine
 
 
 def lower(graph: Graph, opts: BuildOptions) -> list[KernelSpec]:

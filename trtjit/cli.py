@@ -74,6 +74,12 @@ def cmd_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from trtjit.serving.cli import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trtjit", description="trtjit: an inference compiler on Triton")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -88,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(fn=cmd_example)
     o = sub.add_parser("ops", help="list the supported operators")
     o.set_defaults(fn=cmd_ops)
+    from trtjit.cli_engine import register as register_engine_commands
+    register_engine_commands(p, sub)  # build, run, inspect, bench, compare
+    from trtjit.serving.cli import add_arguments as add_serve_arguments
+
+    s = sub.add_parser("serve", help="serve a model repository over KServe v2 HTTP/gRPC (needs the 'serve' extra)")
+    add_serve_arguments(s)
+    s.set_defaults(fn=cmd_serve)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

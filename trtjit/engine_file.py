@@ -76,13 +76,14 @@ def save(engine: Any, path: str | os.PathLike, key: bytes | str | None = None) -
     options = engine.options.__dict__ | {"dump_dir": None}
     sections = {"graph": graph_json, "weights_manifest": json.dumps(manifest).encode(), "weights": blob,
                 "kernels": kernels}
+    sections.update(_extra_sections(engine))  # build log; cubin, PTX and launch metadata per target
     table, off = [], 0
     for name, data in sections.items():
         table.append({"name": name, "offset": off, "length": len(data), "sha256": hashlib.sha256(data).hexdigest()})
         off += len(data)
     header = {"format_version": FORMAT_VERSION, "versions": _versions(), "options": options,
               "targets": getattr(engine, "targets", []), "build_key": build_key(graph_json, options),
-              "sections": table}
+              "sections": table, "signed": bool(key)}
     hbytes = json.dumps(header, sort_keys=True).encode()
     sig = hmac.new(_key_bytes(key), hbytes, hashlib.sha256).digest() if key else bytes(_HASH)
     path = Path(path)
@@ -139,9 +140,15 @@ def read(path: str | os.PathLike, key: bytes | str | None = None) -> tuple[dict[
             if hashlib.sha256(chunk).hexdigest() != s["sha256"]:
                 raise EngineFileError(f"{p}: checksum mismatch in section {s['name']!r} (file corrupted)")
             sections[s["name"]] = chunk
+        end = body_start + max((int(s["offset"]) + int(s["length"]) for s in header["sections"]), default=0)
+        if len(data) > end:
+            raise EngineFileError(f"{p}: {len(data) - end} unexpected byte(s) after the last section (file "
+                                  "corrupted or appended to)")
+        if header.get("signed") is False and sig != bytes(_HASH):
+            raise EngineFileError(f"{p}: the signature field of this unsigned engine file is not empty (file corrupted)")
     except EngineFileError:
         raise
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise EngineFileError(f"{p}: malformed engine header: {type(e).__name__}: {e}") from None
     missing = {"graph", "weights_manifest", "weights", "kernels"} - set(sections)
     if missing:
@@ -149,8 +156,12 @@ def read(path: str | os.PathLike, key: bytes | str | None = None) -> tuple[dict[
     return header, sections
 
 
-def load(path: str | os.PathLike, key: bytes | str | None = None) -> Any:
-    """Load an engine file written by ``save``; see the module docstring for what is checked."""
+def load(path: str | os.PathLike, key: bytes | str | None = None, rebuild: bool = False) -> Any:
+    """Load an engine file written by ``save``; see the module docstring for what is checked.
+
+    On a GPU, a file that holds kernel binaries (built with ``targets=``) must hold them for this GPU's
+    arch, else it is refused naming the archs it has, unless ``rebuild`` lets Triton's JIT compile the
+    kernels regenerated from the IR."""
     from trtjit.builder import lower
     from trtjit.engine import Engine
     from trtjit.options import BuildOptions
@@ -192,4 +203,14 @@ def load(path: str | os.PathLike, key: bytes | str | None = None) -> Any:
     if [k.source for k in kernels] != [s.get("source") for s in stored]:
         raise EngineFileError(f"{path}: the kernels regenerated from the IR differ from the ones stored; the file "
                               "was built by a different trtjit code generator (rebuild it)")
-    return Engine(graph, kernels, opts)
+    from trtjit.crosscompile import read_binaries, read_build_log
+    from trtjit.cuda_launcher import check_loadable
+    engine = Engine(graph, kernels, opts, read_build_log(path, sections))
+    engine.binaries = read_binaries(path, header, sections, kernels)
+    check_loadable(engine, path, rebuild)
+    return engine
+
+
+def _extra_sections(engine: Any) -> dict[str, bytes]:
+    from trtjit.crosscompile import binary_sections, build_log_section
+    return build_log_section(engine) | binary_sections(getattr(engine, "binaries", {}))

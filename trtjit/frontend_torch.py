@@ -348,11 +348,10 @@ def _addmm(c: Ctx, a: dict[str, Any]) -> Value:
 def _sdpa(c: Ctx, a: dict[str, Any]) -> Value:
     if a.get("dropout_p", 0.0):
         raise BuildError(f"node {c.name!r}: scaled_dot_product_attention with dropout_p > 0")
-    if a.get("enable_gqa"):
-        raise BuildError(f"node {c.name!r}: scaled_dot_product_attention with enable_gqa is not supported yet")
     ins = [a["query"], a["key"], a["value"]] + ([a["attn_mask"]] if a.get("attn_mask") is not None else [])
     scale = a.get("scale")
-    return c.add("sdpa", ins, is_causal=bool(a.get("is_causal", False)), scale=None if scale is None else float(scale))
+    return c.add("sdpa", ins, is_causal=bool(a.get("is_causal", False)), scale=None if scale is None else float(scale),
+                 enable_gqa=bool(a.get("enable_gqa", False)))
 
 
 def _pair(v: Any) -> list[int]:

@@ -37,6 +37,15 @@ def contiguous_strides(shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
+def permuted_strides(shape: tuple[int, ...], perm: list[int]) -> tuple[int, ...]:
+    """Strides of a tensor stored so that ``x.permute(perm)`` is contiguous (``out_perm`` on a kernel)."""
+    phys = contiguous_strides(tuple(shape[d] for d in perm))
+    strides = [0] * len(shape)
+    for i, d in enumerate(perm):
+        strides[d] = phys[i]
+    return tuple(strides)
+
+
 def is_kernel_node(graph: Graph, name: str) -> bool:
     op = graph.node(name).op
     return op not in ("input", "constant") and get_op(op).kind not in ("view", "source")
@@ -50,8 +59,10 @@ def compute_layouts(graph: Graph, strict: bool = True) -> dict[Value, Layout | N
         if opdef.kind == "composite":
             raise BuildError(f"node {node.name!r}: composite op {node.op!r} reached lowering undecomposed")
         if opdef.kind != "view":
+            perm = node.attrs.get("out_perm")
             for i, spec in enumerate(node.outputs):
-                out[Value(node.name, i)] = Layout(Value(node.name, i), spec.shape, contiguous_strides(spec.shape))
+                strides = contiguous_strides(spec.shape) if not perm else permuted_strides(spec.shape, perm)
+                out[Value(node.name, i)] = Layout(Value(node.name, i), spec.shape, strides)
             continue
         src = out[graph.inputs_of(node.name)[0]]
         if src is None:

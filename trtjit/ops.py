@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 REQUIRED = object()
 
-KINDS = ("source", "pointwise", "reduction", "view", "gemm", "conv", "pool", "gather", "cat", "composite", "fused")
+KINDS = ("source", "pointwise", "reduction", "view", "gemm", "conv", "pool", "gather", "cat", "attention", "composite",
+         "fused")
 
 
 @dataclass(frozen=True)
@@ -391,9 +392,10 @@ _composite("rms_norm", lambda ins, normalized_shape, eps: F.rms_norm(
 _composite("batch_norm", lambda ins, eps: F.batch_norm(ins[0], ins[1], ins[2], ins[3], ins[4], False, 0.0, eps),
            {"eps": 1e-5}, 5, _dec_batch_norm, "inference BatchNorm; inputs x, mean, var, weight, bias")
 _composite("linear", lambda ins: F.linear(*ins), {}, None, _dec_linear, "x @ W^T (+ b)")
-_composite("sdpa", lambda ins, is_causal, scale: F.scaled_dot_product_attention(
-    *ins[:3], attn_mask=ins[3] if len(ins) > 3 else None, is_causal=is_causal, scale=scale),
-    {"is_causal": False, "scale": None}, None, _dec_sdpa, "scaled_dot_product_attention; inputs q, k, v[, mask]")
+_register(OpDef("sdpa", "attention", lambda ins, is_causal, scale, enable_gqa, out_perm: F.scaled_dot_product_attention(
+    *ins[:3], attn_mask=ins[3] if len(ins) > 3 else None, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa),
+    {"is_causal": False, "scale": None, "enable_gqa": False, "out_perm": None}, None, decompose=_dec_sdpa,
+    doc="scaled_dot_product_attention (inputs q, k, v[, mask]): one flash-attention kernel"))
 def _dec_embedding(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
     w, idx = ins
     flat = _add(g, n, "reshape", [idx], "flat_ids", shape=[g.spec(idx).numel])
@@ -410,6 +412,7 @@ _composite("var", lambda ins, dims, correction, keepdim: torch.var(ins[0], dims,
 
 # ------------------------------------------------------------------------------------- fused groups
 def _fused_ref(ins: list[torch.Tensor], body: Graph, **_: Any) -> list[torch.Tensor]:
+    """Interpret the body. (``out_perm`` only changes how a kernel stores its output, not its value.)"""
     from trtjit.interpreter import run_graph
 
     return run_graph(body, ins)
@@ -426,8 +429,8 @@ def _fused_infer(specs: list[TensorSpec], attrs: dict) -> list[TensorSpec]:
 for _name, _doc in [("fused_pointwise", "pointwise ops fused into one kernel"),
                     ("fused_reduction", "row reductions with their prologue and epilogue in one kernel"),
                     ("fused_gemm", "matmul or conv with its epilogue in one kernel")]:
-    _register(OpDef(_name, "fused", _fused_ref, {"body": REQUIRED, "rules": [], "kernel_name": ""}, None,
-                    infer_fn=_fused_infer, doc=_doc))
+    _register(OpDef(_name, "fused", _fused_ref, {"body": REQUIRED, "rules": [], "kernel_name": "", "out_perm": None},
+                    None, infer_fn=_fused_infer, doc=_doc))
 
 
 def describe_ops() -> list[tuple[str, str, str]]:

@@ -22,6 +22,8 @@ class BuildOptions:
     tf32: let fp32 GEMMs use TF32 tensor cores (faster, ~1e-3 relative error).
     verify: check the graph after every pass (tests and debug builds); a failure names pass and node.
     dump_dir: write the graph after each pass and every kernel's Triton source there.
+    targets: GPU archs ("sm_80", "sm_90", ...) to cross-compile every kernel for (cubin + PTX, no GPU
+        needed); the engine file stores them and loads without Triton's JIT on those GPUs.
     """
 
     opt_level: int = 2
@@ -30,8 +32,10 @@ class BuildOptions:
     tf32: bool = False
     verify: bool = False
     dump_dir: str | None = None
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", normalize_targets(self.targets))
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
         if self.opt_level not in (0, 1, 2):
             raise InputError(f"opt_level must be 0, 1 or 2, got {self.opt_level!r}")
@@ -51,3 +55,25 @@ class BuildOptions:
         if os.environ.get("TRTJIT_DUMP") and "dump_dir" not in overrides:
             overrides["dump_dir"] = os.environ["TRTJIT_DUMP"]
         return replace(base, **overrides)
+
+
+TARGETS = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90", "sm_100", "sm_103", "sm_120")
+
+
+def normalize_targets(targets: Any) -> tuple[str, ...]:
+    """``["sm_90", "sm80"]`` -> ``("sm_80", "sm_90")``; a bad name raises InputError listing the known ones."""
+    if isinstance(targets, str):
+        targets = [t for t in targets.replace(",", " ").split() if t]
+    if not isinstance(targets, (list, tuple)):
+        raise InputError(f"targets must be a list of GPU archs like ['sm_80', 'sm_90'], got {type(targets).__name__}")
+    out = set()
+    for t in targets:
+        name = str(t).strip().lower()
+        if name.startswith("sm") and not name.startswith("sm_"):
+            name = "sm_" + name[2:]
+        if name.endswith("a") and name[:-1] in TARGETS:
+            name = name[:-1]  # Triton compiles sm_90+ for the arch-specific variant (sm_90a) anyway
+        if not isinstance(t, str) or name not in TARGETS:
+            raise InputError(f"unknown GPU target {t!r}; known targets: {', '.join(TARGETS)}")
+        out.add(name)
+    return tuple(sorted(out, key=lambda n: int(n[3:])))

@@ -1,0 +1,131 @@
+"""Attention template: one flash-attention kernel for scaled_dot_product_attention.
+
+A program owns BLOCK_M query rows of one (batch, head) and streams the keys and values in BLOCK_N
+tiles, keeping the running row maximum, the softmax denominator and the output accumulator in registers
+(online softmax), so the L x S score matrix never reaches memory. Causal masking, boolean or additive
+masks of any broadcastable layout, and grouped-query heads (several query heads per key/value head) are
+handled in the tile loop. The output is stored through its layout, so a permuted store (``out_perm``)
+makes the usual permute + reshape after attention free.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trtjit.backend import interpreting
+from trtjit.codegen.common import (KernelInput, KernelSpec, Writer, cdiv, check_index_range, element_bytes,
+                                   next_pow2, offset_expr, store_cast)
+from trtjit.errors import BuildError
+from trtjit.layout import Layout
+
+
+def _drop2(lay: Layout) -> Layout:
+    return Layout(lay.root, lay.shape[:-2], lay.strides[:-2], lay.offset)
+
+
+def generate(kin: KernelInput, name: str) -> KernelSpec:
+    node = next(n for n in kin.body if n.op == "sdpa")
+    ins = [kin.operands[v.node] for v in kin.body.inputs_of(node.name)]
+    q, k, v = ins[:3]
+    mask = ins[3] if len(ins) > 3 else None
+    if any(op.layout is None for op in (q, k, v)) or (mask is not None and mask.layout is None):
+        raise BuildError(f"node {kin.node.name!r}: attention operands must be tensors")
+    (ptr, spec), = kin.outputs
+    out_lay = kin.out_layouts[0]
+    shape = spec.shape
+    if len(shape) < 3:
+        raise BuildError(f"node {kin.node.name!r}: attention needs [..., L, E] operands with a batch dim, got {list(shape)}")
+    batch = shape[:-2]
+    L, D = q.layout.shape[-2], q.layout.shape[-1]
+    S, Dv = k.layout.shape[-2], v.layout.shape[-1]
+    check_index_range(kin.node.name, math.prod(shape), math.prod(k.layout.shape), L * S * math.prod(batch))
+    scale = node.attrs["scale"] if node.attrs["scale"] is not None else 1.0 / math.sqrt(D)
+    half = q.dtype in (torch.float16, torch.bfloat16)
+    bm = 128 if (L >= 128 and half and D <= 64) else max(16, min(64, next_pow2(L)))
+    bn = max(16, min(64, next_pow2(S)))
+    bd, bdv = max(16, next_pow2(D)), max(16, next_pow2(Dv))
+    prec = "tf32" if kin.tf32 else "ieee"
+    upcast = q.dtype == torch.bfloat16 and interpreting()
+    nb = len(batch)
+    w = Writer()
+    w("pid_m = tl.program_id(0)")
+    w("pid_b = tl.program_id(1)")
+    inner = 1
+    names: dict[int, str] = {}
+    for j in reversed(range(nb)):
+        e = "pid_b" if inner == 1 else f"pid_b // {inner}"
+        w(f"b{j} = ({e}) % {batch[j]}")
+        names[j] = f"b{j}"
+        inner *= batch[j]
+    heads = batch[-1] if nb else 1
+    kv_heads = k.layout.shape[-3] if len(k.layout.shape) >= 3 else 1
+    group = heads // kv_heads if node.attrs["enable_gqa"] and kv_heads != heads else 1
+
+    def kv_var(j: int) -> str:
+        return f"({names[j]} // {group})" if group > 1 and j == nb - 1 else names[j]
+
+    q_off, _ = offset_expr(_drop2(q.layout), batch, names.__getitem__)
+    k_off, _ = offset_expr(_drop2(k.layout), batch, kv_var)
+    v_off, _ = offset_expr(_drop2(v.layout), batch, kv_var)
+    sqm, sqd = q.layout.strides[-2:]
+    skn, skd = k.layout.strides[-2:]
+    svn, svd = v.layout.strides[-2:]
+    w("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+    w("offs_d = tl.arange(0, BLOCK_D)")
+    w("offs_dv = tl.arange(0, BLOCK_DV)")
+    w(f"q = tl.load({q.pointer} + {q_off} + offs_m[:, None] * {sqm} + offs_d[None, :] * {sqd}, "
+      f"mask=(offs_m[:, None] < {L}) & (offs_d[None, :] < {D}), other=0.0)")
+    if upcast:
+        w("q = q.to(tl.float32)")
+    w("m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)")
+    w("l_i = tl.zeros([BLOCK_M], dtype=tl.float32)")
+    w("acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)")
+    end = f"tl.minimum({S}, (pid_m + 1) * BLOCK_M)" if node.attrs["is_causal"] else str(S)
+    w(f"for start in range(0, {end}, BLOCK_N):")
+    w("    offs_n = start + tl.arange(0, BLOCK_N)")
+    w(f"    kt = tl.load({k.pointer} + {k_off} + offs_n[None, :] * {skn} + offs_d[:, None] * {skd}, "
+      f"mask=(offs_n[None, :] < {S}) & (offs_d[:, None] < {D}), other=0.0)")
+    if upcast:
+        w("    kt = kt.to(tl.float32)")
+    w(f'    s = tl.dot(q, kt, input_precision="{prec}") * {scale!r}')
+    if mask is not None:
+        m_lay = mask.layout
+        mshape = batch + (L, S)
+        mvars = {**names, nb: "offs_m[:, None]", nb + 1: "offs_n[None, :]"}
+        m_off, _ = offset_expr(m_lay, mshape, mvars.__getitem__)
+        inb = f"(offs_m[:, None] < {L}) & (offs_n[None, :] < {S})"
+        if mask.dtype == torch.bool:
+            w(f"    keep = tl.load({mask.pointer} + {m_off}, mask={inb}, other=0)")
+            w("    s = tl.where(keep, s, float('-inf'))")
+        else:
+            w(f"    s = s + tl.load({mask.pointer} + {m_off}, mask={inb}, other=0.0).to(tl.float32)")
+    if node.attrs["is_causal"]:
+        w("    s = tl.where(offs_m[:, None] >= offs_n[None, :], s, float('-inf'))")
+    w(f"    s = tl.where(offs_n[None, :] < {S}, s, float('-inf'))")
+    w("    m_new = tl.maximum(m_i, tl.max(s, 1))")
+    w("    m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)  # rows masked so far stay empty")
+    w("    p = tl.exp(s - m_safe[:, None])")
+    w("    alpha = tl.exp(m_i - m_safe)")
+    w("    l_i = l_i * alpha + tl.sum(p, 1)")
+    w(f"    vt = tl.load({v.pointer} + {v_off} + offs_n[:, None] * {svn} + offs_dv[None, :] * {svd}, "
+      f"mask=(offs_n[:, None] < {S}) & (offs_dv[None, :] < {Dv}), other=0.0)")
+    if upcast:
+        w(f'    acc = acc * alpha[:, None] + tl.dot(p, vt.to(tl.float32), input_precision="{prec}")')
+    else:
+        w(f'    acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt, input_precision="{prec}")')
+    w("    m_i = m_new")
+    w("out = acc / l_i[:, None]")
+    o_off, _ = offset_expr(_drop2(out_lay), batch, names.__getitem__)
+    som, sod = out_lay.strides[-2:]
+    w(f"tl.store({ptr} + {o_off} + offs_m[:, None] * {som} + offs_dv[None, :] * {sod}, {store_cast('out', spec.dtype)}, "
+      f"mask=(offs_m[:, None] < {L}) & (offs_dv[None, :] < {Dv}))")
+    doc = (f"flash attention: {list(q.layout.shape)} x {list(k.layout.shape)} -> {list(shape)}, "
+           f"{'causal, ' if node.attrs['is_causal'] else ''}{'mask, ' if mask is not None else ''}"
+           f"{f'{group} query heads per kv head, ' if group > 1 else ''}scale {scale:.6g}")
+    src = w.source(name, kin.pointers, ["BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK_DV"], doc)
+    flops = 2 * math.prod(batch) * L * S * (D + Dv)
+    return KernelSpec(name, "attention", kin.node.name, src, (cdiv(L, bm), math.prod(batch)),
+                      {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": bd, "BLOCK_DV": bdv}, kin.args, kin.covers, [],
+                      num_warps=8 if bm >= 128 else 4, num_stages=2, flops=flops, bytes=element_bytes(kin))

@@ -1,0 +1,151 @@
+"""The ``trtjit`` command: build, run, inspect, bench, compare (in-process through ``main(argv)``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import DEVICE
+
+import trtjit
+from trtjit.cli import main
+from trtjit.cuda_launcher import current_arch
+
+TARGETS = ",".join(sorted({"sm_90", current_arch() or "sm_90"}))
+
+MLP = 'trtjit.examples:example(name="mlp", batch=3)'
+
+FACTORY = textwrap.dedent("""
+    import torch
+    from trtjit.examples import example
+
+    def other():
+        # the same architecture as the mlp example, with other weights: compare must fail
+        model, inputs = example("mlp", batch=3)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.5)
+        return model, inputs
+
+    def not_a_pair():
+        return 42
+""")
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "mlp.plan"
+    assert main(["build", MLP, "-o", str(path), "--target", TARGETS]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def factory_file(tmp_path_factory):
+    f = tmp_path_factory.mktemp("factory") / "models.py"
+    f.write_text(FACTORY)
+    return f
+
+
+def test_build(plan, capsys):
+    assert plan.is_file()
+    eng = trtjit.load(str(plan))
+    assert ",".join(eng.targets) == TARGETS and len(eng.kernels) == 2
+    assert eng.input_specs[0].shape == (3, 32)
+
+
+def test_build_progress_and_errors(tmp_path, capsys):
+    out = tmp_path / "m.plan"
+    assert main(["build", MLP, "-o", str(out), "--opt-level", "1"]) == 0
+    cap = capsys.readouterr()
+    assert "[1/3] loading model" in cap.err and "[3/3] writing" in cap.err
+    assert "targets none (JIT)" in cap.out
+    for argv, msg in ((["build", "--onnx", "m.onnx"], "ONNX input is not supported yet"),
+                      (["build", MLP, "--int8"], "int8 precision is not supported yet"),
+                      (["build", MLP, "--fp8"], "fp8 precision is not supported yet"),
+                      (["build", MLP, "--target", "sm_42"], "unknown GPU target 'sm_42'"),
+                      (["build", "no_such_module_xyz:f"], "cannot import 'no_such_module_xyz'"),
+                      (["build", "trtjit.examples"], "expected 'package.module:function'"),
+                      (["build", "trtjit.examples:nope"], "has no attribute 'nope'"),
+                      (["build", "trtjit.examples:example(name=open('x'))"], "must be Python literals")):
+        assert main(argv + ["-o", str(tmp_path / "x.plan")]) == 2, argv
+        assert msg in capsys.readouterr().err, argv
+
+
+def test_inspect(plan, capsys):
+    assert main(["inspect", str(plan), "-v"]) == 0
+    out = capsys.readouterr().out
+    for s in ("gemm_fc1", "gemm_fc2", "matmul + add + gelu", "target sm_90", "memory plan", "rules fired",
+              "gemm epilogue", "float32[3, 32]", "symbol gemm_fc1"):
+        assert s in out, s
+    assert main(["inspect", str(plan), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert ",".join(rep["targets"]) == TARGETS and rep["signed"] is False
+    assert [k["name"] for k in rep["kernels"]] == ["gemm_fc1", "gemm_fc2"]
+    k0 = rep["kernels"][0]
+    assert k0["fuses"] == ["matmul", "add", "gelu"] and k0["binaries"]["sm_90"]["symbol"] == "gemm_fc1"
+    assert {a["dtype"] for a in k0["args"]} == {"float32"} and k0["args"][-1]["param"] == "out0"
+    assert rep["memory_plan"]["arena_bytes"] > 0 and rep["memory_plan"]["buffers"]
+    assert any("gemm epilogue" in r for r in rep["rules_fired"])
+    assert {s["name"] for s in rep["sections"]} >= {"graph", "kernels", "binaries/sm_90/cubin", "build_log"}
+
+
+def test_run(plan, tmp_path, capsys):
+    eng = trtjit.load(str(plan))
+    x = torch.randn(3, 32, generator=torch.Generator().manual_seed(7))
+    np.save(tmp_path / "x.npy", x.numpy())
+    np.savez(tmp_path / "in.npz", x=x.numpy())
+    want = eng(x.to(DEVICE)).cpu().numpy()
+    for inputs in ([str(tmp_path / "x.npy")], [f"x={tmp_path / 'x.npy'}"], [str(tmp_path / "in.npz")]):
+        out = tmp_path / "out.npz"
+        assert main(["run", str(plan), "--inputs", *inputs, "-o", str(out)]) == 0
+        assert np.array_equal(np.load(out)["output_0"], want)
+    assert "output_0: float32[3, 10]" in capsys.readouterr().out
+    assert main(["run", str(plan), "-o", str(tmp_path / "r.npz"), "--seed", "3"]) == 0
+    assert np.load(tmp_path / "r.npz")["output_0"].shape == (3, 10)
+    assert "random (seed 3)" in capsys.readouterr().err
+    np.save(tmp_path / "bad.npy", np.zeros((2, 32), np.float32))
+    assert main(["run", str(plan), "--inputs", str(tmp_path / "bad.npy")]) == 2
+    assert "shape [2, 32], the engine expects [3, 32]" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.plan")]) == 2
+    assert "no such engine file" in capsys.readouterr().err
+    (tmp_path / "junk.plan").write_bytes(b"hello" * 20)
+    assert main(["run", str(tmp_path / "junk.plan")]) == 2
+    assert "not a trtjit engine" in capsys.readouterr().err
+
+
+def test_bench(plan, capsys):
+    assert main(["bench", str(plan), "--iters", "2", "--warmup", "0", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "throughput_per_s", "samples_per_s", "first_inference_ms"):
+        assert res[k] > 0, k
+    assert res["iters"] == 2 and res["batch"] == 3
+    assert main(["bench", str(plan), "--iters", "2"]) == 0
+    assert "latency ms:" in capsys.readouterr().out
+
+
+def test_compare(plan, factory_file, capsys):
+    assert main(["compare", str(plan), MLP]) == 0
+    out = capsys.readouterr().out
+    assert "output_0" in out and "PASS" in out
+    assert main(["compare", str(plan), MLP, "--random", "--fp64-reference", "--seed", "5"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(plan), f"{factory_file}:other"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+    assert main(["compare", str(plan), f"{factory_file}:not_a_pair"]) == 2
+    assert "must return (torch.nn.Module, example_inputs)" in capsys.readouterr().err
+
+
+def test_help_reads_well():
+    res = subprocess.run([sys.executable, "-m", "trtjit", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0
+    for cmd in ("build", "run", "inspect", "bench", "compare", "engine workflow"):
+        assert cmd in res.stdout
+    for cmd in ("build", "run", "inspect", "bench", "compare"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0

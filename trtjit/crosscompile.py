@@ -1,0 +1,403 @@
+"""Cross-compilation: cubin + PTX of every generated kernel for GPU archs this machine need not have.
+
+Triton picks interpreter or compiler when it is imported, and an interpreting process (no GPU) cannot
+compile; so ``compile_kernels`` runs ``python -m trtjit.crosscompile`` in subprocesses with
+``TRITON_INTERPRET=0``. A job is JSON (on stdin, or a file named on the command line): the kernels'
+generated sources, their pointer argument dtypes, constexprs and launch options, and the targets. The
+worker compiles each (kernel, target) with ``triton.compile`` for a ``GPUTarget`` and writes the cubin,
+the PTX and the launch metadata (symbol, warps, shared memory, scratch sizes, which parameters are
+constexpr and therefore not passed) to the result file. Only trtjit's own generated sources are
+compiled: the parent process generated them from the IR a moment before.
+
+Engine files keep these per target in three checksummed sections (``binaries/<arch>/meta``, ``.../cubin``,
+``.../ptx``); ``read_binaries`` validates them against the kernels regenerated from the IR.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from trtjit.errors import BuildError
+
+log = logging.getLogger("trtjit.crosscompile")
+
+SECTION_PREFIX = "binaries/"
+_LAUNCH_FIELDS = ("num_warps", "num_ctas", "num_stages", "shared", "global_scratch_size", "global_scratch_align",
+                  "profile_scratch_size", "profile_scratch_align", "launch_cooperative_grid", "launch_pdl",
+                  "tmem_size")
+
+
+@dataclass
+class KernelBinary:
+    """One kernel compiled for one GPU arch, and everything needed to launch it without Triton."""
+
+    kernel: str                 # trtjit's kernel name (KernelSpec.name)
+    target: str                 # "sm_90"
+    symbol: str                 # the function's name inside the cubin
+    cubin: bytes
+    ptx: str
+    params: list[list[str]]     # [name, triton type] of each passed parameter, in order (constexprs excluded)
+    constexprs: dict[str, Any]  # compiled in, not passed
+    source_sha256: str          # of the kernel source it was compiled from
+    num_warps: int = 4
+    num_ctas: int = 1
+    num_stages: int = 2
+    shared: int = 0             # dynamic shared memory bytes
+    global_scratch_size: int = 0
+    global_scratch_align: int = 1
+    profile_scratch_size: int = 0
+    profile_scratch_align: int = 1
+    launch_cooperative_grid: bool = False
+    launch_pdl: bool = False
+    tmem_size: int = 0
+    triton_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the binaries (JSON)."""
+        d = {k: getattr(self, k) for k in ("kernel", "target", "symbol", "params", "constexprs", "source_sha256",
+                                           "triton_version", *_LAUNCH_FIELDS)}
+        d["cubin_bytes"] = len(self.cubin)
+        d["ptx_bytes"] = len(self.ptx.encode())
+        return d
+
+    def to_json(self) -> dict[str, Any]:
+        return {"meta": self.meta(), "cubin_b64": base64.b64encode(self.cubin).decode(), "ptx": self.ptx}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> KernelBinary:
+        return _binary_from_result(d)
+
+
+def source_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def arch_number(target: str) -> int:
+    return int(target.split("_", 1)[1])
+
+
+# ---------------------------------------------------------------------------------------------- parent side
+def _job_kernels(graph: Any, kernels: list[Any]) -> list[dict[str, Any]]:
+    from trtjit.ir import dtype_name
+    return [{"name": k.name, "source": k.source, "arg_dtypes": [dtype_name(graph.spec(a).dtype) for a in k.args],
+             "constexprs": k.constexprs, "num_warps": k.num_warps, "num_stages": k.num_stages} for k in kernels]
+
+
+def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | list[str],
+                    workers: int | None = None) -> dict[str, list[KernelBinary]]:
+    """Compile every kernel for every target in worker subprocesses; {target: [KernelBinary per kernel]}.
+
+    Progress goes to the ``trtjit.crosscompile`` logger (INFO per kernel). A kernel Triton cannot
+    compile raises BuildError naming the kernel and the target.
+    """
+    targets = list(targets)
+    if not targets or not kernels:
+        return {t: [] for t in targets}
+    # kernels identical up to their name (repeated blocks) compile once and share the binary
+    first: dict[str, int] = {}
+    rep = [first.setdefault(k.source.replace(f"def {k.name}(", "def KERNEL(", 1), i) for i, k in enumerate(kernels)]
+    jobs = _job_kernels(graph, kernels)
+    tasks = [(i, t) for t in targets for i in sorted(set(rep))]
+    n = workers or max(1, min(os.cpu_count() or 1, 8, math.ceil(len(tasks) / 6)))
+    shards = [tasks[s::n] for s in range(n) if tasks[s::n]]
+    t0 = time.perf_counter()
+    log.info("cross-compiling %d kernels (%d distinct) for %s in %d worker process(es)", len(kernels),
+             len(set(rep)), ", ".join(targets), len(shards))
+    results: dict[tuple[int, str], KernelBinary] = {}
+    counter = {"done": 0, "total": len(tasks)}
+    with tempfile.TemporaryDirectory(prefix="trtjit-xc-") as tmp:
+        procs = []
+        for s, shard in enumerate(shards):
+            job = {"targets": targets, "kernels": jobs, "tasks": [[i, t] for i, t in shard]}
+            out = os.path.join(tmp, f"result{s}.json")
+            procs.append((_start_worker(job, out, counter), out, shard))
+        errors = []
+        for (proc, reader), out, _shard in procs:
+            proc.wait()
+            reader.join()
+            res = _read_result(out, proc, reader)
+            if not res.get("ok"):
+                errors.append(res)
+                continue
+            for r in res["results"]:
+                b = _binary_from_result(r)
+                results[(int(r["index"]), b.target)] = b
+    if errors:
+        e = errors[0]
+        raise BuildError(f"cross-compilation failed for kernel {e.get('kernel', '?')!r} on {e.get('target', '?')}: "
+                         f"{e.get('error', 'unknown error')}")
+    out_map: dict[str, list[KernelBinary]] = {}
+    for t in targets:
+        out_map[t] = []
+        for i, k in enumerate(kernels):
+            if (rep[i], t) not in results:
+                raise BuildError(f"cross-compilation returned no binary for kernel {k.name!r} on {t}")
+            b = results[(rep[i], t)]
+            if rep[i] != i:
+                b = replace(b, kernel=k.name, source_sha256=source_hash(k.source))
+            out_map[t].append(b)
+    log.info("cross-compiled %d kernel binaries in %.1f s", len(tasks), time.perf_counter() - t0)
+    return out_map
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["TRITON_INTERPRET"] = "0"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    return env
+
+
+def _start_worker(job: dict[str, Any], out: str, counter: dict[str, int]) -> tuple[subprocess.Popen, Any]:
+    proc = subprocess.Popen([sys.executable, "-m", "trtjit.crosscompile", "-", "--out", out],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=_worker_env(), text=True)
+    tail: list[str] = []
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip()
+            if line.startswith("trtjit-xc: "):
+                counter["done"] += 1
+                log.info("[%d/%d] %s", counter["done"], counter["total"], line[len("trtjit-xc: "):])
+            elif line:
+                tail.append(line)
+                del tail[:-40]
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.tail = tail  # type: ignore[attr-defined]
+    reader.start()
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(job))
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    return proc, reader
+
+
+def _read_result(out: str, proc: subprocess.Popen, reader: Any) -> dict[str, Any]:
+    try:
+        with open(out) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        tail = "\n".join(getattr(reader, "tail", [])[-15:])
+        return {"ok": False, "kernel": "?", "target": "?",
+                "error": f"worker process exited with status {proc.returncode} and no result:\n{tail}"}
+
+
+def _binary_from_result(r: dict[str, Any]) -> KernelBinary:
+    m = r["meta"]
+    return KernelBinary(kernel=m["kernel"], target=m["target"], symbol=m["symbol"],
+                        cubin=base64.b64decode(r["cubin_b64"]), ptx=r["ptx"], params=m["params"],
+                        constexprs=m["constexprs"], source_sha256=m["source_sha256"],
+                        triton_version=m.get("triton_version", ""),
+                        **{k: m[k] for k in _LAUNCH_FIELDS})
+
+
+# ---------------------------------------------------------------------------------------------- engine files
+def binary_sections(binaries: dict[str, list[KernelBinary]]) -> dict[str, bytes]:
+    """The engine-file sections holding ``binaries`` (three per target)."""
+    sections: dict[str, bytes] = {}
+    for target, bins in sorted(binaries.items()):
+        metas: list[dict[str, Any]] = []
+        blobs: dict[str, dict[bytes, int]] = {"cubin": {}, "ptx": {}}  # identical binaries are stored once
+        for b in bins:
+            m = b.meta()
+            for part, data in (("cubin", b.cubin), ("ptx", b.ptx.encode())):
+                seen = blobs[part]
+                if data not in seen:
+                    seen[data] = sum(len(d) for d in seen)
+                m[f"{part}_range"] = [seen[data], len(data)]
+            metas.append(m)
+        sections[f"{SECTION_PREFIX}{target}/meta"] = json.dumps(metas, sort_keys=True).encode()
+        sections[f"{SECTION_PREFIX}{target}/cubin"] = b"".join(blobs["cubin"])
+        sections[f"{SECTION_PREFIX}{target}/ptx"] = b"".join(blobs["ptx"])
+    return sections
+
+
+def build_log_section(engine: Any) -> dict[str, bytes]:
+    """The pass log (rules fired and skipped) as an engine-file section, so ``trtjit inspect`` can show it."""
+    import dataclasses
+    recs = [dataclasses.asdict(r) for r in getattr(engine, "build_log", [])]
+    return {"build_log": json.dumps(recs, default=str).encode()} if recs else {}
+
+
+def read_build_log(path: Any, sections: dict[str, bytes]) -> list[Any]:
+    from trtjit.engine_file import EngineFileError
+    from trtjit.passmanager import PassRecord
+
+    if "build_log" not in sections:
+        return []
+    try:
+        return [PassRecord(**r) for r in json.loads(sections["build_log"])]
+    except (ValueError, TypeError) as e:
+        raise EngineFileError(f"{path}: malformed build log section: {type(e).__name__}: {e}") from None
+
+
+def read_binaries(path: Any, header: dict[str, Any], sections: dict[str, bytes],
+                  kernels: list[Any]) -> dict[str, list[KernelBinary]]:
+    """The binaries of an engine file, checked against the header's ``targets`` and the kernels regenerated
+    from the IR. Raises EngineFileError naming what does not fit."""
+    from trtjit.engine_file import EngineFileError
+    from trtjit.options import TARGETS
+
+    targets = header.get("targets", [])
+    if not isinstance(targets, list) or not all(isinstance(t, str) and t in TARGETS for t in targets):
+        raise EngineFileError(f"{path}: engine header lists malformed targets {targets!r}")
+    listed = {f"{SECTION_PREFIX}{t}/{part}" for t in targets for part in ("meta", "cubin", "ptx")}
+    present = {s for s in sections if s.startswith(SECTION_PREFIX)}
+    if listed - present:
+        raise EngineFileError(f"{path}: engine header lists targets {targets} but section(s) "
+                              f"{sorted(listed - present)} are missing")
+    if present - listed:
+        raise EngineFileError(f"{path}: engine file has binary section(s) {sorted(present - listed)} for targets "
+                              f"its header does not list ({targets})")
+    out: dict[str, list[KernelBinary]] = {}
+    for t in targets:
+        try:
+            metas = json.loads(sections[f"{SECTION_PREFIX}{t}/meta"])
+            cubin_blob = sections[f"{SECTION_PREFIX}{t}/cubin"]
+            ptx_blob = sections[f"{SECTION_PREFIX}{t}/ptx"]
+            if not isinstance(metas, list) or len(metas) != len(kernels):
+                raise EngineFileError(f"{path}: {t} holds {len(metas) if isinstance(metas, list) else '?'} kernel "
+                                      f"binaries for {len(kernels)} kernels")
+            bins = []
+            for k, m in zip(kernels, metas):
+                bins.append(_check_meta(path, t, k, m, cubin_blob, ptx_blob))
+            out[t] = bins
+        except EngineFileError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as e:
+            raise EngineFileError(f"{path}: malformed {t} binary metadata: {type(e).__name__}: {e}") from None
+    return out
+
+
+def _check_meta(path: Any, target: str, k: Any, m: dict[str, Any], cubin_blob: bytes, ptx_blob: bytes) -> KernelBinary:
+    from trtjit.engine_file import EngineFileError
+
+    def bad(what: str) -> EngineFileError:
+        return EngineFileError(f"{path}: {target} binary of kernel {k.name!r}: {what}")
+
+    if m["kernel"] != k.name or m["target"] != target:
+        raise bad(f"is labelled {m['kernel']!r} for {m['target']!r}")
+    if m["source_sha256"] != source_hash(k.source):
+        raise bad("was compiled from a different source than the kernel regenerated from the IR (rebuild it)")
+    params = m["params"]
+    if (not isinstance(params, list) or len(params) != len(k.args)
+            or not all(isinstance(p, list) and len(p) == 2 and str(p[1]).startswith("*") for p in params)):
+        raise bad(f"its parameters {params!r} do not match the kernel's {len(k.args)} pointer arguments")
+    if m["constexprs"] != k.constexprs:
+        raise bad(f"constexprs {m['constexprs']} differ from the kernel's {k.constexprs}")
+    ints = {f: m[f] for f in ("num_warps", "num_ctas", "num_stages", "shared", "global_scratch_size",
+                              "global_scratch_align", "profile_scratch_size", "profile_scratch_align", "tmem_size")}
+    if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in ints.values()):
+        raise bad(f"launch metadata {ints} is not all non-negative integers")
+    for f in ("num_warps", "global_scratch_align", "profile_scratch_align"):
+        v = ints[f]
+        if v < 1 or v & (v - 1) or v > 1024:
+            raise bad(f"{f}={v} is not a power of two")
+    if ints["num_warps"] > 32:
+        raise bad(f"num_warps={ints['num_warps']} exceeds 32")
+    if not isinstance(m["symbol"], str) or not m["symbol"]:
+        raise bad("has no kernel symbol")
+    (ca, cn), (pa, pn) = m["cubin_range"], m["ptx_range"]
+    if not all(isinstance(v, int) and v >= 0 for v in (ca, cn, pa, pn)) or ca + cn > len(cubin_blob) \
+            or pa + pn > len(ptx_blob) or cn == 0:
+        raise bad("its cubin/PTX byte ranges do not fit the sections")
+    return KernelBinary(kernel=k.name, target=target, symbol=m["symbol"], cubin=bytes(cubin_blob[ca:ca + cn]),
+                        ptx=ptx_blob[pa:pa + pn].decode(), params=params, constexprs=m["constexprs"],
+                        source_sha256=m["source_sha256"], triton_version=str(m.get("triton_version", "")),
+                        launch_cooperative_grid=bool(m["launch_cooperative_grid"]), launch_pdl=bool(m["launch_pdl"]),
+                        **ints)
+
+
+# ---------------------------------------------------------------------------------------------- worker side
+def _compile_one(kern: dict[str, Any], target: str) -> dict[str, Any]:
+    import triton
+    from triton._utils import canonicalize_dtype
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from trtjit.backend import load_kernel
+
+    fn = load_kernel(kern["name"], kern["source"])
+    if not isinstance(fn, triton.runtime.jit.JITFunction):
+        raise RuntimeError(f"expected a compiled triton.jit function, got {type(fn).__name__} (is TRITON_INTERPRET "
+                           "off in this process?)")
+    constexprs = dict(kern["constexprs"])
+    names = list(fn.arg_names)
+    passed = [n for n in names if n not in constexprs]
+    if len(passed) != len(kern["arg_dtypes"]):
+        raise RuntimeError(f"kernel takes {len(passed)} non-constexpr arguments {passed}, job gives "
+                           f"{len(kern['arg_dtypes'])} buffers")
+    ptr_types = {n: "*" + canonicalize_dtype(dt) for n, dt in zip(passed, kern["arg_dtypes"])}
+    signature = {n: ("constexpr" if n in constexprs else ptr_types[n]) for n in names}
+    # Pointers are assumed 16-byte aligned (as Triton's JIT specializes them); the engine makes sure they are.
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n not in constexprs}
+    arch = arch_number(target)
+    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
+                              target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": kern["num_warps"], "num_stages": kern["num_stages"]})
+    md = compiled.metadata._asdict()
+    meta = {"kernel": kern["name"], "target": target, "symbol": md["name"],
+            "params": [[n, ptr_types[n]] for n in passed], "constexprs": constexprs,
+            "source_sha256": source_hash(kern["source"]), "triton_version": triton.__version__}
+    for f in _LAUNCH_FIELDS:
+        v = md.get(f, 0 if f not in ("num_ctas",) else 1)
+        meta[f] = bool(v) if f.startswith("launch_") else int(v or 0)
+    for f in ("global_scratch_align", "profile_scratch_align"):
+        meta[f] = max(1, meta[f])
+    return {"meta": meta, "cubin_b64": base64.b64encode(compiled.asm["cubin"]).decode(),
+            "ptx": compiled.asm["ptx"]}
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m trtjit.crosscompile",
+                                description="Compile trtjit kernels for GPU targets (run by trtjit itself).")
+    p.add_argument("job", help="job JSON file, or - for standard input")
+    p.add_argument("--out", required=True, help="where to write the result JSON")
+    args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        result = {"ok": False, "error": "cross-compilation must run with TRITON_INTERPRET=0"}
+    else:
+        job = json.load(sys.stdin) if args.job == "-" else json.load(open(args.job))
+        result = {"ok": True, "results": []}
+        for i, target in job["tasks"]:
+            kern = job["kernels"][i]
+            t0 = time.perf_counter()
+            try:
+                r = _compile_one(kern, target)
+            except Exception as e:  # report which kernel and target, with Triton's message
+                msg = str(e).strip() or type(e).__name__
+                result = {"ok": False, "kernel": kern["name"], "target": target, "error": f"{type(e).__name__}: {msg}"}
+                break
+            r["index"] = i
+            result["results"].append(r)
+            print(f"trtjit-xc: {kern['name']} {target} ({len(base64.b64decode(r['cubin_b64']))} bytes cubin, "
+                  f"{time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, args.out)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())
