@@ -13,10 +13,19 @@ from __future__ import annotations
 import math
 
 import torch
+from trtjit.codegen.common import (
+    KernelInput,
+    KernelSpec,
+    Writer,
+    cdiv,
+    check_index_range,
+    element_bytes,
+    next_pow2,
+    offset_expr,
+    store_cast,
+)
 
 from trtjit.backend import interpreting
-from trtjit.codegen.common import (KernelInput, KernelSpec, Writer, cdiv, check_index_range, element_bytes,
-                                   next_pow2, offset_expr, store_cast)
 from trtjit.errors import BuildError
 from trtjit.layout import Layout
 

@@ -5,8 +5,19 @@ from __future__ import annotations
 
 import math
 
-from trtjit.codegen.common import (KernelInput, KernelSpec, Writer, cdiv, check_index_range, element_bytes,
-                                   load_cast, next_pow2, offset_expr, store_cast)
+from trtjit.codegen.common import (
+    KernelInput,
+    KernelSpec,
+    Writer,
+    cdiv,
+    check_index_range,
+    element_bytes,
+    load_cast,
+    next_pow2,
+    offset_expr,
+    store_cast,
+)
+
 from trtjit.layout import contiguous_strides
 
 
@@ -34,7 +45,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         size = op.layout.shape[dim] if op.layout else 1
         if size == 0:
             continue
-        off, _ = offset_expr(op.layout, shape, lambda j: f"(i{j} - {start})" if j == dim and start else f"i{j}")
+        off, _ = offset_expr(op.layout, shape,
+                             lambda j, start=start: f"(i{j} - {start})" if j == dim and start else f"i{j}")
         sel = f"(i{dim} >= {start}) & (i{dim} < {start + size})"
         w(f"in_{k} = mask & {sel}")
         w(f"v = tl.where(in_{k}, {load_cast(f'tl.load({op.pointer} + {off}, mask=in_{k})', op.dtype)}, v)")

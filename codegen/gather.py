@@ -8,8 +8,19 @@ from __future__ import annotations
 
 import math
 
-from trtjit.codegen.common import (KernelInput, KernelSpec, Writer, cdiv, check_index_range, element_bytes,
-                                   load_cast, next_pow2, offset_expr, store_cast)
+from trtjit.codegen.common import (
+    KernelInput,
+    KernelSpec,
+    Writer,
+    cdiv,
+    check_index_range,
+    element_bytes,
+    load_cast,
+    next_pow2,
+    offset_expr,
+    store_cast,
+)
+
 from trtjit.layout import Layout, contiguous_strides
 
 

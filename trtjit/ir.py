@@ -358,6 +358,21 @@ class Graph:
             counts[op] = counts.get(op, 0) + 1
         return counts
 
+    # -------------------------------------------------------------- notebooks (drawing: trtjit.display)
+    def show(self, focus: str | Iterable[str] | None = None, radius: int = 2, **kwargs: Any) -> Any:
+        """A drawable view (SVG in notebooks, text elsewhere) of this graph or of the part within
+        ``radius`` edges of ``focus`` (node names or name prefixes); see ``trtjit.display.GraphView``."""
+        from trtjit.display import GraphView
+        return GraphView(self, focus=focus, radius=radius, **kwargs)
+
+    def _repr_svg_(self) -> str | None:
+        from trtjit.display import graph_svg_or_none
+        return graph_svg_or_none(self)
+
+    def _repr_html_(self) -> str:
+        from trtjit.display import GraphView
+        return GraphView(self)._repr_html_()
+
     # ------------------------------------------------------------ serializing
     def to_json(self, prefix: str = "") -> dict:
         """JSON-able description. Constants are referenced by key; get their tensors from ``weights()``."""
