@@ -1,10 +1,10 @@
 """GEMM and convolution epilogue fusion.
 
 Requires: composites decomposed (linear is matmul + add). Guarantees: every matmul and conv2d becomes a
-``fused_gemm`` node whose body is the GEMM plus the longest chain of pointwise ops that consume only its
-result at its full output shape (bias, scaling, activation, residual add), so the result is written once.
-The chain stops (and the reason is logged) at a value with several users, a graph output, a shape change
-or a fusion that would create a cycle.
+``fused_gemm`` node whose body is the GEMM plus the longest chain of pointwise ops (any DAG of them) that
+consume its result at its full output shape (bias, scaling, activation, residual add, GELU's several uses
+of x), so the tile is written once; values also used outside become extra outputs. Growth stops (the
+reason is logged) at ops that are not pointwise, change the shape, or would create a cycle.
 """
 
 from __future__ import annotations
@@ -39,30 +39,31 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             continue
         rule_name = GEMM if graph.node(anchor).op == "matmul" else CONV
         out_shape = graph.node(anchor).spec.shape
-        group, tail, parts = [anchor], Value(anchor), [graph.node(anchor).op]
-        while True:
-            users = graph.users(tail)
-            if graph.is_output(tail):
-                reason = f"{tail.node} is a graph output"
-            elif len(users) != 1:
-                reason = f"{tail.node} has {len(users)} users"
-            else:
-                u = users[0][0]
-                un = graph.node(u)
-                if get_op(un.op).kind != "pointwise":
-                    reason = f"next op {u!r} is {un.op}, not pointwise"
-                elif un.spec.shape != out_shape:
-                    reason = f"next op {u!r} changes the shape to {list(un.spec.shape)}"
-                elif reaches_back(graph, set(group), [v.node for v in graph.inputs_of(u) if v != tail]):
-                    reason = f"fusing {u!r} would create a cycle"
-                else:
-                    parts.append(_role(graph, u, tail, out_shape))
-                    group.append(u)
-                    tail = Value(u)
-                    continue
-            break
-        if len(group) > 1:
-            ctx.skipped(rule_name, tail.node, f"epilogue stops: {reason}")
+        group, gset, parts, reasons = [anchor], {anchor}, [graph.node(anchor).op], []
+        changed = True
+        while changed:
+            changed = False
+            for g in list(group):
+                for u in graph.consumers(g):
+                    if u in gset:
+                        continue
+                    un = graph.node(u)
+                    if get_op(un.op).kind != "pointwise":
+                        reasons.append(f"{u!r} is {un.op}, not pointwise")
+                    elif un.spec.shape != out_shape:
+                        reasons.append(f"{u!r} changes the shape to {list(un.spec.shape)}")
+                    elif reaches_back(graph, gset, [v.node for v in graph.inputs_of(u) if v.node not in gset]):
+                        reasons.append(f"fusing {u!r} would create a cycle")
+                    else:
+                        tail = next(v for v in graph.inputs_of(u) if v.node in gset)
+                        parts.append(_role(graph, u, tail, out_shape))
+                        group.append(u)
+                        gset.add(u)
+                        changed = True
+        group = [n for n in graph.topo_order() if n in gset]
+        reason = "; ".join(dict.fromkeys(reasons)) or "the result has no other consumer"
+        if len(group) > 1 and reasons:
+            ctx.skipped(rule_name, anchor, f"epilogue stops: {reason}")
         kind = "gemm" if graph.node(anchor).op == "matmul" else "conv"
         fuse_group(graph, group, "fused_gemm", anchor, f"{kind}_{graph.node(anchor).source or anchor}", [rule_name] if len(group) > 1 else [])
         ctx.fired(rule_name, anchor, " + ".join(parts)) if len(group) > 1 else ctx.skipped(

@@ -18,6 +18,27 @@ RESHAPE_COPY = rule("non-viewable reshape => copy + reshape", "materialize_views
 OUTPUT_COPY = rule("aliased output => copy", "materialize_views", "outputs must be fresh contiguous buffers")
 
 
+PERMUTED_STORE = rule("kernel + permute + reshape => permuted store", "materialize_views",
+                      "a GEMM or attention kernel writes its output in the permuted order, so no copy is needed")
+
+
+def _store_permuted(graph: Graph, v: Value) -> bool:
+    """When ``v`` is permute(X) and X comes from a GEMM or attention kernel used only here, have that kernel
+    store X permuted (``out_perm``) so ``v`` becomes contiguous. Returns whether it did."""
+    p = graph.node(v.node)
+    if p.op != "permute":
+        return False
+    x = graph.inputs_of(p.name)[0]
+    prod = graph.node(x.node)
+    body = prod.attrs.get("body")
+    templated = prod.op == "sdpa" or (prod.op == "fused_gemm" and any(n.op == "matmul" for n in body))
+    if not templated or len(prod.outputs) != 1 or graph.is_output(x) or len(graph.users(x)) != 1 \
+            or prod.attrs.get("out_perm"):
+        return False
+    prod.attrs["out_perm"] = list(p.attrs["dims"])
+    return True
+
+
 def run(graph: Graph, ctx: PassContext) -> Graph:
     while True:
         layouts = compute_layouts(graph, strict=False)
@@ -26,6 +47,9 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if bad is None:
             break
         src = graph.inputs_of(bad)[0]
+        if _store_permuted(graph, src):
+            ctx.fired(PERMUTED_STORE, graph.inputs_of(src.node)[0].node, f"so that {bad} is a view")
+            continue
         cp = graph.add("copy", [src], name=f"{bad}.copy", source=graph.node(bad).source)
         graph.set_input(bad, 0, Value(cp.name))
         ctx.fired(RESHAPE_COPY, bad)
