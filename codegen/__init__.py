@@ -37,6 +37,7 @@ def kernel_input(graph: Graph, name: str, layouts: dict[Value, Layout], tf32: bo
     else:
         body = graph.subgraph([name])
         ext = [Value(n, i) for n, i in body.meta.pop("external_inputs")]
+    operand_inputs = {v.node for n in body if n.op in ("matmul", "conv2d", "sdpa") for v in body.inputs_of(n.name)}
     operands: dict[str, Operand] = {}
     args: list[Value] = []
     pointers: list[str] = []
@@ -44,7 +45,8 @@ def kernel_input(graph: Graph, name: str, layouts: dict[Value, Layout], tf32: bo
     for bname, v in zip(body.inputs, ext):
         lay = layouts[v]
         src = graph.node(lay.root.node)
-        if inline_scalars and src.op == "constant" and src.value.numel() == 1 and graph.spec(v).numel == 1:
+        if inline_scalars and src.op == "constant" and src.value.numel() == 1 and graph.spec(v).numel == 1 \
+                and bname not in operand_inputs:
             operands[bname] = Operand(None, graph.spec(v).dtype, literal=literal_of(src.value))
             continue
         if lay.root not in by_root:

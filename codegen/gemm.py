@@ -112,7 +112,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         if spec.shape != out_shape:
             raise BuildError(f"node {kin.node.name!r}: epilogue output of shape {list(spec.shape)} differs "
                              f"from the GEMM output {list(out_shape)}")
-        w(f"tl.store({ptr} + {off}, {store_cast(em.value(v, kin.node), spec.dtype)}, mask=mask)")
+        w(f"tl.store({ptr} + {full_tile(off)}, {store_cast(em.value(v, kin.node), spec.dtype)}, mask=mask)")
     epi = ", ".join(f"{n.name} ({n.op})" for n in kin.body if n.op not in ("input", "constant"))
     src = w.source(name, kin.pointers, list(consts), f"{anchor.op} {list(out_shape)} with epilogue: {epi}")
     return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
@@ -161,8 +161,10 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     b_lay = _drop_dim(B, -2)
     b_off, _ = offset_expr(b_lay, tuple(batch) + (N,), lambda j: names[j] if j < nb else "rn")
     sak, sbk = A.layout.strides[-1], B.layout.strides[-2]
-    w(f"a_ptrs = {A.pointer} + {a_off} + rk[None, :] * {sak}")
-    w(f"b_ptrs = {B.pointer} + {b_off} + rk[:, None] * {sbk}")
+    a_full = "" if "m" in a_off or "rm" in a_off else " + rm * 0"  # keep [BLOCK_M, BLOCK_K] pointers when M == 1
+    b_full = "" if "rn" in b_off else " + rn * 0"
+    w(f"a_ptrs = {A.pointer} + {a_off}{a_full} + rk[None, :] * {sak}")
+    w(f"b_ptrs = {B.pointer} + {b_off}{b_full} + rk[:, None] * {sbk}")
     w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     w(f"for k in range(0, {K}, BLOCK_K):")
     w(f"    a = tl.load(a_ptrs, mask=(rm < {mrows}) & (rk[None, :] < {K} - k), other=0.0)")
@@ -173,6 +175,16 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     grid = (cdiv(mrows, bm), cdiv(N, bn), nbatch)
     return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
         (warps, stages)
+
+
+def full_tile(off: str) -> str:
+    """A store needs a pointer for every element of the tile; a size-1 M or N dim drops its index var."""
+    return off + ("" if "rn" in off else " + rn * 0") + ("" if "rm" in off or _uses_m(off) else " + rm * 0")
+
+
+def _uses_m(off: str) -> bool:
+    import re
+    return bool(re.search(r"\b(m|n|oh|ow|b\d+)\b", off))
 
 
 def _dot(prec: str) -> str:

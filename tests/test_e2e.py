@@ -122,3 +122,13 @@ def test_engine_runs_twice_with_new_inputs(gen):
     for _ in range(2):
         x = torch.randn(3, 8, generator=gen).to(DEVICE)
         assert_close_rel(engine(x), model(x))
+
+
+@pytest.mark.parametrize("shape,out", [((1, 16), 8), ((16, 1), 1), ((1, 1), 1)])
+def test_degenerate_gemm_shapes(gen, shape, out):
+    """M, N or K of 1 still gives full tiles of pointers (a batch-1 linear is the common case)."""
+    _check(_randomize(nn.Linear(shape[1], out), gen), (torch.randn(*shape, generator=gen),))
+
+
+def test_single_output_channel_conv(gen):
+    _check(_randomize(nn.Conv2d(3, 1, 3), gen), (torch.randn(1, 3, 5, 5, generator=gen),))
