@@ -89,7 +89,9 @@ def bench_one(name: str, batch: int, args) -> dict:
             row["ma_ms"] = time_ms(fn, inputs)
         torch._dynamo.reset()
     t0 = time.perf_counter()
-    engine = trtjit.compile(model, inputs, opt_level=args.opt_level)
+    cap = torch.cuda.get_device_capability()
+    targets = [f"sm_{cap[0]}{cap[1]}"] if not args.jit else []  # cubins compiled in parallel worker processes
+    engine = trtjit.compile(model, inputs, opt_level=args.opt_level, targets=targets)
     out = engine(*inputs)
     torch.cuda.synchronize()
     row["trtjit_build_s"] = time.perf_counter() - t0
@@ -149,6 +151,7 @@ def main() -> None:
     p.add_argument("--max-autotune", action="store_true")
     p.add_argument("--profile", action="store_true", help="also record the slowest trtjit kernels")
     p.add_argument("--json", default=None)
+    p.add_argument("--jit", action="store_true", help="let Triton JIT-compile kernels instead of building cubins")
     args = p.parse_args()
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton "
           f"{__import__('triton').__version__}, trtjit {trtjit.__version__}", flush=True)
