@@ -92,6 +92,11 @@ class Engine:
             shared: dict[str, Any] = {}
             fns = []
             for k in self.kernels:
+                if k.template == "plugin":  # a plugin step: the plugin's enqueue (trtjit.plugins)
+                    from trtjit.plugins import PluginRunner
+
+                    fns.append(PluginRunner(self.graph, k))
+                    continue
                 key = k.source.replace(f"def {k.name}(", "def KERNEL(", 1)
                 if key not in shared:
                     shared[key] = load_kernel(k.name, k.source)
@@ -113,9 +118,21 @@ class Engine:
                 device = t.device
             elif t.device != device:
                 raise InputError(f"input {i} ({name!r}) is on {t.device}, the others on {device}")
+        if self.graph.meta.get("bound_inputs"):
+            self._check_bound(args)
         device = device or torch.device("cpu")
         check_device(device.type)
         return device
+
+    def _check_bound(self, args: tuple) -> None:
+        """Shape-tensor inputs (ONNX frontend) were bound to their example values at build time; the engine
+        is specialized to those values and refuses others."""
+        bound = self.graph.meta["bound_inputs"]
+        for i, (t, name) in enumerate(zip(args, self.input_names)):
+            if name in bound and t.detach().reshape(-1).tolist() != bound[name]["value"]:
+                raise InputError(f"input {i} ({name!r}) is a shape tensor whose value was fixed when the engine was "
+                                 f"built: expected {bound[name]['value']}, got {t.detach().reshape(-1).tolist()}; "
+                                 "build an engine for this value")
 
     def _state(self, device: torch.device) -> _DeviceState:
         if device not in self._states:
@@ -226,6 +243,31 @@ class Engine:
             k = self.kernels[i]
             out.append(KernelProfile(k.name, k.covers, k.grid, times[len(times) // 2]))
         return out
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the outputs in order (the ONNX graph's output names; else the IR values)."""
+        return list(self.graph.meta.get("output_names") or [str(v) for v in self.graph.outputs])
+
+    def close(self) -> None:
+        """Release the engine's resources now: every plugin runs ``terminate()`` (also done when the engine
+        is garbage-collected). The engine loads its kernels again if it runs afterwards."""
+        fns, self._fns = self._fns, None
+        for fn in fns or []:
+            if getattr(fn, "_trtjit_plugin_step", False):
+                fn.release()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # never raise from a finalizer
+            pass
 
     def save(self, path: str, key: bytes | str | None = None) -> str:
         """Write this engine to one file (``trtjit.load`` reads it back); sign it with ``key``."""
