@@ -653,3 +653,28 @@ def test_error_raised_inside_a_pass_names_the_pass():
 
     with pytest.raises(trtjit.GraphError, match=r"in pass 'failing_pass': no node named 'no_such_node'"):
         run_pass(Pass("failing_pass", failing, ""), _victim(), PassContext(trtjit.BuildOptions(verify=True)))
+
+
+# --------------------------------------------------------------------------------------- fuse_attention
+def test_fuse_attention_eager_pattern(gen):
+    ATT = rule_name("fuse_attention", "ATTENTION")
+    g = Graph()
+    q, k, v = inp(g, "q", 2, 3, 5, 8), inp(g, "k", 2, 3, 6, 8), inp(g, "v", 2, 3, 6, 4)
+    keep = torch.rand(5, 6, generator=gen) > 0.3
+    keep[:, 0] = True
+    kt = op(g, "permute", [k], "kt", dims=[0, 1, 3, 2])
+    s = op(g, "matmul", [q, kt], "scores")
+    s = op(g, "div", [s, g.add_constant("sqrt_d", torch.tensor(8.0 ** 0.5))], "scaled")
+    s = op(g, "where", [g.add_constant("keep", keep), s, g.add_constant("neg", torch.tensor(-1e9))], "masked")
+    p = op(g, "softmax", [s], "probs", dim=-1)
+    out = op(g, "matmul", [p, v], "pv")
+    shared = op(g, "matmul", [q, kt], "shared_scores")  # scores used twice: no fusion
+    sp = op(g, "softmax", [shared], "shared_probs", dim=-1)
+    g.outputs = [out, op(g, "matmul", [sp, v], "pv2"), shared]
+
+    g, rec = check_pass("fuse_attention", g, gen)
+    att = [n for n in g if n.op == "sdpa"]
+    assert len(att) == 1 and g.outputs[0] == V(att[0].name)
+    assert abs(att[0].attrs["scale"] - 8.0 ** -0.5) < 1e-6 and len(g.inputs_of(att[0].name)) == 4
+    assert fired(rec, ATT) == ["pv"]
+    assert skipped(rec, ATT)["pv2"] == ["scores do not come from a matmul used only here"]

@@ -1,0 +1,251 @@
+"""Real architectures at reduced size, compiled completely to trtjit kernels and matched to PyTorch.
+
+torchvision does not import beside the CPU torch wheel here, so the vision blocks are written out below
+(they follow torchvision's definitions); the language models come from `transformers` configs with random
+weights. Each is checked against a float64 reference within 1e-4 relative error.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import DEVICE, assert_close_rel
+from torch import nn
+
+import trtjit
+
+
+def _randomize(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return model.eval()
+
+
+def check(model: nn.Module, inputs: tuple, **opts) -> trtjit.Engine:
+    model = model.eval()
+    engine = trtjit.compile(model.to(DEVICE), tuple(t.to(DEVICE) for t in inputs), verify=True, **opts)
+    with torch.no_grad():
+        ref = copy.deepcopy(model).double().cpu()(*(t.double().cpu() if t.is_floating_point() else t.cpu()
+                                                     for t in inputs))
+    out = engine(*(t.to(DEVICE) for t in inputs))
+    assert ref.abs().max() > 0
+    assert_close_rel(out.double().cpu(), ref, tol=1e-4)
+    kinds = {trtjit.ops.get_op(n.op).kind for n in engine.graph}
+    assert kinds <= {"source", "view", "pointwise", "reduction", "gemm", "conv", "pool", "gather", "cat",
+                     "attention", "fused"}, kinds
+    return engine
+
+
+# ----------------------------------------------------------------------------------------- vision blocks
+def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: type | None = nn.ReLU):
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, *([act()] if act else []))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = conv_bn(cin, cout, 3, stride), conv_bn(cout, cout, 3, act=None)
+        self.down = conv_bn(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else nn.Identity()
+
+    def forward(self, x):
+        return torch.relu(self.conv2(self.conv1(x)) + self.down(x))
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(cin, width, 1), conv_bn(width, width, 3, stride), conv_bn(width, width * 4, 1, act=None))
+        self.down = conv_bn(cin, width * 4, 1, stride, act=None)
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.down(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, block: str) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(3, 8, 7, 2), nn.MaxPool2d(3, 2, 1))
+        if block == "basic":
+            self.layers = nn.Sequential(BasicBlock(8, 8, 1), BasicBlock(8, 16, 2))
+            feat = 16
+        else:
+            self.layers = nn.Sequential(Bottleneck(8, 4, 1), Bottleneck(16, 8, 2))
+            feat = 32
+        self.fc = nn.Linear(feat, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, c: int, squeeze: int, act=nn.ReLU, gate=nn.Sigmoid) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.act, self.gate = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1), act(), gate()
+
+    def forward(self, x):
+        s = nn.functional.adaptive_avg_pool2d(x, 1)
+        return x * self.gate(self.fc2(self.act(self.fc1(s))))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 (ReLU6, no SE), MobileNetV3 (hardswish + SE with hardsigmoid) or EfficientNet MBConv (SiLU + SE)."""
+
+    def __init__(self, cin: int, cout: int, expand: int, stride: int, kind: str) -> None:
+        super().__init__()
+        hid = cin * expand
+        act = {"v2": nn.ReLU6, "v3": nn.Hardswish, "effnet": nn.SiLU}[kind]
+        layers = [conv_bn(cin, hid, 1, act=act), conv_bn(hid, hid, 3, stride, groups=hid, act=act)]
+        if kind == "v3":
+            layers.append(SqueezeExcite(hid, 8, gate=nn.Hardsigmoid))
+        elif kind == "effnet":
+            layers.append(SqueezeExcite(hid, max(1, cin // 4), act=nn.SiLU))
+        layers.append(conv_bn(hid, cout, 1, act=None))
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+class MobileNet(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        act = {"v2": nn.ReLU6, "v3": nn.Hardswish, "effnet": nn.SiLU}[kind]
+        self.features = nn.Sequential(conv_bn(3, 8, 3, 2, act=act), InvertedResidual(8, 8, 2, 1, kind),
+                                      InvertedResidual(8, 16, 3, 2, kind), InvertedResidual(16, 16, 3, 1, kind))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.classifier(nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pw1, self.pw2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.rand(dim) + 0.5)
+
+    def forward(self, x):
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.pw2(nn.functional.gelu(self.pw1(self.norm(y)))) * self.gamma
+        return x + y.permute(0, 3, 1, 2)
+
+
+class ConvNeXt(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 4, 4), LayerNorm2d(16, eps=1e-6))
+        self.stages = nn.Sequential(ConvNeXtBlock(16), LayerNorm2d(16, eps=1e-6), nn.Conv2d(16, 32, 2, 2),
+                                    ConvNeXtBlock(32))
+        self.head = nn.Sequential(nn.Flatten(1), nn.LayerNorm(32, eps=1e-6), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.head(nn.functional.adaptive_avg_pool2d(self.stages(self.stem(x)), 1))
+
+
+class ViT(nn.Module):
+    """torchvision's ViT structure: patch conv, class token (cat), position embedding, encoder, head."""
+
+    def __init__(self, image: int = 16, patch: int = 4, dim: int = 32, layers: int = 2) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, patch, patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.pos = nn.Parameter(torch.randn(1, (image // patch) ** 2 + 1, dim) * 0.1)
+        layer = nn.TransformerEncoderLayer(dim, 4, 2 * dim, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.ln = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(x.shape[0], -1, -1), t], dim=1) + self.pos
+        return self.head(self.ln(self.encoder(t))[:, 0])
+
+
+VISION = {
+    "resnet18_block": lambda: ResNet("basic"),
+    "resnet50_block": lambda: ResNet("bottleneck"),
+    "mobilenet_v2": lambda: MobileNet("v2"),
+    "mobilenet_v3": lambda: MobileNet("v3"),
+    "efficientnet_b0": lambda: MobileNet("effnet"),
+    "convnext": ConvNeXt,
+    "vit_b_16": ViT,
+}
+
+
+@pytest.mark.parametrize("name", list(VISION))
+def test_vision_architecture(name, gen):
+    torch.manual_seed(0)
+    model = _randomize(VISION[name](), gen)
+    engine = check(model, (torch.randn(2, 3, 16, 16, generator=gen),))
+    if name.startswith("resnet"):
+        assert not any(n.op == "batch_norm" for n in engine.graph)  # every BN folded into its conv
+    if name == "vit_b_16":
+        assert any(k.template == "attention" for k in engine.kernels)
+
+
+# -------------------------------------------------------------------------------------- language models
+transformers = pytest.importorskip("transformers")
+
+
+class LastHidden(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).last_hidden_state
+
+
+def _hf(model_cls, config_cls, model_kwargs=None, **cfg):
+    torch.manual_seed(0)
+    return LastHidden(model_cls(config_cls(**cfg), **(model_kwargs or {}))).eval()
+
+
+TINY = dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=64, vocab_size=64,
+            max_position_embeddings=32)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_bert(attn, gen):
+    model = _hf(transformers.BertModel, transformers.BertConfig, attn_implementation=attn, **TINY)
+    engine = check(model, (torch.randint(0, 64, (2, 8), generator=gen),))
+    assert sum(k.template == "attention" for k in engine.kernels) == 2  # the eager pattern lowers to it too
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_gpt2(attn, gen):
+    model = _hf(transformers.GPT2Model, transformers.GPT2Config, attn_implementation=attn, n_embd=32, n_head=4,
+                n_layer=2, vocab_size=64, n_positions=32, bos_token_id=0, eos_token_id=0)
+    check(model, (torch.randint(0, 64, (2, 8), generator=gen),))
+
+
+def test_llama(gen):
+    model = _hf(transformers.LlamaModel, transformers.LlamaConfig, hidden_size=32, num_attention_heads=4,
+                num_key_value_heads=2, num_hidden_layers=2, intermediate_size=64, vocab_size=64,
+                max_position_embeddings=32, bos_token_id=0, eos_token_id=0)
+    check(model, (torch.randint(0, 64, (2, 8), generator=gen),))
+
+
+def test_hf_vit(gen):
+    model = _hf(transformers.ViTModel, transformers.ViTConfig, hidden_size=32, num_attention_heads=4,
+                num_hidden_layers=2, intermediate_size=64, image_size=16, patch_size=4,
+                model_kwargs={"add_pooling_layer": False})
+    check(model, (torch.randn(2, 3, 16, 16, generator=gen),))
