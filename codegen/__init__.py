@@ -37,7 +37,8 @@ def kernel_input(graph: Graph, name: str, layouts: dict[Value, Layout], tf32: bo
     else:
         body = graph.subgraph([name])
         ext = [Value(n, i) for n, i in body.meta.pop("external_inputs")]
-    operand_inputs = {v.node for n in body if n.op in ("matmul", "conv2d", "sdpa") for v in body.inputs_of(n.name)}
+    operand_inputs = {v.node for n in body if n.op in ("matmul", "conv2d", "conv_transpose2d", "sdpa")
+                      for v in body.inputs_of(n.name)}
     operands: dict[str, Operand] = {}
     args: list[Value] = []
     pointers: list[str] = []

@@ -56,7 +56,7 @@ def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple
 
 def _anchor(kin: KernelInput) -> Node:
     for n in kin.body:
-        if n.op in ("matmul", "conv2d"):
+        if n.op in ("matmul", "conv2d", "conv_transpose2d"):
             return n
     raise BuildError(f"node {kin.node.name!r}: gemm kernel without a matmul or conv2d")
 
@@ -209,8 +209,13 @@ def _drop_dim(op: Operand, d: int):
 def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: tuple[int, ...], prec: str):
     N, OC, OH, OW = out_shape
     _, C, H, W = X.layout.shape
-    _, Cg, KH, KW = Wt.layout.shape
+    transposed = anchor.op == "conv_transpose2d"
     groups = anchor.attrs["groups"]
+    if transposed:  # weight [C, OC/groups, KH, KW]: K runs over the input channels of the group
+        _, _, KH, KW = Wt.layout.shape
+        Cg = C // groups
+    else:
+        _, Cg, KH, KW = Wt.layout.shape
     OCg = OC // groups
     sh, sw = anchor.attrs["stride"]
     ph, pw = anchor.attrs["padding"]
@@ -229,16 +234,28 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     w(f"ow = rm % {OW}")
     w(f"oc = g * {OCg} + rn")
     w(f"x_base = {X.pointer} + {X.layout.offset} + n * {sxn} + g * {Cg * sxc}")
-    w(f"w_base = {Wt.pointer} + {Wt.layout.offset} + oc * {swo}")
+    if transposed:
+        swo, swc = swc, swo  # w[c, oc, kh, kw]: input channel first
+        w(f"w_base = {Wt.pointer} + {Wt.layout.offset} + rn * {swo} + g * {Cg * swc}")
+    else:
+        w(f"w_base = {Wt.pointer} + {Wt.layout.offset} + oc * {swo}")
     w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     w(f"for k in range(0, {K}, BLOCK_K):")
     w("    rk = k + tl.arange(0, BLOCK_K)")
     w(f"    c = rk // {KH * KW}")
     w(f"    kh = (rk // {KW}) % {KH}")
     w(f"    kw = rk % {KW}")
-    w(f"    ih = oh * {sh} - {ph} + kh[None, :] * {dh}")
-    w(f"    iw = ow * {sw} - {pw} + kw[None, :] * {dw}")
-    w(f"    a_mask = (rm < {M}) & (rk[None, :] < {K}) & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
+    if transposed:  # output (oh, ow) gathers input (ih, iw) with oh = ih * stride - pad + kh * dilation
+        w(f"    th = oh + {ph} - kh[None, :] * {dh}")
+        w(f"    tw = ow + {pw} - kw[None, :] * {dw}")
+        w(f"    ih = tl.where(th >= 0, th, 0) // {sh}")
+        w(f"    iw = tl.where(tw >= 0, tw, 0) // {sw}")
+        w(f"    a_mask = (rm < {M}) & (rk[None, :] < {K}) & (th >= 0) & (tw >= 0) & (th % {sh} == 0) "
+          f"& (tw % {sw} == 0) & (ih < {H}) & (iw < {W})")
+    else:
+        w(f"    ih = oh * {sh} - {ph} + kh[None, :] * {dh}")
+        w(f"    iw = ow * {sw} - {pw} + kw[None, :] * {dw}")
+        w(f"    a_mask = (rm < {M}) & (rk[None, :] < {K}) & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
     w(f"    a = tl.load(x_base + c[None, :] * {sxc} + ih * {sxh} + iw * {sxw}, mask=a_mask, other=0.0)")
     w(f"    b_mask = (rk[:, None] < {K}) & (rn < {OCg})")
     w(f"    b = tl.load(w_base + c[:, None] * {swc} + kh[:, None] * {swh} + kw[:, None] * {sww}, mask=b_mask, other=0.0)")

@@ -35,7 +35,7 @@ def _role(graph: Graph, name: str, tail: Value, out_shape: tuple[int, ...]) -> s
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
     for anchor in graph.topo_order():
-        if anchor not in graph or graph.node(anchor).op not in ("matmul", "conv2d"):
+        if anchor not in graph or graph.node(anchor).op not in ("matmul", "conv2d", "conv_transpose2d"):
             continue
         rule_name = GEMM if graph.node(anchor).op == "matmul" else CONV
         out_shape = graph.node(anchor).spec.shape
