@@ -30,9 +30,15 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     _, _, H, W = X.layout.shape
     sxn, sxc, sxh, sxw = X.layout.strides
     a = node.attrs
-    KH, KW = a["kernel"]
-    sh, sw = a["stride"]
-    ph, pw = a["padding"]
+    adaptive = node.op == "adaptive_avg_pool2d"
+    if adaptive:  # window bounds vary per output; unroll the largest window and mask the rest
+        KH, KW = -(-H // OH) + 1, -(-W // OW) + 1
+        sh = sw = 1
+        ph = pw = 0
+    else:
+        KH, KW = a["kernel"]
+        sh, sw = a["stride"]
+        ph, pw = a["padding"]
     dh, dw = a.get("dilation", [1, 1])
     numel = math.prod(spec.shape)
     check_index_range(node.name, numel)
@@ -50,11 +56,21 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     w(f"acc = tl.full((BLOCK,), {init}, tl.float32)")
     if not is_max:
         w("cnt = tl.zeros((BLOCK,), dtype=tl.float32)")
+    if adaptive:
+        w(f"hs = (oh * {H}) // {OH}")
+        w(f"he = ((oh + 1) * {H} + {OH - 1}) // {OH}")
+        w(f"ws = (ow * {W}) // {OW}")
+        w(f"we = ((ow + 1) * {W} + {OW - 1}) // {OW}")
     w(f"for kh in tl.static_range({KH}):")
     w(f"    for kw in tl.static_range({KW}):")
-    w(f"        ih = oh * {sh} - {ph} + kh * {dh}")
-    w(f"        iw = ow * {sw} - {pw} + kw * {dw}")
-    w(f"        ok = mask & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
+    if adaptive:
+        w("        ih = hs + kh")
+        w("        iw = ws + kw")
+        w("        ok = mask & (ih < he) & (iw < we)")
+    else:
+        w(f"        ih = oh * {sh} - {ph} + kh * {dh}")
+        w(f"        iw = ow * {sw} - {pw} + kw * {dw}")
+        w(f"        ok = mask & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
     other = "float('-inf')" if is_max else "0.0"
     w(f"        x = tl.load(base + ih * {sxh} + iw * {sxw}, mask=ok, other={other}).to(tl.float32)")
     if is_max:
@@ -62,7 +78,9 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     else:
         w("        acc += x")
         w("        cnt += ok.to(tl.float32)")
-    if not is_max:
+    if adaptive:
+        w("acc = acc / ((he - hs) * (we - ws)).to(tl.float32)")
+    elif not is_max:
         if a["divisor_override"]:
             w(f"acc = acc / {float(a['divisor_override'])}")
         elif a["count_include_pad"]:
@@ -74,7 +92,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         else:
             w("acc = acc / tl.maximum(cnt, 1.0)")
     w(f"tl.store({ptr} + offs, {store_cast('acc', spec.dtype)}, mask=mask)")
-    src = w.source(name, kin.pointers, ["BLOCK"],
-                   f"{node.op} {KH}x{KW} stride {sh}x{sw} pad {ph}x{pw} over {list(X.layout.shape)}")
+    what = f"to {OH}x{OW}" if adaptive else f"{KH}x{KW} stride {sh}x{sw} pad {ph}x{pw}"
+    src = w.source(name, kin.pointers, ["BLOCK"], f"{node.op} {what} over {list(X.layout.shape)}")
     return KernelSpec(name, "pool", node.name, src, (cdiv(numel, block),), {"BLOCK": block}, kin.args, kin.covers,
                       [], num_warps=4, flops=numel * KH * KW, bytes=element_bytes(kin))
