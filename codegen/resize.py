@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import math
 
-from trtjit.codegen.common import (KernelInput, KernelSpec, Writer, cdiv, check_index_range, element_bytes,
-                                   next_pow2, store_cast)
+from trtjit.codegen.common import (
+    KernelInput,
+    KernelSpec,
+    Writer,
+    cdiv,
+    check_index_range,
+    element_bytes,
+    next_pow2,
+    store_cast,
+)
 
 
 def generate(kin: KernelInput, name: str) -> KernelSpec:
