@@ -235,3 +235,11 @@ def element_bytes(kin: KernelInput) -> int:
     """Bytes a kernel must move at least: each operand read once, each output written once."""
     read = sum(math.prod(op.layout.shape) * op.dtype.itemsize for op in kin.operands.values() if op.layout)
     return int(read + sum(s.nbytes for _, s in kin.outputs))
+
+
+def nchw_index(w: Writer, strides: tuple[int, ...], shape: tuple[int, ...]) -> None:
+    """Declare n, c, oh, ow from the flat output index ``offs`` of a dense (NCHW or NHWC) output."""
+    outer = max(range(4), key=lambda j: strides[j])
+    for j, name in enumerate(("n", "c", "oh", "ow")):
+        e = "offs" if strides[j] == 1 else f"offs // {strides[j]}"
+        w(f"{name} = {e}" if j == outer else f"{name} = ({e}) % {shape[j]}")

@@ -36,13 +36,15 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     w("pid = tl.program_id(0)")
     w("offs = pid * BLOCK + tl.arange(0, BLOCK)")
     w(f"mask = offs < {numel}")
-    strides = contiguous_strides(shape)
+    # iterate in the order the outputs are stored (contiguous, or permuted by ``out_perm``): stores stay dense
+    strides = kin.out_layouts[0].strides if kin.out_layouts else contiguous_strides(shape)
+    outer = max(range(len(shape)), key=lambda j: (strides[j], shape[j] > 1), default=0)
     declared: dict[int, str] = {}
 
     def var(j: int) -> str:
         if j not in declared:
             e = "offs" if strides[j] == 1 else f"offs // {strides[j]}"
-            if j > 0:
+            if j != outer:
                 e = f"{e} % {shape[j]}" if strides[j] == 1 else f"({e}) % {shape[j]}"
             declared[j] = f"i{j}"
             w(f"i{j} = {e}")

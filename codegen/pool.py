@@ -16,6 +16,7 @@ from trtjit.codegen.common import (
     cdiv,
     check_index_range,
     element_bytes,
+    nchw_index,
     next_pow2,
     store_cast,
 )
@@ -47,10 +48,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     w = Writer()
     w("offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
     w(f"mask = offs < {numel}")
-    w(f"ow = offs % {OW}")
-    w(f"oh = (offs // {OW}) % {OH}")
-    w(f"c = (offs // {OW * OH}) % {C}")
-    w(f"n = offs // {OW * OH * C}")
+    nchw_index(w, kin.out_layouts[0].strides, spec.shape)
     w(f"base = {X.pointer} + {X.layout.offset} + n * {sxn} + c * {sxc}")
     init = "float('-inf')" if is_max else "0.0"
     w(f"acc = tl.full((BLOCK,), {init}, tl.float32)")

@@ -124,8 +124,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
             em.vars[Value(node.name)] = var
         else:
             em.emit(node)
-    full_strides = contiguous_strides(S)
-    for (ptr, spec), v in zip(kin.outputs, kin.body.outputs):
+    for i, ((ptr, spec), v) in enumerate(zip(kin.outputs, kin.body.outputs)):
+        full_strides = kin.out_layouts[i].strides if kin.out_layouts else contiguous_strides(S)
         val = store_cast(em.value(v, kin.node), spec.dtype)
         if cls(spec.shape) == "full":
             off = " + ".join(f"{sdim(j)} * {st}" if st != 1 else sdim(j) for j, st in enumerate(full_strides)

@@ -15,6 +15,7 @@ from trtjit.codegen.common import (
     cdiv,
     check_index_range,
     element_bytes,
+    nchw_index,
     next_pow2,
     store_cast,
 )
@@ -41,10 +42,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     w = Writer()
     w("offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
     w(f"mask = offs < {numel}")
-    w(f"ow = offs % {OW}")
-    w(f"oh = (offs // {OW}) % {OH}")
-    w(f"c = (offs // {OW * OH}) % {C}")
-    w(f"n = offs // {OW * OH * C}")
+    nchw_index(w, kin.out_layouts[0].strides, spec.shape)
     w(f"base = {X.pointer} + {X.layout.offset} + n * {sxn} + c * {sxc}")
     if node.op == "resize_nearest":
         w(f"ih = tl.minimum((oh.to(tl.float32) * {float(sh)!r}).to(tl.int32), {H - 1})")

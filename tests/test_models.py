@@ -249,3 +249,39 @@ def test_hf_vit(gen):
                 num_hidden_layers=2, intermediate_size=64, image_size=16, patch_size=4,
                 model_kwargs={"add_pooling_layer": False})
     check(model, (torch.randn(2, 3, 16, 16, generator=gen),))
+
+
+@pytest.mark.parametrize("name", ["resnet50_block", "mobilenet_v3", "convnext"])
+def test_conv_nets_run_channels_last_without_layout_changes(name, gen):
+    torch.manual_seed(0)
+    engine = check(_randomize(VISION[name](), gen), (torch.randn(2, 3, 16, 16, generator=gen),))
+    convs = [n for n in engine.graph if n.op == "fused_gemm" and any(b.op == "conv2d" for b in n.attrs["body"])]
+    assert convs and all(n.attrs["out_perm"] == [0, 2, 3, 1] for n in convs)
+    assert engine.graph.meta["layout_changes"] == 0  # no transpose or copy kernel anywhere
+    assert not any(k.template == "pointwise" and all(engine._op_of(k, c) == "copy" for c in k.covers)
+                   for k in engine.kernels)
+
+
+class ConvOut(nn.Module):
+    """A 4-D graph output and a flatten that NHWC storage would break: both stay NCHW."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = conv_bn(3, 4, 3), conv_bn(4, 4, 3)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.b(y), y.flatten(1)
+
+
+def test_layout_stays_nchw_where_nhwc_would_cost_a_copy(gen):
+    model = _randomize(ConvOut(), gen)
+    x = torch.randn(2, 3, 6, 6, generator=gen)
+    engine = trtjit.compile(model.to(DEVICE), (x.to(DEVICE),), verify=True)
+    out, flat = engine(x.to(DEVICE))
+    ref_out, ref_flat = model(x.to(DEVICE))
+    assert_close_rel(out, ref_out)
+    assert_close_rel(flat, ref_flat)
+    assert not any(n.attrs.get("out_perm") for n in engine.graph if n.op == "fused_gemm")
+    rec = next(r for r in engine.build_log if r.name == "layout_nhwc")
+    assert any(not e["fired"] and "reshape need a copy" in e["detail"] for e in rec.events)

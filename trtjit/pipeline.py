@@ -14,7 +14,7 @@ PIPELINES: dict[int, list[str]] = {
     # everything: fusion of GEMM epilogues, row reductions and pointwise chains
     2: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "fuse_attention", "decompose",
         "constant_folding", "assign_precision", "remove_noops", "dead_code_elimination", "fuse_gemm_epilogue",
-        "fuse_reductions", "fuse_pointwise", "materialize_views", "memory_plan"],
+        "fuse_reductions", "fuse_pointwise", "layout_nhwc", "materialize_views", "memory_plan"],
 }
 
 
