@@ -195,6 +195,13 @@ def _chain(*steps: tuple[str, dict]) -> Build:
     return build
 
 
+def _example_plugin(g: Graph, v: list[Value]) -> list[Value]:
+    from trtjit.plugins import add_plugin_node
+    from trtjit.plugins_examples import GroupNormSiLUPlugin
+
+    return add_plugin_node(g, GroupNormSiLUPlugin, v, {"num_groups": 2})
+
+
 def _reductions() -> list[Case]:
     shape = (3, 4, 5)
     return [Case(f"dims{''.join(map(str, dims))}_{'keep' if keep else 'drop'}", [In(shape)],
@@ -264,6 +271,13 @@ CASES: dict[str, list[Case]] = {
     "where": [Case("same", [In((4, 6), "bool"), In((4, 6)), In((4, 6))]),
               Case("bcast", [In((4, 1), "bool"), In((4, 6)), In((6,))]),
               Case("bcast_cond", [In((6,), "bool"), In((3, 4, 6)), In((4, 6))])],
+    # ---- integer bitwise ops (ONNX Bitwise*/BitShift)
+    **{op: [Case("i32", [In((4, 6), "int", torch.int32), In((4, 6), "int", torch.int32)]),
+            Case("u8_bcast", [In((4, 6), "int", torch.uint8), In((6,), "int", torch.uint8)])]
+       for op in ("bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift")},
+    "bitwise_not": [Case("i32", [In((4, 6), "int", torch.int32)]), Case("u8", [In((4, 6), "int", torch.uint8)])],
+    # ---- plugins (trtjit.plugins; the example GroupNorm-SiLU plugin of trtjit.plugins_examples)
+    "plugin": [Case("group_norm_silu", [In((2, 4, 3, 3)), In((4,)), In((4,))], build=lambda g, v: _example_plugin(g, v))],
     # ---- reductions
     "sum": _reductions(),
     "mean": _reductions(),
@@ -323,6 +337,13 @@ CASES: dict[str, list[Case]] = {
              build=lambda g, v: [Value(g.add("relu", [Value(g.add("add", [Value(g.add("conv2d", v[:2]).name),
                                                                          v[2]]).name)]).name)]),
     ],
+    "conv_transpose2d": [
+        Case("basic", [In((2, 4, 5, 5)), In((4, 6, 3, 3))]),
+        Case("stride2_pad1_outpad1", [In((2, 4, 5, 5)), In((4, 6, 3, 3))],
+             {"stride": [2, 2], "padding": [1, 1], "output_padding": [1, 1]}),
+        Case("groups2_dilation2", [In((1, 4, 4, 4)), In((4, 3, 3, 3))], {"groups": 2, "dilation": [2, 2]}),
+        Case("rect_stride3", [In((1, 3, 4, 5)), In((3, 2, 2, 3))], {"stride": [3, 2], "padding": [1, 0]}),
+    ],
     # ---- pooling
     "max_pool2d": [
         Case("k3s2", [In((2, 3, 7, 7))], {"kernel": [3, 3], "stride": [2, 2]}),
@@ -332,6 +353,19 @@ CASES: dict[str, list[Case]] = {
                                               "ceil_mode": True}),
         Case("dilation2", [In((1, 2, 9, 9))], {"kernel": [3, 3], "stride": [1, 1], "dilation": [2, 2]}),
         Case("rect", [In((1, 2, 6, 9))], {"kernel": [2, 3], "stride": [1, 2], "padding": [1, 1]}),
+    ],
+    "adaptive_avg_pool2d": [
+        Case("uneven", [In((2, 3, 7, 10))], {"output_size": [3, 4]}),
+        Case("grow", [In((1, 2, 3, 5))], {"output_size": [5, 7]}),
+    ],
+    "resize_nearest": [
+        Case("x2", [In((2, 3, 4, 5))], {"size": [8, 10], "scale_factor": [2.0, 2.0]}),
+        Case("to_size", [In((1, 2, 5, 7))], {"size": [8, 3]}),
+    ],
+    "resize_bilinear": [
+        Case("x1_5", [In((2, 3, 4, 6))], {"size": [6, 9], "scale_factor": [1.5, 1.5]}),
+        Case("to_size", [In((1, 2, 5, 7))], {"size": [11, 4]}),
+        Case("align_corners", [In((1, 2, 5, 7))], {"size": [3, 9], "align_corners": True}),
     ],
     "avg_pool2d": [
         Case("k2s2", [In((2, 3, 6, 6))], {"kernel": [2, 2], "stride": [2, 2]}),

@@ -42,7 +42,19 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | tor
     The model is exported in eval mode (dropout off, BatchNorm on running statistics), as an inference
     compiler must; its training flag is restored afterwards. Keyword overrides set ``BuildOptions`` fields
     (``opt_level=``, ``verify=``, ``dump_dir=``, ...).
+
+    ``model`` may also be an ONNX model (a path, bytes or ``onnx.ModelProto``); ``example_inputs`` are then
+    example tensors or shapes, in graph-input order or as ``{input name: tensor or shape}`` (see
+    ``trtjit.frontend_onnx``).
     """
+    from trtjit.frontend_onnx import is_onnx_model
+
+    if is_onnx_model(model):  # ONNX frontend
+        from trtjit.frontend_onnx import import_onnx
+
+        opts = BuildOptions.make(options, **overrides)
+        t0 = time.perf_counter()
+        return build(import_onnx(model, example_inputs), opts, t0)
     opts = BuildOptions.make(options, **overrides)
     args = _check_inputs(model, example_inputs)
     t0 = time.perf_counter()
@@ -60,6 +72,13 @@ def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = 
     opts = options or BuildOptions()
     t0 = time.perf_counter() if t0 is None else t0
     ctx = PassContext(opts)
+    if graph.op_counts().get("plugin"):  # plugins: the builder picks each one's format (trtjit.plugins)
+        from trtjit.passmanager import PassRecord
+        from trtjit.plugins import configure_plugins
+
+        n0 = len(graph)
+        ctx.log.append(PassRecord("plugin_formats", n0, events=configure_plugins(graph, opts.precision),
+                                  nodes_after=len(graph)))
     graph = run_pipeline(graph, passes_for(opts.opt_level), ctx)
     kernels = lower(graph, opts)
     if opts.dump_dir:
@@ -85,7 +104,12 @@ def lower(graph: Graph, opts: BuildOptions) -> list[KernelSpec]:
         if not is_kernel_node(graph, name):
             continue
         try:
-            k = generate(graph, name, layouts, tf32=opts.tf32)
+            if graph.node(name).op == "plugin":  # the engine calls the plugin's enqueue (trtjit.plugins)
+                from trtjit.plugins import plugin_kernel_spec
+
+                k = plugin_kernel_spec(graph, name, layouts)
+            else:
+                k = generate(graph, name, layouts, tf32=opts.tf32)
         except TrtjitError:
             raise
         except Exception as e:  # a template bug must still name the node

@@ -48,6 +48,7 @@ class Ctx:
         self.name = ""
         self.source = ""
         self.target = ""
+        self.node_val_shape: tuple[int, ...] = ()  # the shape torch.export recorded for the current node
 
     def add(self, op: str, inputs: Sequence[Value], **attrs: Any) -> Value:
         """Add a node; the first one an fx node makes takes its name, later ones ``<name>.<op>``."""
@@ -365,7 +366,7 @@ def _pair(v: Any) -> list[int]:
 def _conv2d(c: Ctx, a: dict[str, Any]) -> Value:
     x, w = a["input"], a["weight"]
     if a.get("transposed"):
-        raise BuildError(f"node {c.name!r}: transposed convolution is not supported yet")
+        return _conv_transpose2d(c, a)
     if c.rank(x) != 4:
         raise BuildError(f"node {c.name!r}: only 2-D convolution (NCHW input) is supported, input is "
                          f"{c.spec(x)}")
@@ -388,6 +389,34 @@ def _conv2d(c: Ctx, a: dict[str, Any]) -> Value:
         b = c.add("reshape", [a["bias"]], shape=[1, -1, 1, 1])
         y = c.add("add", [y, b])
     return y
+
+
+@converter("aten.conv_transpose2d")
+def _conv_transpose2d(c: Ctx, a: dict[str, Any]) -> Value:
+    x, w = a["input"], a["weight"]
+    if c.rank(x) != 4:
+        raise BuildError(f"node {c.name!r}: only 2-D transposed convolution (NCHW input) is supported, input is "
+                         f"{c.spec(x)}")
+    y = c.add("conv_transpose2d", [x, w], stride=_pair(a.get("stride", 1)), padding=_pair(a.get("padding", 0)),
+              output_padding=_pair(a.get("output_padding", 0)), dilation=_pair(a.get("dilation", 1)),
+              groups=int(a.get("groups", 1)))
+    if a.get("bias") is not None:
+        y = c.add("add", [y, c.add("reshape", [a["bias"]], shape=[1, -1, 1, 1])])
+    return y
+
+
+@converter("aten.upsample_nearest2d", "aten.upsample_bilinear2d")
+def _upsample(c: Ctx, a: dict[str, Any]) -> Value:
+    x = a["input"]
+    out = c.node_val_shape
+    sf = a.get("scale_factors")
+    if sf is None and a.get("scales_h") is not None:
+        sf = [a["scales_h"], a["scales_w"]]
+    sf = [float(v) for v in sf] if sf else None
+    if c.target == "aten.upsample_nearest2d":
+        return c.add("resize_nearest", [x], size=list(out[-2:]), scale_factor=sf)
+    return c.add("resize_bilinear", [x], size=list(out[-2:]), scale_factor=sf,
+                 align_corners=bool(a.get("align_corners", False)))
 
 
 @converter("aten.max_pool2d", "aten.max_pool2d_with_indices")
@@ -418,8 +447,7 @@ def _adaptive_avg(c: Ctx, a: dict[str, Any]) -> Value:
     if h % oh == 0 and w % ow == 0:
         k = [h // oh, w // ow]
         return c.add("avg_pool2d", [x], kernel=k, stride=k)
-    raise BuildError(f"node {c.name!r}: adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} (not divisible) "
-                     "is not supported yet")
+    return c.add("adaptive_avg_pool2d", [x], output_size=[oh, ow])
 
 
 # ----------------------------------------------------------------------------------------- views
@@ -595,6 +623,17 @@ _SKIP = {"aten._assert_tensor_metadata", "aten._assert_scalar", "aten.sym_constr
          "aten._assert_async", "aten.sym_size"}
 
 
+def _plugin_converter(name: str) -> None:
+    """A custom (non-aten) op that a registered plugin serves gets a converter (trtjit.plugins)."""
+    if name.startswith("aten.") or name == "getitem":
+        return
+    from trtjit.plugins import torch_converter
+
+    conv = torch_converter(name)
+    if conv is not None:
+        CONVERTERS[name] = conv
+
+
 def _target_name(target: Any) -> str:
     if target is operator.getitem:
         return "getitem"
@@ -663,6 +702,8 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
             name = _target_name(node.target)
             if name in _SKIP:
                 continue
+            if name not in CONVERTERS:
+                _plugin_converter(name)
             path = _module_path(node)
             args = pytree.tree_map_only(torch.fx.Node, lambda n: env.get(n.name), (node.args, node.kwargs))
             if name == "getitem":  # one output of a multi-output op (unused ones stay _Unsupported)
@@ -693,6 +734,8 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
                                      (f"{path}:{node.name}" if path else node.name))
             used_paths.add(path)
             ctx.source, ctx.target = path or node.name, name
+            val = node.meta.get("val")
+            ctx.node_val_shape = tuple(val.shape) if isinstance(val, torch.Tensor) else ()
             a = _normalize(node, args)
             out = CONVERTERS[name](ctx, a)
             _check_spec(ctx, node, out)

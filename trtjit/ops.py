@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 REQUIRED = object()
 
-KINDS = ("source", "pointwise", "reduction", "view", "gemm", "conv", "pool", "gather", "cat", "attention", "composite",
-         "fused")
+KINDS = ("source", "pointwise", "reduction", "view", "gemm", "conv", "pool", "gather", "cat", "attention", "resize", "composite",
+         "fused", "plugin")
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,12 @@ _pointwise("ge", 2, torch.ge, "{0} >= {1}")
 _pointwise("logical_and", 2, torch.logical_and, "({0} != 0) & ({1} != 0)")
 _pointwise("logical_or", 2, torch.logical_or, "({0} != 0) | ({1} != 0)")
 _pointwise("where", 3, torch.where, "tl.where({0}, {1}, {2})")
+_pointwise("bitwise_and", 2, torch.bitwise_and, "{0} & {1}")
+_pointwise("bitwise_or", 2, torch.bitwise_or, "{0} | {1}")
+_pointwise("bitwise_xor", 2, torch.bitwise_xor, "{0} ^ {1}")
+_pointwise("bitwise_not", 1, torch.bitwise_not, "-1 - {0}.to(tl.int64)", doc="elementwise: ~x (-1 - x in int64, stored wrapped)")
+_pointwise("bitwise_left_shift", 2, torch.bitwise_left_shift, "{0} << {1}")
+_pointwise("bitwise_right_shift", 2, torch.bitwise_right_shift, "{0} >> {1}")
 
 
 # -------------------------------------------------------------------------------------- reductions
@@ -248,16 +254,42 @@ _register(OpDef("conv2d", "conv",
                                                                         dilation, groups),
                 {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1}, 2,
                 doc="NCHW 2-D convolution without bias (bias is an add the epilogue fuses)"))
+_register(OpDef("conv_transpose2d", "conv",
+                lambda ins, stride, padding, output_padding, dilation, groups: F.conv_transpose2d(
+                    ins[0], ins[1], None, stride, padding, output_padding, groups, dilation),
+                {"stride": [1, 1], "padding": [0, 0], "output_padding": [0, 0], "dilation": [1, 1], "groups": 1}, 2,
+                doc="NCHW transposed convolution without bias (an implicit GEMM gathering its inputs)"))
+def _resize_ref(ins: list[torch.Tensor], size: list[int], scale_factor: list[float] | None,
+                align_corners: bool | None, mode: str) -> torch.Tensor:
+    if scale_factor is not None:  # torch maps coordinates with the given factor, not with the size ratio
+        return F.interpolate(ins[0], scale_factor=scale_factor, mode=mode, align_corners=align_corners,
+                             recompute_scale_factor=False)
+    return F.interpolate(ins[0], size=size, mode=mode, align_corners=align_corners)
+
+
+_register(OpDef("resize_nearest", "resize",
+                lambda ins, size, scale_factor, out_perm: _resize_ref(ins, size, scale_factor, None, "nearest"),
+                {"size": REQUIRED, "scale_factor": None, "out_perm": None}, 1, doc="nearest resize of NCHW (F.interpolate mode='nearest')"))
+_register(OpDef("resize_bilinear", "resize",
+                lambda ins, size, scale_factor, align_corners, out_perm: _resize_ref(
+                    ins, size, scale_factor, align_corners, "bilinear"),
+                {"size": REQUIRED, "scale_factor": None, "align_corners": False, "out_perm": None}, 1,
+                doc="bilinear resize of NCHW (F.interpolate mode='bilinear')"))
 _register(OpDef("max_pool2d", "pool",
-                lambda ins, kernel, stride, padding, dilation, ceil_mode: F.max_pool2d(
+                lambda ins, kernel, stride, padding, dilation, ceil_mode, out_perm: F.max_pool2d(
                     ins[0], kernel, stride, padding, dilation, ceil_mode),
-                {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0], "dilation": [1, 1], "ceil_mode": False},
+                {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0], "dilation": [1, 1], "ceil_mode": False,
+                 "out_perm": None},
                 1, expr="max", doc="NCHW max pooling"))
+_register(OpDef("adaptive_avg_pool2d", "pool",
+                lambda ins, output_size, out_perm: F.adaptive_avg_pool2d(ins[0], output_size),
+                {"output_size": REQUIRED, "out_perm": None}, 1, expr="adaptive",
+                doc="NCHW adaptive average pooling (windows [floor(i*H/OH), ceil((i+1)*H/OH)))"))
 _register(OpDef("avg_pool2d", "pool",
-                lambda ins, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override: F.avg_pool2d(
+                lambda ins, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override, out_perm: F.avg_pool2d(
                     ins[0], kernel, stride, padding, ceil_mode, count_include_pad, divisor_override),
                 {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0], "ceil_mode": False,
-                 "count_include_pad": True, "divisor_override": None}, 1, expr="avg", doc="NCHW average pooling"))
+                 "count_include_pad": True, "divisor_override": None, "out_perm": None}, 1, expr="avg", doc="NCHW average pooling"))
 
 
 # -------------------------------------------------------------------------------------- gather, cat
@@ -408,6 +440,24 @@ _composite("embedding", lambda ins: F.embedding(ins[1], ins[0]), {}, 2, _dec_emb
 _composite("var", lambda ins, dims, correction, keepdim: torch.var(ins[0], dims, correction=correction,
                                                                     keepdim=keepdim),
            {"dims": REQUIRED, "correction": 1, "keepdim": False}, 1, _dec_var, "variance")
+
+
+# ------------------------------------------------------------------------------------------ plugins
+def _plugin_ref(ins: list[torch.Tensor], **attrs: Any) -> list[torch.Tensor]:
+    from trtjit.plugins import plugin_reference
+
+    return plugin_reference(ins, **attrs)
+
+
+def _plugin_infer(specs: list[TensorSpec], attrs: dict) -> list[TensorSpec]:
+    from trtjit.plugins import plugin_infer
+
+    return plugin_infer(specs, attrs)
+
+
+_register(OpDef("plugin", "plugin", _plugin_ref, {"name": REQUIRED, "version": "1", "namespace": "", "state": "",
+                                                  "format": None, "workspace": 0, "max_batch": 0}, None,
+                infer_fn=_plugin_infer, doc="a registered plugin (trtjit.plugins); engines call its enqueue"))
 
 
 # ------------------------------------------------------------------------------------- fused groups

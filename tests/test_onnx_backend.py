@@ -1,0 +1,102 @@
+"""onnx's own conformance suite (``onnx.backend.test``: the node tests the onnx package generates) against
+trtjit's ONNX backend (``trtjit.onnx_backend.Backend``) on the CPU.
+
+Every test trtjit does not pass yet is listed, with its cause, in ``tests/onnx_backend_excludes.txt`` (one
+file, grouped by cause) and shows up here as skipped with that cause.
+
+CI time: by default a deterministic quarter of the passing node tests runs (selected by a hash of the test
+name, so it is the same set every run). Environment:
+
+* ``TRTJIT_ONNX_BACKEND=full``: every node test (about 1300 run; ~4 min on 2 cores with ``-n``-less pytest);
+* ``TRTJIT_ONNX_BACKEND=off``: none;
+* ``TRTJIT_ONNX_BACKEND_SHARD=i/n``: shard ``i`` of ``n`` of the full set (for parallel CI jobs).
+
+``python -m trtjit.onnx_backend --jobs 2`` prints the pass count, the causes and the missing ops ranked by
+the tests they would unlock; ``--write-excludes tests/onnx_backend_excludes.txt`` regenerates the file.
+"""
+
+from __future__ import annotations
+
+import os
+import unittest
+import warnings
+import zlib
+from pathlib import Path
+
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from onnx.backend.test.loader import load_model_tests  # noqa: E402
+from onnx.backend.test.runner import Runner  # noqa: E402
+
+from trtjit.onnx_backend import Backend, read_excludes  # noqa: E402
+
+EXCLUDES = Path(__file__).with_name("onnx_backend_excludes.txt")
+MODE = os.environ.get("TRTJIT_ONNX_BACKEND", "sample").lower()
+SHARD = os.environ.get("TRTJIT_ONNX_BACKEND_SHARD", "")
+SAMPLE_EVERY = 4
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    _CASES = load_model_tests(kind="node")
+
+
+def _selected(name: str) -> bool:
+    h = zlib.crc32(name.encode())
+    if SHARD:
+        i, n = (int(p) for p in SHARD.split("/"))
+        return h % n == i
+    if MODE == "full":
+        return True
+    if MODE == "off":
+        return False
+    return h % SAMPLE_EVERY == 0
+
+
+class _NodeTests(Runner):
+    """onnx's backend-test runner restricted to the node tests (the real/simple/pytorch model tests need
+    downloads or are out of scope)."""
+
+    def __init__(self) -> None:  # noqa: D107 - deliberately not calling Runner.__init__ (loads every kind)
+        from collections import defaultdict
+
+        self.backend = Backend
+        self._parent_module = __name__
+        self._include_patterns, self._exclude_patterns, self._xfail_patterns = set(), set(), set()
+        self._test_kwargs = {}
+        self._test_items = defaultdict(dict)
+        for case in _CASES:
+            self._add_model_test(case, "Node")
+
+
+def _build() -> type[unittest.TestCase]:
+    excluded = read_excludes(str(EXCLUDES))
+    runner = _NodeTests()
+    cls = type("TestOnnxBackendNode", (unittest.TestCase,), {"__module__": __name__})
+    items = {n: it for cat in runner._test_items.values() for n, it in cat.items()}
+    for name, item in sorted(items.items()):
+        if not name.endswith("_cpu"):
+            continue
+        base = name[: -len("_cpu")]
+        if base in excluded:
+            fn = unittest.skip(f"excluded: {excluded[base]}")(item.func)
+        elif _selected(base):
+            fn = item.func
+        else:
+            continue
+        setattr(cls, name, fn)
+    return cls
+
+
+TestOnnxBackendNode = _build()
+
+
+def test_excludes_file_is_well_formed() -> None:
+    """Every excluded test exists in the installed onnx, once, under a cause."""
+    excluded = read_excludes(str(EXCLUDES))
+    names = {c.name for c in _CASES}
+    unknown = sorted(set(excluded) - names)
+    assert not unknown, f"excludes name tests the installed onnx does not have: {unknown[:10]}"
+    lines = [ln.strip() for ln in EXCLUDES.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    tests = [ln for ln in lines if not ln.startswith("##")]
+    assert len(tests) == len(set(tests)), "a test is listed twice"
