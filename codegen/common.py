@@ -237,9 +237,14 @@ def element_bytes(kin: KernelInput) -> int:
     return int(read + sum(s.nbytes for _, s in kin.outputs))
 
 
-def nchw_index(w: Writer, strides: tuple[int, ...], shape: tuple[int, ...]) -> None:
-    """Declare n, c, oh, ow from the flat output index ``offs`` of a dense (NCHW or NHWC) output."""
-    outer = max(range(4), key=lambda j: strides[j])
-    for j, name in enumerate(("n", "c", "oh", "ow")):
+
+def flat_index(w: Writer, shape: tuple[int, ...], strides: tuple[int, ...], names: list[str]) -> None:
+    """Declare ``offs`` (BLOCK consecutive output elements), ``mask`` and one index variable per dimension
+    (``names``) for a dense output stored with ``strides`` (contiguous or permuted)."""
+    numel = math.prod(shape)
+    w("offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
+    w(f"mask = offs < {numel}")
+    outer = max(range(len(shape)), key=lambda j: strides[j], default=0)
+    for j, name in enumerate(names):
         e = "offs" if strides[j] == 1 else f"offs // {strides[j]}"
         w(f"{name} = {e}" if j == outer else f"{name} = ({e}) % {shape[j]}")

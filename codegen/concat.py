@@ -12,6 +12,7 @@ from trtjit.codegen.common import (
     cdiv,
     check_index_range,
     element_bytes,
+    flat_index,
     load_cast,
     next_pow2,
     offset_expr,
@@ -32,11 +33,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     block = min(1024, next_pow2(numel))
     strides = contiguous_strides(shape)
     w = Writer()
-    w("offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
-    w(f"mask = offs < {numel}")
-    for j, st in enumerate(strides):
-        e = "offs" if st == 1 else f"offs // {st}"
-        w(f"i{j} = {e}" + (f" % {shape[j]}" if j > 0 else ""))
+    flat_index(w, shape, strides, [f"i{j}" for j in range(len(shape))])
     w("v = tl.zeros((BLOCK,), dtype=tl.float32)" if spec.dtype.is_floating_point else
       f"v = tl.zeros((BLOCK,), dtype={_tl(spec.dtype)})")
     start = 0

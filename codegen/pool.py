@@ -16,7 +16,7 @@ from trtjit.codegen.common import (
     cdiv,
     check_index_range,
     element_bytes,
-    nchw_index,
+    flat_index,
     next_pow2,
     store_cast,
 )
@@ -46,9 +46,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     block = min(1024, next_pow2(numel))
     is_max = node.op == "max_pool2d"
     w = Writer()
-    w("offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
-    w(f"mask = offs < {numel}")
-    nchw_index(w, kin.out_layouts[0].strides, spec.shape)
+    flat_index(w, spec.shape, kin.out_layouts[0].strides, ["n", "c", "oh", "ow"])
     w(f"base = {X.pointer} + {X.layout.offset} + n * {sxn} + c * {sxc}")
     init = "float('-inf')" if is_max else "0.0"
     w(f"acc = tl.full((BLOCK,), {init}, tl.float32)")

@@ -15,7 +15,7 @@ from trtjit.codegen.common import (
     cdiv,
     check_index_range,
     element_bytes,
-    nchw_index,
+    flat_index,
     next_pow2,
     store_cast,
 )
@@ -40,9 +40,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     check_index_range(node.name, numel)
     block = min(1024, next_pow2(numel))
     w = Writer()
-    w("offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
-    w(f"mask = offs < {numel}")
-    nchw_index(w, kin.out_layouts[0].strides, spec.shape)
+    flat_index(w, spec.shape, kin.out_layouts[0].strides, ["n", "c", "oh", "ow"])
     w(f"base = {X.pointer} + {X.layout.offset} + n * {sxn} + c * {sxc}")
     if node.op == "resize_nearest":
         w(f"ih = tl.minimum((oh.to(tl.float32) * {float(sh)!r}).to(tl.int32), {H - 1})")
