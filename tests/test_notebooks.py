@@ -19,7 +19,7 @@ TIMEOUT = 180  # seconds per cell; each notebook takes well under a minute in al
 
 
 def test_the_notebooks_are_there():
-    assert {"01_compile_and_compare", "02_pass_by_pass", "03_engine_build_inspect_save_load"} <= set(IDS)
+    assert {"01_compile_and_compare", "02_pass_by_pass", "03_engine_build_inspect_save_load", "04_plugins"} <= set(IDS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
