@@ -11,8 +11,6 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import networkx as nx
-
 from trtjit.ir import Graph, Node, Value
 
 
@@ -70,7 +68,3 @@ def fuse_group(graph: Graph, names: Iterable[str], op: str, anchor: str, kernel:
             graph.remove_node(n)
     graph.rename(fused.name, anchor)
     return graph.node(anchor)
-
-
-def is_dag(graph: Graph) -> bool:
-    return nx.is_directed_acyclic_graph(graph.nx)

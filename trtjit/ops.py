@@ -368,30 +368,6 @@ def _dec_linear(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
     return [y]
 
 
-def _dec_sdpa(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
-    q, k, v = ins[:3]
-    qs, ks = g.spec(q), g.spec(k)
-    dt = qs.dtype
-    rank = len(ks.shape)
-    scale = n.attrs["scale"] if n.attrs["scale"] is not None else 1.0 / math.sqrt(qs.shape[-1])
-    perm = list(range(rank - 2)) + [rank - 1, rank - 2]
-    kt = _add(g, n, "permute", [k], "key_t", dims=perm)
-    s = _add(g, n, "matmul", [q, kt], "scores")
-    s = _add(g, n, "mul", [s, _const(g, n, "scale", scale, dt)], "scaled")
-    if n.attrs["is_causal"]:
-        L, S = qs.shape[-2], ks.shape[-2]
-        mask = torch.ones(L, S, dtype=torch.bool).tril()
-        ins = [*ins[:3], _const(g, n, "causal_mask", mask, torch.bool)]
-    if len(ins) > 3:
-        mask = ins[3]
-        if g.spec(mask).dtype == torch.bool:
-            s = _add(g, n, "where", [mask, s, _const(g, n, "neg_inf", float("-inf"), dt)], "masked")
-        else:
-            s = _add(g, n, "add", [s, mask], "masked")
-    p = _add(g, n, "softmax", [s], "softmax", dim=-1)
-    return [_add(g, n, "matmul", [p, v], "out")]
-
-
 def _dec_var(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
     x = ins[0]
     shape = g.spec(x).shape
@@ -426,7 +402,7 @@ _composite("batch_norm", lambda ins, eps: F.batch_norm(ins[0], ins[1], ins[2], i
 _composite("linear", lambda ins: F.linear(*ins), {}, None, _dec_linear, "x @ W^T (+ b)")
 _register(OpDef("sdpa", "attention", lambda ins, is_causal, scale, enable_gqa, out_perm: F.scaled_dot_product_attention(
     *ins[:3], attn_mask=ins[3] if len(ins) > 3 else None, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa),
-    {"is_causal": False, "scale": None, "enable_gqa": False, "out_perm": None}, None, decompose=_dec_sdpa,
+    {"is_causal": False, "scale": None, "enable_gqa": False, "out_perm": None}, None,
     doc="scaled_dot_product_attention (inputs q, k, v[, mask]): one flash-attention kernel"))
 def _dec_embedding(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
     w, idx = ins
