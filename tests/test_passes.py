@@ -678,3 +678,22 @@ def test_fuse_attention_eager_pattern(gen):
     assert abs(att[0].attrs["scale"] - 8.0 ** -0.5) < 1e-6 and len(g.inputs_of(att[0].name)) == 4
     assert fired(rec, ATT) == ["pv"]
     assert skipped(rec, ATT)["pv2"] == ["scores do not come from a matmul used only here"]
+
+
+# --------------------------------------------------------------------------------- merge_parallel_gemms
+def test_merge_parallel_gemms_qkv(gen):
+    MERGE = rule_name("merge_parallel_gemms", "MERGE")
+    g = Graph()
+    x = inp(g, "x", 2, 5, 8)
+    outs = []
+    for name, n in (("q", 8), ("k", 8), ("v", 4)):
+        mm = op(g, "matmul", [x, g.add_constant(f"{name}.w", torch.randn(8, n, generator=gen))], name)
+        outs.append(op(g, "add", [mm, g.add_constant(f"{name}.b", torch.randn(n, generator=gen))], f"{name}.bias"))
+    other = op(g, "matmul", [inp(g, "y", 2, 5, 8), g.add_constant("o.w", torch.randn(8, 3, generator=gen))], "o")
+    g.outputs = [*outs, other]
+
+    g, rec = check_pass("merge_parallel_gemms", g, gen)
+    mms = [n for n in g if n.op == "matmul"]
+    assert sorted(n.spec.shape[-1] for n in mms) == [3, 20]  # q, k, v as one 8 -> 20 GEMM; "o" alone
+    assert [g.node(v.node).op for v in g.outputs[:3]] == ["slice"] * 3
+    assert fired(rec, MERGE) == ["q"] and "with biases" in rec.fired[0]["detail"]

@@ -13,7 +13,8 @@ PIPELINES: dict[int, list[str]] = {
         "memory_plan"],
     # everything: fusion of GEMM epilogues, row reductions and pointwise chains
     2: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "fuse_attention", "decompose",
-        "constant_folding", "assign_precision", "remove_noops", "dead_code_elimination", "fuse_gemm_epilogue",
+        "constant_folding", "assign_precision", "remove_noops", "dead_code_elimination", "merge_parallel_gemms",
+        "fuse_gemm_epilogue",
         "fuse_reductions", "fuse_pointwise", "layout_nhwc", "materialize_views", "memory_plan"],
 }
 
