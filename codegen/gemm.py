@@ -10,6 +10,7 @@ gathers its A tile from the input (im2col on the fly) for any stride, padding, d
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from trtjit.codegen.common import (
@@ -81,10 +82,11 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     if A.dtype == torch.bfloat16 and interpreting():
         prec = "ieee_upcast"  # Triton 3.6's interpreter multiplies bf16 tiles wrongly: upcast them there
     if anchor.op == "matmul":
-        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages) = _matmul_mainloop(w, A, B, out_shape, prec)
+        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars = _matmul_mainloop(
+            w, A, B, out_shape, prec)
     else:
-        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages) = _conv_mainloop(w, A, B, anchor, out_shape,
-                                                                                     prec)
+        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars = _conv_mainloop(
+            w, A, B, anchor, out_shape, prec)
     w(f"mask = (rm < {mrows}) & (rn < {n_cols})")
     loaded: dict[str, str] = {}
 
@@ -112,7 +114,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         if spec.shape != out_shape:
             raise BuildError(f"node {kin.node.name!r}: epilogue output of shape {list(spec.shape)} differs "
                              f"from the GEMM output {list(out_shape)}")
-        w(f"tl.store({ptr} + {full_tile(off)}, {store_cast(em.value(v, kin.node), spec.dtype)}, mask=mask)")
+        w(f"tl.store({ptr} + {full_tile(off, m_vars)}, {store_cast(em.value(v, kin.node), spec.dtype)}, mask=mask)")
     epi = ", ".join(f"{n.name} ({n.op})" for n in kin.body if n.op not in ("input", "constant"))
     src = w.source(name, kin.pointers, list(consts), f"{anchor.op} {list(out_shape)} with epilogue: {epi}")
     return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
@@ -173,18 +175,17 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     w(f"    a_ptrs += BLOCK_K * {sak}")
     w(f"    b_ptrs += BLOCK_K * {sbk}")
     grid = (cdiv(mrows, bm), cdiv(N, bn), nbatch)
+    m_vars = {"rm", "m"} | ({names[j] for j in range(nb)} if fold else set())
     return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
-        (warps, stages)
+        (warps, stages), m_vars
 
 
-def full_tile(off: str) -> str:
-    """A store needs a pointer for every element of the tile; a size-1 M or N dim drops its index var."""
-    return off + ("" if "rn" in off else " + rn * 0") + ("" if "rm" in off or _uses_m(off) else " + rm * 0")
-
-
-def _uses_m(off: str) -> bool:
-    import re
-    return bool(re.search(r"\b(m|n|oh|ow|b\d+)\b", off))
+def full_tile(off: str, m_vars: set[str]) -> str:
+    """A store needs a pointer for every element of the tile, but a size-1 M or N dim drops its index var
+    from the offset: add a zero term along each missing tile axis. ``m_vars`` are the index vars derived
+    from ``rm`` (the N axis always has ``rn`` or ``oc``)."""
+    names = set(re.findall(r"[A-Za-z_]\w*", off))
+    return off + ("" if names & {"rn", "oc"} else " + rn * 0") + ("" if names & m_vars else " + rm * 0")
 
 
 def _dot(prec: str) -> str:
@@ -263,4 +264,4 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     names = {0: "n", 1: "oc", 2: "oh", 3: "ow"}
     grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
     return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
-        2 * math.prod(out_shape) * K, (warps, stages)
+        2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}

@@ -132,3 +132,13 @@ def test_degenerate_gemm_shapes(gen, shape, out):
 
 def test_single_output_channel_conv(gen):
     _check(_randomize(nn.Conv2d(3, 1, 3), gen), (torch.randn(1, 3, 5, 5, generator=gen),))
+
+
+class _MatMul(nn.Module):
+    def forward(self, a, b):
+        return torch.matmul(a, b)
+
+
+@pytest.mark.parametrize("sa,sb", [((4,), (2, 4, 3)), ((1, 4), (3, 4, 1)), ((2, 1, 4), (4, 5)), ((3, 1, 4), (3, 4, 2))])
+def test_matmul_with_unit_dims(gen, sa, sb):
+    _check(_MatMul(), (torch.randn(*sa, generator=gen), torch.randn(*sb, generator=gen)))
