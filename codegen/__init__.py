@@ -14,7 +14,7 @@ from trtjit.layout import Layout
 from trtjit.ops import get_op
 
 _TEMPLATES = {"pointwise": "pointwise", "reduction": "reduction", "gemm": "gemm", "conv": "gemm",
-              "pool": "pool", "gather": "gather", "cat": "concat", "attention": "attention", "resize": "resize",
+              "pool": "pool", "gather": "gather", "cat": "concat", "attention": "attention", "resize": "resize", "pad": "pad",
               "fused_pointwise": "pointwise", "fused_reduction": "reduction",
               "fused_gemm": "gemm"}
 
@@ -67,13 +67,13 @@ def kernel_input(graph: Graph, name: str, layouts: dict[Value, Layout], tf32: bo
 
 def generate(graph: Graph, name: str, layouts: dict[Value, Layout], kernel_name: str | None = None,
              tf32: bool = False) -> KernelSpec:
-    from trtjit.codegen import attention, concat, gather, gemm, pointwise, pool, reduction, resize
+    from trtjit.codegen import attention, concat, gather, gemm, pad, pointwise, pool, reduction, resize
 
     tpl = template_of(graph, name)
     kin = kernel_input(graph, name, layouts, tf32, inline_scalars=tpl in ("pointwise", "reduction", "gemm", "attention"))
     kname = ident(kernel_name or graph.node(name).attrs.get("kernel_name") or f"{tpl}_{name}")
     mod = {"pointwise": pointwise, "reduction": reduction, "gemm": gemm, "pool": pool, "gather": gather,
-           "concat": concat, "attention": attention, "resize": resize}[tpl]
+           "concat": concat, "attention": attention, "resize": resize, "pad": pad}[tpl]
     return mod.generate(kin, kname)
 
 
