@@ -276,6 +276,7 @@ CASES: dict[str, list[Case]] = {
             Case("u8_bcast", [In((4, 6), "int", torch.uint8), In((6,), "int", torch.uint8)])]
        for op in ("bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift")},
     "bitwise_not": [Case("i32", [In((4, 6), "int", torch.int32)]), Case("u8", [In((4, 6), "int", torch.uint8)])],
+    "atan": _unary(("wide", "wide", {})) + [Case("f64", [In((4, 6), "wide", torch.float64)])],
     # ---- plugins (trtjit.plugins; the example GroupNorm-SiLU plugin of trtjit.plugins_examples)
     "plugin": [Case("group_norm_silu", [In((2, 4, 3, 3)), In((4,)), In((4,))], build=lambda g, v: _example_plugin(g, v))],
     # ---- reductions
@@ -353,6 +354,12 @@ CASES: dict[str, list[Case]] = {
                                               "ceil_mode": True}),
         Case("dilation2", [In((1, 2, 9, 9))], {"kernel": [3, 3], "stride": [1, 1], "dilation": [2, 2]}),
         Case("rect", [In((1, 2, 6, 9))], {"kernel": [2, 3], "stride": [1, 2], "padding": [1, 1]}),
+    ],
+    "pad": [
+        Case("constant_crop", [In((2, 3, 5, 6))], {"before": [0, 0, 2, -1], "after": [0, 1, 0, 3], "value": 0.5}),
+        Case("reflect", [In((2, 3, 5, 6))], {"before": [0, 0, 2, 1], "after": [0, 0, 1, 3], "mode": "reflect"}),
+        Case("replicate", [In((2, 3, 5, 6))], {"before": [0, 0, 2, 1], "after": [0, 0, 1, 3], "mode": "replicate"}),
+        Case("circular", [In((2, 3, 5, 6))], {"before": [0, 0, 2, 1], "after": [0, 0, 1, 3], "mode": "circular"}),
     ],
     "adaptive_avg_pool2d": [
         Case("uneven", [In((2, 3, 7, 10))], {"output_size": [3, 4]}),

@@ -24,6 +24,7 @@ the engine returns outputs in graph order.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -35,7 +36,7 @@ import onnx
 import torch
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-from trtjit.errors import BuildError, InputError, TrtjitError, UnsupportedOpError
+from trtjit.errors import BuildError, GraphError, InputError, TrtjitError, UnsupportedOpError
 from trtjit.ir import DTYPE_NAMES, Graph, TensorSpec, Value, dtype_name
 from trtjit.ops import OPS, get_op
 
@@ -850,10 +851,10 @@ _A = {
     "Attention": "is_causal kv_num_heads q_num_heads qk_matmul_output_mode scale softcap softmax_precision "
                  "left_window_size right_window_size",
     "AveragePool": "auto_pad ceil_mode count_include_pad dilations kernel_shape pads strides",
-    "BatchNormalization": "epsilon momentum training_mode spatial", "BitShift": "direction",
+    "BatchNormalization": "epsilon momentum training_mode", "BitShift": "direction",
     "Cast": "to saturate round_mode", "CastLike": "saturate round_mode", "Celu": "alpha", "Concat": "axis",
     "Constant": "sparse_value value value_float value_floats value_int value_ints", "ConstantOfShape": "value",
-    "Conv": "auto_pad dilations group kernel_shape pads strides", "CumSum": "exclusive reverse",
+    "Conv": "auto_pad dilations group kernel_shape pads strides", "CumSum": "exclusive reverse", "CumProd": "exclusive reverse",
     "DepthToSpace": "blocksize mode", "DequantizeLinear": "axis block_size output_dtype", "Dropout": "seed ratio",
     "Elu": "alpha", "EyeLike": "dtype k", "Flatten": "axis", "Gather": "axis", "GatherElements": "axis",
     "Gelu": "approximate", "Gemm": "alpha beta transA transB", "GroupNormalization": "epsilon num_groups stash_type",
@@ -880,7 +881,7 @@ _A = {
     "LSTM": "activation_alpha activation_beta activations clip direction hidden_size input_forget layout",
     "GRU": "activation_alpha activation_beta activations clip direction hidden_size layout linear_before_reset",
     "RNN": "activation_alpha activation_beta activations clip direction hidden_size layout",
-    "DFT": "axis inverse onesided",
+    "DFT": "axis inverse onesided", "GridSample": "align_corners mode padding_mode",
 }
 for _k in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare",
            "ReduceLogSum", "ReduceLogSumExp", "ReduceProd"):
@@ -1323,6 +1324,24 @@ def _atanh(c: NodeCtx) -> Entry:
     one = c.scalar(1.0, x)
     r = c.add("div", [c.add("add", [one, x]), c.add("sub", [one, x])])
     return c.add("mul", [c.add("log", [r]), c.scalar(0.5, x)])
+
+
+@converter("Atan", "Asin", "Acos")
+def _atan(c: NodeCtx) -> Entry:
+    """atan from the table; asin(x) = 2 atan(x / (1 + sqrt((1-x)(1+x)))), acos(x) = 2 atan(sqrt((1-x)/(1+x)))."""
+    x = c.input(0)
+    _need_float(c, x)
+    if "atan" not in OPS:
+        raise Unsupported("needs IR op 'atan'")
+    if c.node.op_type == "Atan":
+        return c.add("atan", [x])
+    one, two = c.scalar(1.0, x), c.scalar(2.0, x)
+    if c.node.op_type == "Asin":
+        root = c.add("sqrt", [c.add("mul", [c.add("sub", [one, x]), c.add("add", [one, x])])])
+        arg = c.add("div", [x, c.add("add", [one, root])])
+    else:
+        arg = c.add("sqrt", [c.add("div", [c.add("sub", [one, x]), c.add("add", [one, x])])])
+    return c.add("mul", [two, c.add("atan", [arg])])
 
 
 @converter("Round")
@@ -2101,27 +2120,57 @@ def _if(c: NodeCtx) -> list[Entry]:
 
 
 # ------------------------------------------------------------------------------- cumulative sums
-@converter("CumSum")
-def _cumsum(c: NodeCtx) -> Entry:
-    """A cumulative sum is a matmul with a triangular 0/1 matrix along the axis."""
-    x = c.input(0)
-    _need_float(c, x)
+SCAN_CHAIN_MAX = 32  # scans this short unroll into a chain of pointwise ops (exact, any dtype)
+
+
+def _scan_chain(c: NodeCtx, x: Entry, ax: int, op: str, excl: bool, rev: bool) -> Entry:
+    """Cumulative ``op`` along ``ax`` as running partial results joined by one cat (no scan op in the table)."""
+    n = c.shape(x)[ax]
+    order = range(n - 1, -1, -1) if rev else range(n)
+    parts, acc = [], None
+    for k in order:
+        xk = c.add("slice", [x], dim=ax, start=k, end=k + 1, step=1)
+        if excl:
+            blk = list(c.shape(xk))
+            parts.append(acc if acc is not None else torch.full(blk, 1 if op == "mul" else 0, dtype=c.dtype(x)))
+        acc = xk if acc is None else c.add(op, [acc, xk])
+        if not excl:
+            parts.append(acc)
+    if rev:
+        parts.reverse()
+    # place part k at index k along ax: a where-chain (one fused pointwise kernel) rather than a cat
     rank = c.rank(x)
+    iota = torch.arange(n).reshape([n] + [1] * (rank - ax - 1))
+    y = c.add("where", [iota == 0, parts[0], torch.zeros((), dtype=c.dtype(x))])
+    for k in range(1, n):
+        y = c.add("where", [iota == k, parts[k], y])
+    return y
+
+
+@converter("CumSum", "CumProd")
+def _cumsum(c: NodeCtx) -> Entry:
+    """Short scans: a chain of adds (multiplies); long cumulative sums: a matmul with a triangular 0/1 matrix."""
+    x = c.input(0)
+    rank = c.rank(x)
+    if rank == 0:
+        raise BuildError("a cumulative op needs rank >= 1")
     ax = _axis(c.ints(1, "axis")[0], rank)
     n = c.shape(x)[ax]
-    excl, rev = c.attr("exclusive", 0), c.attr("reverse", 0)
+    excl, rev = bool(c.attr("exclusive", 0)), bool(c.attr("reverse", 0))
+    if n == 0:
+        raise Unsupported("a zero-size axis")
+    if n <= SCAN_CHAIN_MAX:
+        return _scan_chain(c, x, ax, "add" if c.node.op_type == "CumSum" else "mul", excl, rev)
+    if c.node.op_type == "CumProd":
+        raise Unsupported(f"CumProd over {n} > {SCAN_CHAIN_MAX} elements (needs a scan op)")
+    _need_float(c, x)
     i = torch.arange(n)
     # out[j] = sum_k x[k] * m[k, j]
     if rev:
         m = (i[:, None] > i[None, :]) if excl else (i[:, None] >= i[None, :])
     else:
         m = (i[:, None] < i[None, :]) if excl else (i[:, None] <= i[None, :])
-    m = m.to(c.dtype(x))
-    perm = [d for d in range(rank) if d != ax] + [ax]
-    inv = [perm.index(d) for d in range(rank)]
-    xt = c.add("permute", [x], dims=perm) if ax != rank - 1 else x
-    y = _matmul(c, xt, m)
-    return c.add("permute", [y], dims=inv) if ax != rank - 1 else y
+    return _along_last(c, x, ax, lambda t: _matmul(c, t, m.to(c.dtype(x))))
 
 
 # ----------------------------------------------------------------------------------- quantization
@@ -2511,6 +2560,16 @@ def _pad(c: NodeCtx) -> Entry:
         value = c.input(2) if c.has(2) else torch.tensor(0, dtype=c.dtype(x))
         axes = [_axis(a, rank) for a in c.ints(3, "axes")] if c.has(3) else list(range(rank))
     nax = len(axes)
+    ir_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}.get(mode)
+    if "pad" in OPS and ir_mode is not None and isinstance(value, torch.Tensor) and c.dtype(x).is_floating_point:
+        before, after = [0] * rank, [0] * rank
+        for j, ax in enumerate(axes):
+            before[ax], after[ax] = pads[j], pads[j + nax]
+        v = float(value.reshape(-1)[0]) if value.numel() else 0.0
+        try:  # the table's pad op: one kernel
+            return c.add("pad", [x], before=before, after=after, mode=ir_mode, value=v)
+        except (GraphError, TypeError, RuntimeError):
+            pass  # a variant the op does not take: cat / index_select below
     y = x
     for j, ax in enumerate(axes):
         b, e = pads[j], pads[j + nax]
@@ -3026,6 +3085,86 @@ def _range(c: NodeCtx) -> torch.Tensor:
     dt = start.dtype
     n = max(math.ceil((limit.item() - start.item()) / delta.item()), 0)
     return (start + torch.arange(n, dtype=torch.float64 if dt.is_floating_point else torch.int64) * delta).to(dt)
+
+# ------------------------------------------------------------------------------------------ GridSample
+@converter("GridSample")
+def _grid_sample(c: NodeCtx) -> Entry:
+    """Bilinear/nearest sampling at run-time grid coordinates: per corner, a flat index and a weight from
+    pointwise ops on the grid, a gather over the flattened spatial dims, and a weighted sum."""
+    x, grid = c.input(0), c.input(1)
+    _need_float(c, x)
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(c.attr("mode", "linear"), c.attr("mode", "linear"))
+    pad = c.attr("padding_mode", "zeros")
+    align = bool(c.attr("align_corners", 0))
+    if mode not in ("linear", "nearest"):
+        raise Unsupported(f"mode={mode!r}")
+    shape = list(c.shape(x))
+    n, ch, dims = shape[0], shape[1], shape[2:]
+    nsp = len(dims)
+    out_sp = list(c.shape(grid)[1:-1])
+    npts = math.prod(out_sp)
+    g = c.cast(grid, c.dtype(x))
+    zero, one = c.scalar(0.0, g), c.scalar(1.0, g)
+    coords = []
+    for i, d in enumerate(dims):
+        v = c.add("select", [g], dim=nsp + 1, index=nsp - 1 - i)  # grid's last dim is (x, y, ...): reversed
+        if align:
+            v = c.add("mul", [c.add("add", [v, one]), c.scalar((d - 1) / 2.0, g)])
+            lo, hi = 0.0, d - 1.0
+        else:
+            v = c.add("mul", [c.add("sub", [c.add("mul", [c.add("add", [v, one]), c.scalar(float(d), g)]), one]),
+                              c.scalar(0.5, g)])
+            lo, hi = -0.5, d - 0.5
+        if mode == "nearest":
+            v = _round_even(c, v)
+        outside = c.add("logical_or", [c.add("lt", [v, c.scalar(lo, g)]), c.add("gt", [v, c.scalar(hi, g)])])
+        if pad == "border":
+            v = c.add("where", [outside, c.add("clamp", [v], min=0.0, max=float(d - 1)), v])
+        elif pad == "reflection":
+            rng = hi - lo
+            t = c.add("div", [c.add("sub", [v, c.scalar(lo, g)]), c.scalar(rng, g)])
+            fl = c.add("floor", [t])
+            fr = c.add("sub", [t, fl])
+            half = c.add("mul", [fl, c.scalar(0.5, g)])
+            even = c.add("eq", [c.add("floor", [half]), half])
+            refl = c.add("where", [even, c.add("add", [c.scalar(lo, g), c.add("mul", [fr, c.scalar(rng, g)])]),
+                                   c.add("sub", [c.scalar(hi, g), c.add("mul", [fr, c.scalar(rng, g)])])])
+            v = c.add("where", [outside, refl, v])
+        elif pad != "zeros":
+            raise Unsupported(f"padding_mode={pad!r}")
+        coords.append(v)
+    strides = [math.prod(dims[i + 1:]) for i in range(nsp)]
+    data = c.reshape(x, [n, ch, math.prod(dims)])
+    if mode == "nearest":
+        taps = [[(c.add("where", [c.add("lt", [v, zero]), c.add("ceil", [v]), c.add("floor", [v])]), None)]
+                for v in coords]  # truncation toward zero, as the reference's astype(int)
+    else:
+        taps = []
+        for v in coords:
+            f0 = c.add("floor", [v])
+            w1 = c.add("sub", [v, f0])
+            taps.append([(f0, c.add("sub", [one, w1])), (c.add("add", [f0, one]), w1)])
+    out = None
+    for combo in itertools.product(*taps):
+        flat, weight, valid = None, None, None
+        for (pos, w), d, st in zip(combo, dims, strides):
+            ok = c.add("logical_and", [c.add("ge", [pos, zero]), c.add("le", [pos, c.scalar(float(d - 1), g)])])
+            valid = ok if valid is None else c.add("logical_and", [valid, ok])
+            idx = c.cast(c.add("clamp", [pos], min=0.0, max=float(d - 1)), torch.int64)
+            term = c.add("mul", [idx, torch.tensor(st, dtype=torch.int64)]) if st != 1 else idx
+            flat = term if flat is None else c.add("add", [flat, term])
+            if w is not None:
+                weight = w if weight is None else c.add("mul", [weight, w])
+        if pad == "zeros":
+            vf = c.cast(valid, c.dtype(x))
+            weight = vf if weight is None else c.add("mul", [weight, vf])
+        idx = c.add("expand", [c.reshape(flat, [n, 1, npts])], shape=[n, ch, npts])
+        vals = c.add("gather", [data, idx], dim=2)
+        if weight is not None:
+            vals = c.add("mul", [vals, c.reshape(weight, [n, 1, npts])])
+        out = vals if out is None else c.add("add", [out, vals])
+    return c.reshape(out, [n, ch] + out_sp)
+
 
 # ---------------------------------------------------------------------------------------- plugins
 def _convert_plugin(c: NodeCtx, entry: Any) -> list[Entry]:

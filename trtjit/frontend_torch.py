@@ -419,6 +419,29 @@ def _upsample(c: Ctx, a: dict[str, Any]) -> Value:
                  align_corners=bool(a.get("align_corners", False)))
 
 
+@converter("aten.pad", "aten.constant_pad_nd", "aten.reflection_pad1d", "aten.reflection_pad2d",
+           "aten.reflection_pad3d", "aten.replication_pad1d", "aten.replication_pad2d", "aten.replication_pad3d",
+           "aten.circular_pad2d")
+def _pad(c: Ctx, a: dict[str, Any]) -> Value:
+    x = a["input"]
+    rank = c.rank(x)
+    pads = [int(p) for p in (a.get("pad") if a.get("pad") is not None else a.get("padding"))]
+    mode = a.get("mode", "constant")
+    if c.target.startswith("aten.reflection"):
+        mode = "reflect"
+    elif c.target.startswith("aten.replication"):
+        mode = "replicate"
+    elif c.target.startswith("aten.circular"):
+        mode = "circular"
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise BuildError(f"node {c.name!r}: padding mode {mode!r} is not supported")
+    before, after = [0] * rank, [0] * rank
+    for i in range(len(pads) // 2):
+        before[rank - 1 - i], after[rank - 1 - i] = pads[2 * i], pads[2 * i + 1]
+    value = a.get("value")
+    return c.add("pad", [x], before=before, after=after, mode=mode, value=float(value or 0.0))
+
+
 @converter("aten.max_pool2d", "aten.max_pool2d_with_indices")
 def _max_pool(c: Ctx, a: dict[str, Any]) -> Any:
     k = _pair(a["kernel_size"])

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 REQUIRED = object()
 
-KINDS = ("source", "pointwise", "reduction", "view", "gemm", "conv", "pool", "gather", "cat", "attention", "resize", "composite",
+KINDS = ("source", "pointwise", "reduction", "view", "gemm", "conv", "pool", "gather", "cat", "attention", "resize", "pad", "composite",
          "fused", "plugin")
 
 
@@ -212,6 +212,23 @@ _pointwise("bitwise_left_shift", 2, torch.bitwise_left_shift, "{0} << {1}")
 _pointwise("bitwise_right_shift", 2, torch.bitwise_right_shift, "{0} >> {1}")
 
 
+def _atan_expr(a: list[str], attrs: dict) -> str:
+    """atan by Cephes' atanf: reduce |x| to [0, tan(pi/8)] around 0, pi/4 or pi/2, then a degree-9 odd
+    polynomial (~1e-7 relative error); Triton has no atan."""
+    x = a[0]
+    ax = f"tl.abs({x})"
+    big, mid = f"({ax} > 2.414213562373095)", f"({ax} > 0.41421356237309503)"
+    t = f"tl.where({big}, -1.0 / {ax}, tl.where({mid}, ({ax} - 1.0) / ({ax} + 1.0), {ax}))"
+    z = f"(({t}) * ({t}))"
+    y0 = f"tl.where({big}, 1.5707963267948966, tl.where({mid}, 0.7853981633974483, 0.0))"
+    r = (f"({y0} + ({t}) + ({t}) * {z} * (((0.0805374449538 * {z} - 0.138776856032) * {z} + 0.199777106478) "
+         f"* {z} - 0.333329491539))")
+    return f"tl.where({x} < 0, -{r}, {r})"
+
+
+_pointwise("atan", 1, torch.atan, _atan_expr, doc="elementwise: atan (Cephes polynomial)")
+
+
 # -------------------------------------------------------------------------------------- reductions
 def _reduction(name: str, fn: Callable[..., torch.Tensor], combine: str) -> None:
     def run(ins: list[torch.Tensor], dims: list[int], keepdim: bool) -> torch.Tensor:
@@ -299,6 +316,24 @@ _register(OpDef("gather", "gather", lambda ins, dim: torch.gather(ins[0], dim, i
                 doc="torch.gather: out[i][j] = x[index[i][j]][j] along `dim`"))
 _register(OpDef("cat", "cat", lambda ins, dim: torch.cat(ins, dim), {"dim": REQUIRED}, None,
                 doc="concatenate along `dim` (one kernel reading every input)"))
+
+
+def _pad_ref(ins: list[torch.Tensor], before: list[int], after: list[int], mode: str, value: float) -> torch.Tensor:
+    pads = [p for b, a in zip(reversed(before), reversed(after)) for p in (b, a)]
+    if mode == "constant":
+        return F.pad(ins[0], pads, mode="constant", value=value)
+    lead = len(before) - len(pads) // 2
+    while lead < len(before) and before[lead] == 0 and after[lead] == 0 and len(before) - lead > 1:
+        lead += 1  # torch's non-constant modes pad only trailing dims: pass just the padded ones
+    pads = [p for b, a in zip(reversed(before[lead:]), reversed(after[lead:])) for p in (b, a)]
+    x = ins[0]
+    squeeze = x.dim() == len(pads) // 2  # torch wants a batch (and channel) dim in front of the padded ones
+    y = F.pad(x.unsqueeze(0) if squeeze else x, pads, mode=mode)
+    return y.squeeze(0) if squeeze else y
+
+
+_register(OpDef("pad", "pad", _pad_ref, {"before": REQUIRED, "after": REQUIRED, "mode": "constant", "value": 0.0},
+                1, doc="pad every dim by before/after elements: constant, reflect, replicate or circular"))
 
 
 # ---------------------------------------------------------------------------------------- composites
