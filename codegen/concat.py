@@ -42,8 +42,10 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         size = op.layout.shape[dim] if op.layout else 1
         if size == 0:
             continue
-        off, _ = offset_expr(op.layout, shape,
-                             lambda j, start=start: f"(i{j} - {start})" if j == dim and start else f"i{j}")
+        off, used = offset_expr(op.layout, shape,
+                                lambda j, start=start: f"(i{j} - {start})" if j == dim and start else f"i{j}")
+        if not used:  # a broadcast or one-element input: still one pointer per output element
+            off = f"{off} + offs * 0"
         sel = f"(i{dim} >= {start}) & (i{dim} < {start + size})"
         w(f"in_{k} = mask & {sel}")
         w(f"v = tl.where(in_{k}, {load_cast(f'tl.load({op.pointer} + {off}, mask=in_{k})', op.dtype)}, v)")

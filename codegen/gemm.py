@@ -73,6 +73,9 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     anchor = _anchor(kin)
     a_v, b_v = kin.body.inputs_of(anchor.name)
     A, B = _operand(kin, a_v, anchor), _operand(kin, b_v, anchor)
+    if A.dtype == torch.float64:  # tl.dot of fp64 tiles gives wrong results (Triton 3.6): refuse, never guess
+        raise BuildError(f"node {kin.node.name!r}: float64 matmul/convolution is not supported; run the model "
+                         "in float32 (or fp16/bf16)")
     if A.dtype != B.dtype:
         raise BuildError(f"node {kin.node.name!r}: operands have different dtypes {A.dtype} and {B.dtype}")
     out_shape = anchor.spec.shape

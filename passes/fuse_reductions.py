@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from trtjit.fusion import fuse_group, reaches_back, rule
+from trtjit.fusion import creates_cycle, fuse_group, rule
 from trtjit.ir import Graph
 from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
@@ -73,13 +73,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                 if cn.op in ("input", "constant") or get_op(cn.op).kind == "fused":
                     continue
                 reason = _admissible(graph, cand, group, S, dims)
-                if reason is None:
-                    ext = [v.node for v in graph.inputs_of(cand) if v.node not in group]
-                    is_producer = any(cand in graph.producers(g) for g in group)
-                    if is_producer and reaches_back(graph, group, [cand]):
-                        reason = "fusing would create a cycle"
-                    elif reaches_back(graph, group, ext):
-                        reason = "fusing would create a cycle"
+                if reason is None and creates_cycle(graph, group | {cand}):
+                    reason = "fusing would create a cycle"
                 if reason is not None:
                     ctx.skipped(ROW, cand, reason)
                     continue

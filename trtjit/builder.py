@@ -12,7 +12,7 @@ import torch
 from trtjit.codegen import generate
 from trtjit.codegen.common import KernelSpec
 from trtjit.engine import Engine
-from trtjit.errors import InputError, TrtjitError
+from trtjit.errors import BuildError, InputError, TrtjitError
 from trtjit.frontend_torch import import_module
 from trtjit.ir import Graph
 from trtjit.layout import compute_layouts, is_kernel_node
@@ -89,6 +89,10 @@ def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = 
     binaries = {}
     if opts.targets:  # cubin + PTX per arch, compiled in subprocesses (no GPU needed): trtjit.crosscompile
         from trtjit.crosscompile import compile_kernels
+        plugged = [n for n in graph.topo_order() if graph.node(n).op == "plugin"]
+        if plugged:
+            raise BuildError(f"plugin node(s) {plugged} cannot be cross-compiled yet (their kernels are the "
+                             "plugin's own); build without targets= and let the device JIT them")
         binaries = compile_kernels(graph, kernels, opts.targets)
     engine = Engine(graph, kernels, opts, ctx.log, time.perf_counter() - t0)
     engine.binaries = binaries

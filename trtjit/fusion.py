@@ -48,6 +48,24 @@ def reaches_back(graph: Graph, group: set[str], candidate_inputs: Iterable[str])
     return False
 
 
+def creates_cycle(graph: Graph, group: set[str]) -> bool:
+    """True when fusing ``group`` into one node would create a cycle: some node outside the group is both
+    reachable from the group and feeds it."""
+    seen: set[str] = set()
+    todo = deque(s for g in group for s in graph.nx.successors(g) if s not in group)
+    while todo:
+        n = todo.popleft()
+        if n in seen:
+            continue
+        seen.add(n)
+        for s in graph.nx.successors(n):
+            if s in group:
+                return True
+            if s not in seen:
+                todo.append(s)
+    return False
+
+
 def fuse_group(graph: Graph, names: Iterable[str], op: str, anchor: str, kernel: str, rules: list[str]) -> Node:
     """Replace the nodes ``names`` by one ``op`` node whose ``body`` attribute is their subgraph.
 
