@@ -149,3 +149,13 @@ def test_help_reads_well():
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
+
+
+def test_ops_lists_ir_aten_and_onnx_ops(capsys):
+    from trtjit.cli import main
+
+    assert main(["ops"]) == 0
+    out = capsys.readouterr().out
+    assert "IR ops (trtjit.ops):" in out and "sdpa" in out and "conv_transpose2d" in out
+    assert "aten.scaled_dot_product_attention" in out
+    assert "ONNX op types the ONNX frontend converts:" in out and "Conv" in out

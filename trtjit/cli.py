@@ -67,10 +67,13 @@ def cmd_ops(args: argparse.Namespace) -> int:
     print("IR ops (trtjit.ops):")
     for name, kind, doc in describe_ops():
         print(f"  {name:<16} {kind:<10} {doc}")
-    print("\nATen ops the torch frontend converts:")
-    ops = supported_aten_ops()
-    for i in range(0, len(ops), 4):
-        print("  " + "".join(f"{o:<28}" for o in ops[i:i + 4]).rstrip())
+    from trtjit.frontend_onnx import supported_onnx_ops
+
+    for title, ops in (("ATen ops the torch frontend converts", supported_aten_ops()),
+                       ("ONNX op types the ONNX frontend converts", supported_onnx_ops())):
+        print(f"\n{title}:")
+        for i in range(0, len(ops), 4):
+            print("  " + "".join(f"{o:<28}" for o in ops[i:i + 4]).rstrip())
     return 0
 
 
