@@ -9,7 +9,7 @@ reason is logged) at ops that are not pointwise, change the shape, or would crea
 
 from __future__ import annotations
 
-from trtjit.fusion import fuse_group, reaches_back, rule
+from trtjit.fusion import creates_cycle, fuse_group, rule
 from trtjit.ir import Graph, Value
 from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
@@ -52,7 +52,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                         reasons.append(f"{u!r} is {un.op}, not pointwise")
                     elif un.spec.shape != out_shape:
                         reasons.append(f"{u!r} changes the shape to {list(un.spec.shape)}")
-                    elif reaches_back(graph, gset, [v.node for v in graph.inputs_of(u) if v.node not in gset]):
+                    elif creates_cycle(graph, gset | {u}):
                         reasons.append(f"fusing {u!r} would create a cycle")
                     else:
                         tail = next(v for v in graph.inputs_of(u) if v.node in gset)

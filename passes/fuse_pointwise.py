@@ -8,7 +8,7 @@ Ops of different shapes, or merges that would create a cycle, stay apart (reason
 
 from __future__ import annotations
 
-from trtjit.fusion import fuse_group, reaches_back, rule
+from trtjit.fusion import creates_cycle, fuse_group, rule
 from trtjit.ir import Graph
 from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
@@ -33,8 +33,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                 continue
             a, b = group_of[p], group_of[name]
             merged = a | b
-            inputs = {u for n in merged for u in graph.producers(n) if u not in merged}
-            if reaches_back(graph, merged, inputs):
+            if creates_cycle(graph, merged):
                 ctx.skipped(CHAIN, name, f"merging with {p!r} would create a cycle")
                 continue
             for n in merged:

@@ -37,6 +37,7 @@ import torch
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from trtjit.errors import BuildError, GraphError, InputError, TrtjitError, UnsupportedOpError
+from trtjit.frontend_torch import matmul_nd
 from trtjit.ir import DTYPE_NAMES, Graph, TensorSpec, Value, dtype_name
 from trtjit.ops import OPS, get_op
 
@@ -1530,21 +1531,7 @@ converter("LogSoftmax")(_softmax_like("log_softmax"))
 
 # ------------------------------------------------------------------------------------ gemm, conv
 def _matmul(c: NodeCtx, a: Entry, b: Entry) -> Entry:
-    ra, rb = c.rank(a), c.rank(b)
-    if ra == 0 or rb == 0:
-        raise BuildError("MatMul of a 0-d tensor")
-    if ra == 1:
-        a = c.add("unsqueeze", [a], dim=0)
-    if rb == 1:
-        b = c.add("unsqueeze", [b], dim=1)
-    y = c.add("matmul", [a, b])
-    if ra == 1 and rb == 1:
-        return c.add("reshape", [y], shape=[])
-    if ra == 1:
-        return c.add("squeeze", [y], dims=[c.rank(y) - 2])
-    if rb == 1:
-        return c.add("squeeze", [y], dims=[c.rank(y) - 1])
-    return y
+    return matmul_nd(c, a, b, "MatMul of a 0-d tensor")
 
 
 @converter("MatMul")

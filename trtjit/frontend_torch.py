@@ -311,10 +311,12 @@ def _linear(c: Ctx, a: dict[str, Any]) -> Value:
     return c.add("linear", ins)
 
 
-def _matmul(c: Ctx, x: Value, y: Value) -> Value:
+def matmul_nd(c: Any, x: Any, y: Any, zero_d_error: str) -> Any:
+    """torch.matmul / ONNX MatMul semantics on the rank>=2 ``matmul`` op: 1-D operands are unsqueezed and
+    the added dim squeezed away again. ``c`` is either frontend's context (``add``, ``rank``)."""
     rx, ry = c.rank(x), c.rank(y)
     if rx == 0 or ry == 0:
-        raise BuildError(f"node {c.name!r}: matmul of a 0-d tensor")
+        raise BuildError(zero_d_error)
     if rx == 1:
         x = c.add("unsqueeze", [x], dim=0)
     if ry == 1:
@@ -327,6 +329,10 @@ def _matmul(c: Ctx, x: Value, y: Value) -> Value:
     if ry == 1:
         return c.add("squeeze", [out], dims=[c.rank(out) - 1])
     return out
+
+
+def _matmul(c: Ctx, x: Value, y: Value) -> Value:
+    return matmul_nd(c, x, y, f"node {c.name!r}: matmul of a 0-d tensor")
 
 
 @converter("aten.matmul", "aten.mm", "aten.bmm")

@@ -29,25 +29,6 @@ def rule(name: str, pass_name: str, doc: str) -> str:
     return name
 
 
-def reaches_back(graph: Graph, group: set[str], candidate_inputs: Iterable[str]) -> bool:
-    """True when some node in ``candidate_inputs`` (outside ``group``) is reachable from ``group``
-    through nodes outside it: fusing would then create a cycle."""
-    targets = {n for n in candidate_inputs if n not in group}
-    if not targets:
-        return False
-    seen: set[str] = set()
-    todo = deque(s for g in group for s in graph.nx.successors(g) if s not in group)
-    while todo:
-        n = todo.popleft()
-        if n in seen:
-            continue
-        if n in targets:
-            return True
-        seen.add(n)
-        todo.extend(s for s in graph.nx.successors(n) if s not in group and s not in seen)
-    return False
-
-
 def creates_cycle(graph: Graph, group: set[str]) -> bool:
     """True when fusing ``group`` into one node would create a cycle: some node outside the group is both
     reachable from the group and feeds it."""
