@@ -103,6 +103,16 @@ class InferenceCore:
     async def load(self, name: str, config: str | None = None) -> None:
         await self._blocking(self.repo.load, name, config)
 
+    async def load_request(self, name: str, params: dict[str, Any]) -> None:
+        """The repository API's load, with its parameters as either protocol delivers them."""
+        files = [k for k in params if k.startswith("file:")]
+        if files:
+            raise ServingError(f"loading models from files in the request ({files}) is not supported", "UNSUPPORTED")
+        config = params.get("config")
+        if config is not None and not isinstance(config, str):
+            raise invalid("parameter 'config' must be a string holding the model configuration JSON")
+        await self.load(name, config)
+
     async def unload(self, name: str) -> None:
         await self._blocking(self.repo.unload, name)
 

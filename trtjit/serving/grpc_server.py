@@ -146,13 +146,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     @_guard
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
         params = {k: _param_value(v) for k, v in request.parameters.items()}
-        files = [k for k in params if k.startswith("file:")]
-        if files:
-            raise ServingError(f"loading models from files in the request ({files}) is not supported", "UNSUPPORTED")
-        config = params.get("config")
-        if config is not None and not isinstance(config, str):
-            raise invalid("parameter 'config' must be a string holding the model configuration JSON")
-        await self.core.load(request.model_name, config)
+        await self.core.load_request(request.model_name, params)
         return pb.RepositoryModelLoadResponse()
 
     @_guard

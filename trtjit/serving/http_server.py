@@ -136,13 +136,7 @@ class HttpFrontend:
         params = body.get("parameters", {})
         if not isinstance(params, dict):
             raise invalid("'parameters' must be an object")
-        files = [k for k in params if k.startswith("file:")]
-        if files:
-            raise ServingError(f"loading models from files in the request ({files}) is not supported", "UNSUPPORTED")
-        config = params.get("config")
-        if config is not None and not isinstance(config, str):
-            raise invalid("parameter 'config' must be a string holding the model configuration JSON")
-        await self.core.load(request.match_info["model"], config)
+        await self.core.load_request(request.match_info["model"], params)
         return web.Response(status=200)
 
     async def repo_unload(self, request: web.Request) -> web.Response:
