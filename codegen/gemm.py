@@ -84,12 +84,16 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     prec = "tf32" if kin.tf32 else "ieee"
     if A.dtype == torch.bfloat16 and interpreting():
         prec = "ieee_upcast"  # Triton 3.6's interpreter multiplies bf16 tiles wrongly: upcast them there
+    if A.dtype == torch.int8:
+        prec = "int8"  # int8 x int8 -> int32 (see _int8_accumulator)
     if anchor.op == "matmul":
         dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars = _matmul_mainloop(
             w, A, B, out_shape, prec)
     else:
         dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars = _conv_mainloop(
             w, A, B, anchor, out_shape, prec)
+    if prec == "int8":
+        _int8_accumulator(w, consts, A.layout.shape[-1] if anchor.op == "matmul" else None)
     w(f"mask = (rm < {mrows}) & (rn < {n_cols})")
     loaded: dict[str, str] = {}
 
@@ -192,6 +196,8 @@ def full_tile(off: str, m_vars: set[str]) -> str:
 
 
 def _dot(prec: str) -> str:
+    if prec == "int8":
+        return "    acc = tl.dot(a, b, acc, out_dtype=tl.int32)"
     if prec == "ieee_upcast":
         return '    acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")'
     return f'    acc = tl.dot(a, b, acc, input_precision="{prec}")'
@@ -268,3 +274,21 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
     return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
         2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}
+
+
+# ------------------------------------------------------------------------------------------------ int8
+_FP32_ACC = "    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)"
+
+
+def _int8_accumulator(w: Writer, consts: dict[str, int], K: int | None) -> None:
+    """int8 GEMM/conv (``passes/quantize_int8``): the main loop accumulates int8 x int8 products exactly in
+    an int32 tile (tensor-core IMMA on the GPU; Triton 3.6's interpreter computes int8 dots exactly in
+    integers too, checked in tests/test_int8.py). The epilogue (cast, per-channel dequantize scale, bias,
+    activation, residual, requantize) is ordinary IR in the body. int8 ``tl.dot`` wants BLOCK_K >= 32, and
+    one-byte operands afford a deeper K tile than the 16-bit default."""
+    i = w.lines.index(_FP32_ACC)  # raises if the main loop changed shape: never emit a float accumulator
+    w.lines[i] = _FP32_ACC.replace("tl.float32", "tl.int32")
+    if K is not None:
+        consts["BLOCK_K"] = max(32, min(128, next_pow2(K)))
+    else:
+        consts["BLOCK_K"] = max(32, consts["BLOCK_K"])

@@ -24,9 +24,24 @@ if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ:
         os.environ["TRITON_INTERPRET"] = "1"
 
 from trtjit.builder import build, compile  # noqa: E402
+from trtjit.calibration import (  # noqa: E402
+    Calibrator,
+    EntropyCalibrator,
+    MinMaxCalibrator,
+    MSECalibrator,
+    PercentileCalibrator,
+)
 from trtjit.engine import Engine  # noqa: E402
 from trtjit.engine_file import EngineFileError  # noqa: E402
-from trtjit.errors import BuildError, EngineError, GraphError, InputError, TrtjitError, UnsupportedOpError  # noqa: E402
+from trtjit.errors import (  # noqa: E402
+    BuildError,
+    CalibrationError,
+    EngineError,
+    GraphError,
+    InputError,
+    TrtjitError,
+    UnsupportedOpError,
+)
 from trtjit.interpreter import run_graph  # noqa: E402
 from trtjit.ir import Graph, Node, TensorSpec, Value  # noqa: E402
 from trtjit.options import BuildOptions  # noqa: E402
@@ -44,5 +59,6 @@ def load(path: str, key: bytes | str | None = None, rebuild: bool = False) -> En
     return _load(path, key if key is not None else os.environ.get("TRTJIT_SIGNING_KEY") or None, rebuild=rebuild)
 
 
-__all__ = ["BuildError", "BuildOptions", "Engine", "EngineError", "EngineFileError", "Graph", "GraphError", "InputError", "Node",
+__all__ = ["BuildError", "BuildOptions", "CalibrationError", "Calibrator", "Engine", "EntropyCalibrator",
+           "MSECalibrator", "MinMaxCalibrator", "PercentileCalibrator", "EngineError", "EngineFileError", "Graph", "GraphError", "InputError", "Node",
            "TensorSpec", "TrtjitError", "UnsupportedOpError", "Value", "build", "compile", "load", "run_graph"]

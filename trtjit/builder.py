@@ -36,7 +36,7 @@ def _check_inputs(model: Any, example_inputs: Any) -> tuple[torch.Tensor, ...]:
 
 
 def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor,
-            options: BuildOptions | None = None, **overrides: Any) -> Engine:
+            options: BuildOptions | None = None, calibrator: Any = None, **overrides: Any) -> Engine:
     """Compile ``model`` for inputs shaped like ``example_inputs`` into an engine of Triton kernels.
 
     The model is exported in eval mode (dropout off, BatchNorm on running statistics), as an inference
@@ -46,6 +46,10 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | tor
     ``model`` may also be an ONNX model (a path, bytes or ``onnx.ModelProto``); ``example_inputs`` are then
     example tensors or shapes, in graph-input order or as ``{input name: tensor or shape}`` (see
     ``trtjit.frontend_onnx``).
+
+    ``calibrator`` (``precision="int8"``): a ``trtjit.EntropyCalibrator`` (or MinMax, Percentile, MSE
+    calibrator, or a subclass) whose batches run through the fp32 graph to choose the activation scales;
+    see ``trtjit.calibration``.
     """
     from trtjit.frontend_onnx import is_onnx_model
 
@@ -54,7 +58,7 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | tor
 
         opts = BuildOptions.make(options, **overrides)
         t0 = time.perf_counter()
-        return build(import_onnx(model, example_inputs), opts, t0)
+        return build(import_onnx(model, example_inputs), opts, t0, calibrator=calibrator)
     opts = BuildOptions.make(options, **overrides)
     args = _check_inputs(model, example_inputs)
     t0 = time.perf_counter()
@@ -64,14 +68,19 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | tor
         graph = import_module(model, args)
     finally:
         model.train(was_training)
-    return build(graph, opts, t0)
+    return build(graph, opts, t0, calibrator=calibrator)
 
 
-def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = None) -> Engine:
-    """Optimize an imported graph and generate its kernels."""
+def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = None,
+          calibrator: Any = None) -> Engine:
+    """Optimize an imported graph and generate its kernels (``calibrator``: see ``compile``)."""
     opts = options or BuildOptions()
     t0 = time.perf_counter() if t0 is None else t0
-    ctx = PassContext(opts)
+    ctx = PassContext(opts, calibrator=calibrator)
+    if opts.precision == "int8":  # the calibration cache is keyed by the model as imported (trtjit.calibration)
+        from trtjit.calibration import graph_key
+
+        ctx.graph_key = graph_key(graph)
     if graph.op_counts().get("plugin"):  # plugins: the builder picks each one's format (trtjit.plugins)
         from trtjit.passmanager import PassRecord
         from trtjit.plugins import configure_plugins

@@ -305,6 +305,22 @@ class Engine:
         from trtjit.display import layer_table
         return layer_table(self, profile=profile, inputs=inputs or None)
 
+    def precision_report(self) -> list[dict[str, Any]]:
+        """Per GEMM/conv layer of an int8 build: the precision chosen (int8 or fp32) and why, the int8
+        relative error measured on the calibration data, the input tensor and its scale, the fraction
+        of its values clipped (``passes/quantize_int8.py``). Empty for other precisions."""
+        return [dict(r) for r in self.graph.meta.get("precision_report", [])]
+
+    def precision_table(self) -> str:
+        """``precision_report()`` as a text table, one line per layer."""
+        rows = [("layer", "op", "precision", "error", "scale", "clipped", "reason")]
+        for r in self.precision_report():
+            err, sc, cl = r.get("error"), r.get("act_scale"), r.get("clipped")
+            rows.append((r["layer"], r["op"], r["precision"], "-" if err is None else f"{err:.4f}",
+                         "-" if sc is None else f"{sc:.4g}", "-" if cl is None else f"{100 * cl:.2f}%", r["reason"]))
+        widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:6], widths)) + "  " + row[6] for row in rows)
+
     def _op_of(self, k: KernelSpec, name: str) -> str:
         n = self.graph.node(k.node)
         body = n.attrs.get("body")

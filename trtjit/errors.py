@@ -34,3 +34,8 @@ class BuildError(TrtjitError):
 
 class EngineError(TrtjitError):
     """An engine cannot run or be loaded."""
+
+
+class CalibrationError(InputError):
+    """INT8 calibration cannot proceed: empty or malformed calibration data, or a cache that does not fit
+    (another graph, another algorithm, changed data); names the batch, tensor or cache file."""

@@ -263,12 +263,46 @@ _view("unsqueeze", lambda x, dim: x.unsqueeze(dim), {"dim": REQUIRED}, "insert a
 _pointwise("copy", 1, lambda x: x.clone(), "{0}", doc="materialize (contiguous/clone/eval dropout); removed when redundant")
 
 
+# ------------------------------------------------------------------------------------------ int8
+def _int8_matmul(ins: list[torch.Tensor]) -> torch.Tensor:
+    """int8 x int8 -> int32, exact: products and sums of int8 values are exact in float64 below 2**53
+    (torch has no int8 matmul that accumulates wider on every device)."""
+    if ins[1].dtype != torch.int8:
+        raise GraphError(f"int8 matmul needs two int8 operands, got int8 and {ins[1].dtype}")
+    return torch.matmul(ins[0].double(), ins[1].double()).round().to(torch.int32)
+
+
+def _int8_conv2d(ins: list[torch.Tensor], stride: list[int], padding: list[int], dilation: list[int],
+                 groups: int) -> torch.Tensor:
+    if ins[1].dtype != torch.int8:
+        raise GraphError(f"int8 conv2d needs two int8 operands, got int8 and {ins[1].dtype}")
+    out = F.conv2d(ins[0].double(), ins[1].double(), None, stride, padding, dilation, groups)
+    return out.round().to(torch.int32)
+
+
+def _quantize_ref(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Symmetric int8: round half up (floor(x / scale + 0.5), what the kernels compute), saturate to
+    [-128, 127]."""
+    return torch.clamp(torch.floor(x.float() / scale + 0.5), -128, 127).to(torch.int8)
+
+
+def _quantize_expr(a: list[str], attrs: dict) -> str:
+    s = lit(float(attrs["scale"]))
+    return f"tl.minimum(tl.maximum(tl.floor({a[0]} / {s} + 0.5), -128.0), 127.0).to(tl.int8)"
+
+
+_pointwise("quantize", 1, _quantize_ref, _quantize_expr, {"scale": REQUIRED},
+           doc="x -> int8: clamp(floor(x / scale + 0.5), -128, 127) (per-tensor symmetric scale)")
+
+
 # ------------------------------------------------------------------------------------ gemm, conv, pool
-_register(OpDef("matmul", "gemm", lambda ins: torch.matmul(ins[0], ins[1]), {}, 2,
-                doc="torch.matmul semantics for operands of rank >= 2 (batch dims broadcast)"))
+_register(OpDef("matmul", "gemm", lambda ins: _int8_matmul(ins) if ins[0].dtype == torch.int8 else
+                torch.matmul(ins[0], ins[1]), {}, 2,
+                doc="torch.matmul semantics for operands of rank >= 2 (batch dims broadcast); int8 operands "
+                    "accumulate exactly into int32 (as ONNX MatMulInteger)"))
 _register(OpDef("conv2d", "conv",
-                lambda ins, stride, padding, dilation, groups: F.conv2d(ins[0], ins[1], None, stride, padding,
-                                                                        dilation, groups),
+                lambda ins, stride, padding, dilation, groups: _int8_conv2d(ins, stride, padding, dilation, groups)
+                if ins[0].dtype == torch.int8 else F.conv2d(ins[0], ins[1], None, stride, padding, dilation, groups),
                 {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1}, 2,
                 doc="NCHW 2-D convolution without bias (bias is an add the epilogue fuses)"))
 _register(OpDef("conv_transpose2d", "conv",

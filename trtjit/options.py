@@ -8,7 +8,7 @@ from typing import Any
 
 from trtjit.errors import InputError
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,17 @@ class BuildOptions:
     opt_level: 0 runs every op as its own kernel (no folding, no fusion); 1 folds and cleans up;
         2 (default) also fuses GEMM epilogues, reductions and pointwise chains.
     precision: "fp32", or "fp16"/"bf16": tensors stored in 16 bits, math in fp32 inside kernels.
-    keep_fp32: node names, name prefixes or op types that stay fp32 under a 16-bit precision.
+    precision "int8": post-training quantization (``passes/quantize_int8.py``): every matmul/conv with
+        constant weights runs int8 x int8 -> int32 with per-channel weight scales and per-tensor activation
+        scales from the calibrator passed to ``trtjit.compile(..., calibrator=...)`` (the calibrator is an
+        argument of the build, not an option: options stay frozen and serializable; its result, the scales,
+        lives in the IR), unless the layer is kept in fp32 (below) or fails the precision check; every
+        other op runs in fp32.
+    keep_fp32: node names, name prefixes or op types that stay fp32 under a lower precision.
+    int8_tolerance: a layer stays int8 only if, on the calibration data, its int8 output is within this
+        relative error (||int8 - fp32|| / ||fp32||) of its fp32 output and finite.
+    strict_precision: obey the requested precision for every layer not in ``keep_fp32``: the precision
+        check still runs and is reported, but never moves a layer back to fp32.
     tf32: let fp32 GEMMs use TF32 tensor cores (faster, ~1e-3 relative error).
     verify: check the graph after every pass (tests and debug builds); a failure names pass and node.
     dump_dir: write the graph after each pass and every kernel's Triton source there.
@@ -29,6 +39,8 @@ class BuildOptions:
     opt_level: int = 2
     precision: str = "fp32"
     keep_fp32: tuple[str, ...] = ()
+    int8_tolerance: float = 0.05
+    strict_precision: bool = False
     tf32: bool = False
     verify: bool = False
     dump_dir: str | None = None
@@ -41,6 +53,8 @@ class BuildOptions:
             raise InputError(f"opt_level must be 0, 1 or 2, got {self.opt_level!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision {self.precision!r} is not supported; choose one of {PRECISIONS}")
+        if not (isinstance(self.int8_tolerance, (int, float)) and self.int8_tolerance > 0):
+            raise InputError(f"int8_tolerance must be a positive number, got {self.int8_tolerance!r}")
 
     @staticmethod
     def make(options: BuildOptions | None = None, **overrides: Any) -> BuildOptions:

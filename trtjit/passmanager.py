@@ -42,6 +42,8 @@ class PassRecord:
 @dataclass
 class PassContext:
     options: BuildOptions = field(default_factory=BuildOptions)
+    calibrator: Any = None  # trtjit.calibration.Calibrator of an int8 build (an argument of the build, not an option)
+    graph_key: str = ""  # key of the imported graph (an int8 build's calibration cache records it)
     log: list[PassRecord] = field(default_factory=list)
     _current: PassRecord | None = None
 

@@ -6,15 +6,15 @@ from trtjit.passmanager import Pass, load_pass
 
 PIPELINES: dict[int, list[str]] = {
     # every op its own kernel: only what lowering needs
-    0: ["decompose", "assign_precision", "dead_code_elimination", "materialize_views", "memory_plan"],
+    0: ["decompose", "assign_precision", "quantize_int8", "dead_code_elimination", "materialize_views", "memory_plan"],
     # fold and clean up, no fusion
     1: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "decompose",
-        "constant_folding", "assign_precision", "remove_noops", "dead_code_elimination", "materialize_views",
-        "memory_plan"],
+        "constant_folding", "assign_precision", "quantize_int8", "remove_noops", "dead_code_elimination",
+        "materialize_views", "memory_plan"],
     # everything: fusion of GEMM epilogues, row reductions and pointwise chains
     2: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "fuse_attention", "decompose",
         "constant_folding", "assign_precision", "remove_noops", "dead_code_elimination", "merge_parallel_gemms",
-        "fuse_gemm_epilogue",
+        "quantize_int8", "fuse_gemm_epilogue",
         "fuse_reductions", "fuse_pointwise", "layout_nhwc", "materialize_views", "memory_plan"],
 }
 

@@ -1,0 +1,207 @@
+"""INT8 post-training quantization with an automatic per-layer precision check.
+
+Requires: composites decomposed, constants folded where the level folds, before epilogue fusion (at level
+2 after merge_parallel_gemms, so a merged Q/K/V projection is one int8 layer). Does nothing unless
+``precision`` is "int8". Guarantees: every matmul and conv2d whose right operand is a constant weight
+(through views) and whose inputs are fp32 is either
+
+* int8: ``quantize(x, s_x)`` (per-tensor symmetric scale from the calibrator, shared by every layer
+  reading x) feeds ``matmul``/``conv2d`` of int8 operands (exact int32 accumulation) with the weight
+  quantized per output channel (symmetric, [-127, 127]); ``cast`` to fp32 and ``mul`` by the per-channel
+  ``s_x * s_w`` follow, so epilogue fusion puts the dequantize, bias, activation, residual and the next
+  layer's ``quantize`` (requantize) into the one GEMM kernel; the int8 node keeps the layer's name; or
+* fp32, with the reason: listed in ``keep_fp32`` (node name, name prefix or op type), no scale for its
+  input in a TensorRT cache, an int32 accumulator that could overflow, or it failed the precision check
+  on the calibration data: the int8 layer's output (computed exactly with the op table's references) is
+  NaN/Inf or further than ``int8_tolerance`` (||int8 - fp32|| / ||fp32||) from the fp32 one. With
+  ``strict_precision`` the check is reported but never moves a layer to fp32.
+
+``graph.meta["precision_report"]`` lists every GEMM/conv layer: precision, reason, error, scale (also
+``engine.precision_report()``); the build log records one event per layer. Other ops stay fp32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trtjit.calibration import calibrate, value_name
+from trtjit.errors import CalibrationError
+from trtjit.fusion import rule
+from trtjit.ir import Graph, Value
+from trtjit.ops import get_op
+from trtjit.passmanager import PassContext
+
+INT8 = rule("calibrated GEMM/conv => int8 layer", "quantize_int8",
+            "int8 x int8 -> int32 tensor-core math with a fused dequantize/requantize epilogue")
+KEEP = rule("GEMM/conv kept in fp32", "quantize_int8",
+            "override, missing scale, overflow risk or a failed precision check keeps the layer in fp32")
+
+ANCHORS = ("matmul", "conv2d")
+INT32_MAX = 2**31 - 1
+
+
+def _kept(name: str, op: str, keep: tuple[str, ...]) -> bool:
+    return any(k == op or k == name or name.startswith(k + ".") for k in keep)
+
+
+def _const_value(graph: Graph, v: Value) -> torch.Tensor | None:
+    """The value of ``v`` when it is a constant or views of one (weights at opt_level 0 are permuted)."""
+    n = graph.node(v.node)
+    if n.op == "constant":
+        return n.value
+    if get_op(n.op).kind != "view":
+        return None
+    src = _const_value(graph, graph.inputs_of(n.name)[0])
+    return None if src is None else get_op(n.op).run([src], n.attrs)[0]
+
+
+def quantize_weight(w: torch.Tensor, op: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 weights and their scales: matmul ``[K, N]`` per column, conv
+    ``[OC, C/g, KH, KW]`` per output channel."""
+    w = w.float()
+    amax = w.abs().amax(dim=0) if op == "matmul" else w.abs().flatten(1).amax(dim=1)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    shape = (1, -1) if op == "matmul" else (-1, 1, 1, 1)
+    q = torch.clamp(torch.round(w / scale.reshape(shape)), -127, 127).to(torch.int8)
+    return q, scale
+
+
+def _dequant_shape(op: str, n: int) -> list[int]:
+    return [n] if op == "matmul" else [1, n, 1, 1]
+
+
+def _check(op: str, attrs: dict, w: torch.Tensor, wq: torch.Tensor, sw: torch.Tensor, sa: float,
+           xs: list[torch.Tensor]) -> tuple[float | None, bool, float]:
+    """(relative error, all finite, clipped fraction) of the int8 layer against fp32 on ``xs``."""
+    if not xs:
+        return None, True, 0.0
+    ref, quant = get_op(op), get_op("quantize")
+    num = den = 0.0
+    finite, clipped, total = True, 0, 0
+    scale = (sa * sw).reshape(_dequant_shape(op, sw.numel()))
+    for x in xs:
+        y = ref.run([x.float(), w.float()], attrs)[0].double()
+        xq = quant.run([x], {"scale": sa})[0]
+        yq = ref.run([xq, wq], attrs)[0].float() * scale
+        finite = finite and bool(torch.isfinite(yq).all())
+        num += float(((yq.double() - y) ** 2).sum())
+        den += float((y ** 2).sum())
+        clipped += int((x.abs() / sa > 127.5).sum())
+        total += x.numel()
+    err = math.sqrt(num / den) if den > 0 else (0.0 if num == 0 else math.inf)
+    return err, finite, clipped / max(total, 1)
+
+
+def run(graph: Graph, ctx: PassContext) -> Graph:
+    opts = ctx.options
+    if opts.precision != "int8":
+        return graph
+    keep = tuple(opts.keep_fp32)
+    report: list[dict] = []
+    layers = []
+
+    def fp32(name: str, op: str, reason: str, **extra: object) -> None:
+        report.append({"layer": name, "op": op, "precision": "fp32", "reason": reason} | extra)
+        ctx.skipped(KEEP, name, reason)
+
+    for name in graph.topo_order():
+        n = graph.node(name)
+        if n.op == "conv_transpose2d":
+            fp32(name, n.op, "no int8 kernel for transposed convolutions")
+        if n.op not in ANCHORS:
+            continue
+        a, b = graph.inputs_of(name)
+        if graph.spec(a).dtype != torch.float32 or graph.spec(b).dtype != torch.float32:
+            fp32(name, n.op, f"operands are {graph.spec(a).dtype} and {graph.spec(b).dtype}, not float32")
+            continue
+        w = _const_value(graph, b)
+        if w is None:
+            fp32(name, n.op, "both operands are activations (no constant weight to quantize)")
+            continue
+        if n.op == "matmul" and w.dim() != 2:
+            fp32(name, n.op, f"weight of rank {w.dim()} (per-channel int8 needs a [K, N] weight)")
+            continue
+        if _kept(name, n.op, keep):
+            fp32(name, n.op, "keep_fp32 override")
+            continue
+        k = w.shape[0] if n.op == "matmul" else w[0].numel()
+        if k * 127 * 128 > INT32_MAX:
+            fp32(name, n.op, f"reduction of {k} int8 products could overflow the int32 accumulator")
+            continue
+        layers.append((name, n.op, a, b, w))
+    if not layers:
+        graph.meta["precision_report"] = report
+        return graph
+    if ctx.calibrator is None:
+        raise CalibrationError(f"precision='int8' needs calibration data for {len(layers)} layer(s) "
+                               f"({', '.join(x[0] for x in layers[:4])}{', ...' if len(layers) > 4 else ''}): pass "
+                               "calibrator=trtjit.EntropyCalibrator(batches) (or a calibrator with cache=) to "
+                               "trtjit.compile, or keep them in fp32 with keep_fp32")
+    tensors = {value_name(a): a for _, _, a, _, _ in layers}
+    result = calibrate(ctx.calibrator, graph, tensors, ctx.graph_key)
+    for note in result.notes:
+        ctx.skipped(KEEP, "calibration", note)
+    quantized: dict[Value, Value] = {}
+    for name, op, a, b, w in layers:
+        n = graph.node(name)
+        tname = value_name(a)
+        sa = result.scales.get(tname)
+        if sa is None:
+            fp32(name, op, f"no scale for its input {tname!r} in the calibration cache", tensor=tname)
+            continue
+        wq, sw = quantize_weight(w, op)
+        err, finite, clipped = _check(op, n.attrs, w, wq, sw, sa, [s[tname] for s in result.samples])
+        extra = {"tensor": tname, "act_scale": sa, "error": err, "clipped": clipped}
+        bad = None
+        if not finite:
+            bad = "int8 output has NaN/Inf on the calibration data"
+        elif err is not None and err > opts.int8_tolerance:
+            bad = f"int8 relative error {err:.3g} > int8_tolerance {opts.int8_tolerance:g}"
+        if bad and not opts.strict_precision:
+            fp32(name, op, bad, **extra)
+            continue
+        if err is None:
+            reason = "calibrated (not checked: no calibration data, scales from the cache)"
+        else:
+            reason = f"int8 relative error {err:.3g} <= {opts.int8_tolerance:g}" if not bad else \
+                f"strict_precision: kept int8 although {bad}"
+        report.append({"layer": name, "op": op, "precision": "int8", "reason": reason} | extra)
+        _rewrite(graph, name, op, a, b, wq, sa, sw, quantized)
+        ctx.fired(INT8, name, f"{op}: {reason}")
+    graph.meta["precision_report"] = report
+    graph.meta["calibration"] = {"algorithm": result.algorithm, "source": result.source, "batches": result.batches}
+    return graph
+
+
+def _rewrite(graph: Graph, name: str, op: str, a: Value, b: Value, wq: torch.Tensor, sa: float,
+             sw: torch.Tensor, quantized: dict[Value, Value]) -> None:
+    """matmul/conv(x, W) => mul(cast(op(quantize(x), W_int8), fp32), s_x * s_w), the int8 node named
+    like the layer."""
+    n = graph.node(name)
+    src = n.source
+    q = quantized.get(a)
+    if q is None:
+        q = quantized[a] = Value(graph.add("quantize", [a], {"scale": sa}, name=f"{value_name(a)}.int8",
+                                           source=graph.node(a.node).source).name)
+    wc = graph.add_constant(f"{name}.weight_int8", wq, source=src)
+    acc = graph.add(op, [q, wc], dict(n.attrs), name=f"{name}.int8_acc", source=src)
+    f = graph.add("cast", [Value(acc.name)], {"dtype": "float32"}, name=f"{name}.dequant_cast", source=src)
+    sc = graph.add_constant(f"{name}.dequant_scale", (sa * sw).float().reshape(_dequant_shape(op, sw.numel())),
+                            source=src)
+    y = graph.add("mul", [Value(f.name), sc], name=f"{name}.dequant", source=src)
+    graph.replace_all_uses(Value(name), Value(y.name))
+    graph.remove_node(name)
+    graph.rename(acc.name, name)
+    _drop_dead(graph, b.node)
+
+
+def _drop_dead(graph: Graph, name: str) -> None:
+    """Remove the fp32 weight (and the views of it) nothing reads any more."""
+    while name in graph and not graph.users(name) and not graph.is_output(name):
+        ins = graph.producers(name)
+        graph.remove_node(name)
+        if len(ins) != 1:
+            return
+        name = ins[0]
