@@ -12,7 +12,8 @@ Requires: composites decomposed, constants folded where the level folds, before 
   layer's ``quantize`` (requantize) into the one GEMM kernel; the int8 node keeps the layer's name; or
 * fp32, with the reason: listed in ``keep_fp32`` (node name, name prefix or op type), no scale for its
   input in a TensorRT cache, an int32 accumulator that could overflow, or it failed the precision check
-  on the calibration data: the int8 layer's output (computed exactly with the op table's references) is
+  on the calibration data (or, building from a cache alone, failed it when the cache was made: the cache
+  records it): the int8 layer's output (computed exactly with the op table's references) is
   NaN/Inf or further than ``int8_tolerance`` (||int8 - fp32|| / ||fp32||) from the fp32 one. With
   ``strict_precision`` the check is reported but never moves a layer to fp32.
 
@@ -155,11 +156,16 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         err, finite, clipped = _check(op, n.attrs, w, wq, sw, sa, [s[tname] for s in result.samples])
         extra = {"tensor": tname, "act_scale": sa, "error": err, "clipped": clipped}
         bad = None
-        if not finite:
+        if name in result.fp32_layers:
+            bad = (f"kept fp32 by the calibration cache (int8 relative error {result.fp32_layers[name]:.3g} when "
+                   "calibrated)")
+        elif not finite:
             bad = "int8 output has NaN/Inf on the calibration data"
         elif err is not None and err > opts.int8_tolerance:
             bad = f"int8 relative error {err:.3g} > int8_tolerance {opts.int8_tolerance:g}"
         if bad and not opts.strict_precision:
+            if result.new_cache is not None:
+                result.new_cache.fp32_layers[name] = err if err is not None and math.isfinite(err) else 1e30
             fp32(name, op, bad, **extra)
             continue
         if err is None:
@@ -170,6 +176,9 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         report.append({"layer": name, "op": op, "precision": "int8", "reason": reason} | extra)
         _rewrite(graph, name, op, a, b, wq, sa, sw, quantized)
         ctx.fired(INT8, name, f"{op}: {reason}")
+    result.save(ctx.calibrator)
+    order = {n: i for i, n in enumerate(graph.topo_order())}
+    report.sort(key=lambda r: order.get(r["layer"], len(order)))
     graph.meta["precision_report"] = report
     graph.meta["calibration"] = {"algorithm": result.algorithm, "source": result.source, "batches": result.batches}
     return graph

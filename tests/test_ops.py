@@ -68,7 +68,7 @@ class In:
 
     @property
     def dt(self) -> torch.dtype:
-        default = {"bool": torch.bool, "mask": torch.bool, "index": torch.int64}.get(self.kind, F32)
+        default = {"bool": torch.bool, "mask": torch.bool, "index": torch.int64, "int8": torch.int8}.get(self.kind, F32)
         return self.dtype or default
 
 
@@ -82,6 +82,8 @@ def draw(spec: In, gen: torch.Generator) -> torch.Tensor:
         return m
     if spec.kind == "index":
         return torch.randint(0, spec.high, shape, generator=gen).to(spec.dt)
+    if spec.kind == "int8":  # the full int8 range (int8 GEMM/conv operands)
+        return torch.randint(-128, 128, shape, generator=gen).to(torch.int8)
     if spec.kind == "int":  # small positive integers, so that eq/ne/le/ge see ties
         return torch.randint(1, 4, shape, generator=gen).to(spec.dt)
     if spec.kind == "randn":
@@ -448,6 +450,14 @@ CASES: dict[str, list[Case]] = {
             Case("middle_keep", [In((3, 4, 5))], {"dims": [1], "keepdim": True}),
             Case("two_dims_pop", [In((3, 4, 5))], {"dims": [0, 2], "correction": 0, "keepdim": True})],
 }
+
+# int8 (passes/quantize_int8.py): quantize saturates; int8 matmul/conv2d accumulate exactly in int32
+CASES["quantize"] = [Case("saturating", [In((4, 6), "wide")], {"scale": 0.05})]
+CASES["matmul"] = CASES["matmul"] + [Case("int8", [In((5, 72), "int8"), In((72, 6), "int8")]),
+                                     Case("int8_batched", [In((2, 3, 40), "int8"), In((40, 5), "int8")])]
+CASES["conv2d"] = CASES["conv2d"] + [
+    Case("int8_pad1", [In((2, 4, 6, 6), "int8"), In((6, 4, 3, 3), "int8")], {"padding": [1, 1]}),
+    Case("int8_groups2_stride2", [In((1, 4, 7, 7), "int8"), In((6, 2, 3, 3), "int8")], {"groups": 2, "stride": [2, 2]})]
 
 
 def _params() -> list:

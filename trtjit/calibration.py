@@ -19,7 +19,9 @@ The cache is TensorRT's text format: a first line ``TRT-<version>-<algorithm>``,
 ``tensor_name: <8 hex digits>`` line per tensor, the hex digits being the big-endian IEEE float32 scale.
 trtjit also records two keys in the same format, as entries of tensors no network has
 (``__trtjit_graph_key__0`` ... so TensorRT ignores them): a key of the imported graph (structure and
-weights) and one of the calibration data. A cache whose graph key differs is refused; a cache whose data
+weights) and one of the calibration data, and the layers the precision check kept in fp32
+(``__trtjit_fp32__<layer>: <its int8 error>``), so a build from the cache alone (calibrate on the host,
+build for the target) makes the same engine. A cache whose graph key differs is refused; a cache whose data
 key differs from the calibrator's (re-iterable) data is refused; ``recalibrate=True`` recalibrates and
 overwrites instead. A cache without keys (written by TensorRT) is accepted as is: its scales are used by
 tensor name, and layers whose input it has no scale for stay fp32.
@@ -44,6 +46,7 @@ from trtjit.ir import Graph, TensorSpec, Value
 
 TRT_VERSION = "8601"  # the TensorRT version (8.6.1) whose cache header trtjit writes; any version is read
 _KEY_ENTRY = "__trtjit_{kind}_key__{i}"
+_FP32_ENTRY = "__trtjit_fp32__"  # + layer name: a layer the precision check kept fp32 (value: its int8 error)
 _HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
 BINS = 2048
 QUANT_LEVELS = 128
@@ -189,6 +192,7 @@ class CalibrationCache:
     graph_key: str | None = None
     data_key: str | None = None
     version: str = TRT_VERSION
+    fp32_layers: dict[str, float] = field(default_factory=dict)  # layer -> int8 error that kept it fp32
 
     def to_text(self) -> str:
         lines = [f"TRT-{self.version}-{self.algorithm}"]
@@ -196,6 +200,8 @@ class CalibrationCache:
             if key:
                 for i in range(0, len(key), 8):
                     lines.append(f"{_KEY_ENTRY.format(kind=kind, i=i // 8)}: {key[i:i + 8]}")
+        for name, err in self.fp32_layers.items():
+            lines.append(f"{_FP32_ENTRY}{name}: {struct.pack('>f', err).hex()}")
         for name, s in self.scales.items():
             lines.append(f"{name}: {struct.pack('>f', s).hex()}")
         return "\n".join(lines) + "\n"
@@ -214,6 +220,7 @@ class CalibrationCache:
                                    f"'TRT-<version>-<algorithm>', got {lines[0][:60] if lines else ''!r}")
         version, algorithm = _HEADER.match(lines[0]).groups()
         scales: dict[str, float] = {}
+        fp32: dict[str, float] = {}
         keys: dict[str, list[tuple[int, str]]] = {"graph": [], "data": []}
         for no, ln in enumerate(lines[1:], start=2):
             name, sep, val = ln.rpartition(":")
@@ -225,12 +232,15 @@ class CalibrationCache:
                 keys[m.group(1)].append((int(m.group(2)), val.lower().zfill(8)))
                 continue
             s = struct.unpack(">f", bytes.fromhex(val.zfill(8)))[0]
+            if name.startswith(_FP32_ENTRY):
+                fp32[name[len(_FP32_ENTRY):]] = s
+                continue
             if not np.isfinite(s) or s <= 0:
                 raise CalibrationError(f"{where}: tensor {name!r} has scale {s} (line {no}); scales must be "
                                        "positive and finite")
             scales[name] = s
         gk, dk = ("".join(v for _, v in sorted(keys[k])) or None for k in ("graph", "data"))
-        return CalibrationCache(algorithm, scales, gk, dk, version)
+        return CalibrationCache(algorithm, scales, gk, dk, version, fp32)
 
 
 # ------------------------------------------------------------------------------------ calibrators
@@ -402,6 +412,12 @@ class CalibrationResult:
     samples: list[dict[str, torch.Tensor]] = field(default_factory=list)  # first batches' layer inputs
     notes: list[str] = field(default_factory=list)
     algorithm: str = ""
+    fp32_layers: dict[str, float] = field(default_factory=dict)  # from the cache: layers kept fp32 when calibrated
+    new_cache: CalibrationCache | None = None  # made from data: the caller records its decisions, then ``save``s
+
+    def save(self, cal: Calibrator) -> None:
+        if self.new_cache is not None:
+            cal.write_calibration_cache(self.new_cache.to_text().encode())
 
 
 def _check_batch(graph: Graph, items: list[Any], index: int) -> tuple[torch.Tensor, ...]:
@@ -438,7 +454,8 @@ def _batches(cal: Calibrator, graph: Graph) -> Iterator[tuple[int, tuple[torch.T
 
 def calibrate(cal: Calibrator, graph: Graph, tensors: dict[str, Value], key: str) -> CalibrationResult:
     """Scales for ``tensors`` (cache name -> value of ``graph``): from the calibrator's cache when it
-    fits, else from its data through the fp32 reference interpreter (then written to the cache)."""
+    fits, else from its data through the fp32 reference interpreter (``result.save(cal)`` then writes the
+    cache, once the caller has recorded its fp32 decisions in ``result.new_cache``)."""
     from trtjit.interpreter import run_graph
 
     if not isinstance(cal, Calibrator):
@@ -480,7 +497,8 @@ def calibrate(cal: Calibrator, graph: Graph, tensors: dict[str, Value], key: str
                 break
             _, env = run_graph(graph, batch, capture=True)
             samples.append({n: env[v] for n, v in tensors.items()})
-        return CalibrationResult(dict(cache.scales), where, 0, samples, notes, cache.algorithm)
+        return CalibrationResult(dict(cache.scales), where, 0, samples, notes, cache.algorithm,
+                                 dict(cache.fp32_layers))
     hists = {n: Histogram(cal.bins) for n in tensors}
     dk = hashlib.sha256()
     samples: list[dict[str, torch.Tensor]] = []
@@ -503,10 +521,11 @@ def calibrate(cal: Calibrator, graph: Graph, tensors: dict[str, Value], key: str
     scales = {}
     for n, h in hists.items():
         t = cal.threshold(h)
-        scales[n] = (t if t > 0 else 1.0) / 127.0  # an all-zero tensor quantizes to 0 at any scale
+        # float32, as the cache stores it, so a build from the cache is the same engine; an all-zero tensor
+        # quantizes to 0 at any scale
+        scales[n] = float(np.float32((t if t > 0 else 1.0) / 127.0))
     cache = CalibrationCache(cal.algorithm, scales, key, dk.hexdigest()[:16])
-    cal.write_calibration_cache(cache.to_text().encode())
-    return CalibrationResult(scales, "data", count, samples, [], cal.algorithm)
+    return CalibrationResult(scales, "data", count, samples, [], cal.algorithm, new_cache=cache)
 
 
 __all__ = ["CalibrationCache", "Calibrator", "EntropyCalibrator", "Histogram", "MSECalibrator", "MinMaxCalibrator",

@@ -1,0 +1,304 @@
+"""INT8 post-training quantization: kernels, calibrators, calibration cache, per-layer precision check.
+
+Tolerances (int8 by task metric): an int8 engine's output is within 5% (max relative error) of the fp32
+module's, the classification head's argmax agrees on >= 90% of fresh random inputs of a random network
+(logits of an untrained network are close together; the pretrained-network test asks for 99%), and the
+generated kernels agree with the reference interpreter running the same int8 IR to fp32 rounding.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import torch
+from conftest import DEVICE, assert_close_rel, rel_error
+from torch import nn
+
+import trtjit
+from trtjit.calibration import CalibrationCache
+from trtjit.errors import CalibrationError
+from trtjit.examples import example
+from trtjit.interpreter import run_graph
+
+CALIBRATORS = [trtjit.EntropyCalibrator, trtjit.MinMaxCalibrator, trtjit.PercentileCalibrator, trtjit.MSECalibrator]
+TOL = 0.05
+
+
+class SmallCNN(nn.Module):
+    """conv-BN-ReLU, a residual conv block, pooling and a linear classification head."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
+        return self.head(self.pool(x).flatten(1))
+
+
+def _cnn(gen: torch.Generator) -> nn.Module:
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    m = SmallCNN().eval()
+    bn = m.stem[1]
+    bn.running_mean.copy_(torch.randn(8, generator=gen) * 0.2)
+    bn.running_var.copy_(torch.rand(8, generator=gen) + 0.5)
+    return m
+
+
+def _batches(gen: torch.Generator, shape: tuple[int, ...], n: int = 8) -> list[torch.Tensor]:
+    return [torch.randn(*shape, generator=gen) for _ in range(n)]
+
+
+def _build(model, x, cal, **kw):
+    return trtjit.compile(model.to(DEVICE), (x.to(DEVICE),), precision="int8", calibrator=cal, **kw)
+
+
+def _int8_layers(engine) -> list[str]:
+    return [r["layer"] for r in engine.precision_report() if r["precision"] == "int8"]
+
+
+def test_interpreter_int8_dot_is_exact():
+    """Triton 3.6's interpreter computes int8 x int8 -> int32 dots exactly (sums beyond 2**24 included),
+    so the int8 kernels run the same int8 path on the CPU as on the GPU."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def dot8(a_ptr, b_ptr, c_ptr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+        rm = tl.arange(0, BM)[:, None]
+        rn = tl.arange(0, BN)[None, :]
+        rk = tl.arange(0, BK)
+        a = tl.load(a_ptr + rm * BK + rk[None, :])
+        b = tl.load(b_ptr + rk[:, None] * BN + rn)
+        acc = tl.dot(a, b, tl.zeros((BM, BN), dtype=tl.int32), out_dtype=tl.int32)
+        tl.store(c_ptr + rm * BN + rn, acc)
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (16, 2048), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (2048, 16), dtype=torch.int8, generator=g)
+    a[0], b[:, 0] = -128, -128  # one output of 2048 * 2**14 = 2**25: not exact in float32
+    c = torch.empty(16, 16, dtype=torch.int32, device=DEVICE)
+    dot8[(1,)](a.to(DEVICE), b.to(DEVICE), c, 16, 16, 2048)
+    assert torch.equal(c.cpu(), a.long().matmul(b.long()).int())
+    assert int(c[0, 0]) == 2**25
+
+
+@pytest.mark.parametrize("cal_cls", CALIBRATORS, ids=lambda c: c.__name__)
+def test_small_cnn_int8(cal_cls, gen):
+    model = _cnn(gen)
+    x = torch.randn(2, 3, 8, 8, generator=gen)
+    engine = _build(model, x, cal_cls(_batches(gen, (2, 3, 8, 8))), verify=True)
+    assert set(_int8_layers(engine)) == {"stem.0", "conv1", "conv2", "head.matmul"}, engine.precision_table()
+    # the int8 convolutions are fused: int8 weights, dequantize + bias (+ residual) in the epilogue, and the
+    # requantize of the next layer's input stored as int8 by the producing kernel
+    gemms = [n for n in engine.graph if n.op == "fused_gemm"]
+    assert all(n.attrs["body"].spec(n.attrs["body"].inputs_of(
+        next(b.name for b in n.attrs["body"] if b.op in ("conv2d", "matmul")))[1]).dtype == torch.int8 for n in gemms)
+    assert any(b.op == "quantize" for n in gemms for b in n.attrs["body"])
+    assert any(s.dtype == torch.int8 for n in gemms for s in n.outputs)
+    with torch.no_grad():
+        ref = model(x.to(DEVICE))
+    out = engine(x.to(DEVICE))
+    assert out.dtype == torch.float32
+    assert rel_error(out, ref) <= TOL
+    assert_close_rel(out, run_graph(engine.graph, [x.to(DEVICE)])[0], tol=1e-4)  # kernels == int8 IR
+    # argmax agreement of the head on fresh inputs (the IR through the reference interpreter: fast)
+    xs = _batches(gen, (2, 3, 8, 8), 16)
+    agree = sum(int((run_graph(engine.graph, [t])[0].argmax(1) == model(t).argmax(1)).sum()) for t in xs)
+    assert agree >= 0.9 * 2 * len(xs)
+
+
+@pytest.mark.parametrize("cal_cls", CALIBRATORS, ids=lambda c: c.__name__)
+def test_transformer_block_int8(cal_cls, gen):
+    model, (x,) = example("transformer_layer")
+    cal = cal_cls(_batches(gen, tuple(x.shape)))
+    engine = _build(model, x, cal, verify=True)
+    report = {r["layer"]: r for r in engine.precision_report()}
+    assert len(_int8_layers(engine)) == 4, engine.precision_table()  # QKV (merged), out proj, FFN 1 and 2
+    assert all(r["error"] is not None and r["error"] <= 0.05 for r in report.values() if r["precision"] == "int8")
+    with torch.no_grad():
+        ref = model(x.to(DEVICE))
+    out = engine(x.to(DEVICE))
+    assert rel_error(out, ref) <= TOL
+    assert_close_rel(out, run_graph(engine.graph, [x.to(DEVICE)])[0], tol=1e-4)
+
+
+def test_calibration_inputs_generator_and_dataloader(gen):
+    """A one-shot generator and a DataLoader of (input, label) pairs calibrate like a list."""
+    model, (x,) = example("mlp")
+    data = _batches(gen, tuple(x.shape))
+    want = _build(model, x, trtjit.MinMaxCalibrator(data), opt_level=1).precision_report()
+    from_gen = _build(model, x, trtjit.MinMaxCalibrator(t for t in data), opt_level=1).precision_report()
+    ds = torch.utils.data.TensorDataset(torch.cat(data), torch.zeros(len(data) * x.shape[0]))
+    loader = torch.utils.data.DataLoader(ds, batch_size=x.shape[0])
+    from_loader = _build(model, x, trtjit.MinMaxCalibrator(loader), opt_level=1).precision_report()
+    scales = [r["act_scale"] for r in want]
+    assert [r["act_scale"] for r in from_gen] == scales == [r["act_scale"] for r in from_loader]
+
+
+class CountingCalibrator(trtjit.EntropyCalibrator):
+    """TensorRT's interface shape: a subclass that serves batches from get_batch and keeps the cache in
+    memory."""
+
+    def __init__(self, data: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.data, self.i, self.stored = data, 0, None
+
+    def get_batch_size(self) -> int:
+        return int(self.data[0].shape[0])
+
+    def get_batch(self, names):
+        if self.i >= len(self.data):
+            return None
+        self.i += 1
+        return [self.data[self.i - 1]]
+
+    def read_calibration_cache(self):
+        return self.stored
+
+    def write_calibration_cache(self, cache: bytes) -> None:
+        self.stored = cache
+
+
+def test_tensorrt_interface_subclass(gen):
+    model, (x,) = example("mlp")
+    cal = CountingCalibrator(_batches(gen, tuple(x.shape), 4))
+    assert cal.get_batch_size() == x.shape[0]
+    engine = _build(model, x, cal, opt_level=1)
+    assert cal.i == 4 and cal.stored.startswith(b"TRT-8601-EntropyCalibration2\n")
+    assert engine.graph.meta["calibration"]["batches"] == 4
+    again = _build(model, x, cal, opt_level=1)  # second build: the in-memory cache, no batch is read
+    assert cal.i == 4 and again.graph.meta["calibration"]["batches"] == 0
+    assert [r["act_scale"] for r in again.precision_report()] == [r["act_scale"] for r in engine.precision_report()]
+
+
+def test_cache_round_trip(gen, tmp_path):
+    model, (x,) = example("mlp")
+    path = tmp_path / "mlp.cache"
+    first = _build(model, x, trtjit.EntropyCalibrator(_batches(gen, tuple(x.shape)), cache=path), opt_level=1)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "TRT-8601-EntropyCalibration2"
+    cache = CalibrationCache.parse(path.read_bytes())
+    assert cache.graph_key and cache.data_key
+    for r in first.precision_report():  # every scale is the big-endian float32 bit pattern of the scale used
+        hexs = next(ln.split(": ")[1] for ln in lines if ln.startswith(r["tensor"] + ": "))
+        assert len(hexs) == 8 and struct.unpack(">f", bytes.fromhex(hexs))[0] == r["act_scale"]
+    second = _build(model, x, trtjit.EntropyCalibrator(cache=path), opt_level=1)  # no data: the cache alone
+    assert second.graph.meta["calibration"]["source"] == str(path)
+    assert [k.source for k in second.kernels] == [k.source for k in first.kernels]
+    assert [r["precision"] for r in second.precision_report()] == [r["precision"] for r in first.precision_report()]
+    assert all("not checked" in r["reason"] for r in second.precision_report() if r["precision"] == "int8")
+    assert torch.equal(second(x.to(DEVICE)), first(x.to(DEVICE)))
+
+
+def test_tensorrt_written_cache_imports(gen, tmp_path):
+    """A cache in TensorRT's format without trtjit's keys: scales used by tensor name, a layer whose
+    input has no scale stays fp32 and says why."""
+    model, (x,) = example("mlp")
+    probe = _build(model, x, trtjit.MinMaxCalibrator(_batches(gen, tuple(x.shape), 2)), opt_level=1)
+    first, second = (r["tensor"] for r in probe.precision_report())
+    path = tmp_path / "trt.cache"
+    path.write_text(f"TRT-8510-MinMaxCalibration\n{first}: {struct.pack('>f', 0.03125).hex()}\n"
+                    f"some_other_tensor: 3c000000\n")
+    engine = _build(model, x, trtjit.MinMaxCalibrator(cache=path), opt_level=1)
+    rep = {r["tensor"]: r for r in engine.precision_report()}
+    assert rep[first]["precision"] == "int8" and rep[first]["act_scale"] == 0.03125
+    assert rep[second]["precision"] == "fp32" and "no scale" in rep[second]["reason"]
+    q = next(n for n in engine.graph.nodes if n.op == "quantize" or (
+        n.op.startswith("fused") and any(b.op == "quantize" for b in n.attrs["body"])))
+    assert q is not None
+    with torch.no_grad():
+        assert rel_error(engine(x.to(DEVICE)), model(x.to(DEVICE))) <= TOL
+
+
+def test_stale_cache_refused_or_recalibrated(gen, tmp_path):
+    model, (x,) = example("mlp")
+    path = tmp_path / "mlp.cache"
+    data = _batches(gen, tuple(x.shape), 4)
+    _build(model, x, trtjit.EntropyCalibrator(data, cache=path), opt_level=1)
+    other, _ = example("mlp", seed=1)  # same architecture, other weights: another graph
+    with pytest.raises(CalibrationError, match="another graph.*recalibrate=True"):
+        _build(other, x, trtjit.EntropyCalibrator(data, cache=path), opt_level=1)
+    with pytest.raises(CalibrationError, match="other calibration data"):
+        _build(model, x, trtjit.EntropyCalibrator(_batches(gen, tuple(x.shape), 4), cache=path), opt_level=1)
+    with pytest.raises(CalibrationError, match="made by EntropyCalibration2.*MinMaxCalibrator"):
+        _build(model, x, trtjit.MinMaxCalibrator(data, cache=path), opt_level=1)
+    old = path.read_text()
+    engine = _build(other, x, trtjit.EntropyCalibrator(data, cache=path, recalibrate=True), opt_level=1)
+    assert engine.graph.meta["calibration"]["batches"] == 4 and path.read_text() != old
+    _build(other, x, trtjit.EntropyCalibrator(data, cache=path), opt_level=1)  # now it fits
+
+
+def test_bad_calibration_input_names_batch_and_tensor(gen, tmp_path):
+    model, (x,) = example("mlp")
+    good = torch.randn(*x.shape, generator=gen)
+    with pytest.raises(CalibrationError, match=r"calibration batch 1, input 'x': expected float32\[2,32\], got "
+                                               r"float32\[3,32\]"):
+        _build(model, x, trtjit.MinMaxCalibrator([good, torch.randn(3, 32)]), opt_level=1)
+    with pytest.raises(CalibrationError, match=r"calibration batch 0, input 'x': expected float32\[2,32\], got "
+                                               r"float16\[2,32\]"):
+        _build(model, x, trtjit.MinMaxCalibrator([good.half()]), opt_level=1)
+    with pytest.raises(CalibrationError, match="calibration set is empty"):
+        _build(model, x, trtjit.MinMaxCalibrator([]), opt_level=1)
+    with pytest.raises(CalibrationError, match="calibration batch 0, input 'x' holds NaN"):
+        _build(model, x, trtjit.MinMaxCalibrator([torch.full(x.shape, float("nan"))]), opt_level=1)
+    with pytest.raises(CalibrationError, match="calibration batch 0: calibration batch lacks input"):
+        _build(model, x, trtjit.MinMaxCalibrator([{"y": good}]), opt_level=1)
+    with pytest.raises(CalibrationError, match="needs calibration data for 2 layer"):
+        trtjit.compile(model, (x,), precision="int8", opt_level=1)
+    with pytest.raises(CalibrationError, match="got one tensor"):
+        trtjit.MinMaxCalibrator(good)
+    bad = tmp_path / "bad.cache"
+    bad.write_text("TRT-8601-MinMaxCalibration\nfc1.x 3c000000\n")
+    with pytest.raises(CalibrationError, match=r"bad.cache: line 2 'fc1.x 3c000000' is not"):
+        _build(model, x, trtjit.MinMaxCalibrator(cache=bad), opt_level=1)
+    bad.write_text("calibration scales\n")
+    with pytest.raises(CalibrationError, match="not a TensorRT calibration cache"):
+        _build(model, x, trtjit.MinMaxCalibrator(cache=bad), opt_level=1)
+
+
+def test_precision_check_overrides_and_strict(gen):
+    model, (x,) = example("mlp")
+    data = _batches(gen, tuple(x.shape), 4)
+    tight = _build(model, x, trtjit.MinMaxCalibrator(data), opt_level=1, int8_tolerance=1e-6)
+    rep = tight.precision_report()
+    assert all(r["precision"] == "fp32" and "int8_tolerance 1e-06" in r["reason"] for r in rep)
+    assert not any(n.op == "quantize" for n in tight.graph)
+    strict = _build(model, x, trtjit.MinMaxCalibrator(data), opt_level=1, int8_tolerance=1e-6,
+                    strict_precision=True)
+    assert all(r["precision"] == "int8" and r["reason"].startswith("strict_precision") for r in
+               strict.precision_report())
+    by_name = _build(model, x, trtjit.MinMaxCalibrator(data), opt_level=1, keep_fp32=("fc2",))
+    assert [r["precision"] for r in by_name.precision_report()] == ["int8", "fp32"]
+    assert by_name.precision_report()[1]["reason"] == "keep_fp32 override"
+    by_op = _build(model, x, trtjit.MinMaxCalibrator(data), opt_level=1, keep_fp32=("matmul",))
+    assert [r["precision"] for r in by_op.precision_report()] == ["fp32", "fp32"]
+    table = strict.precision_table()
+    assert "fc1.matmul" in table.splitlines()[1] and "int8" in table
+    rec = next(r for r in strict.build_log if r.name == "quantize_int8")
+    assert sum(e["fired"] for e in rec.events) == 2
+
+
+def test_int8_engine_file_round_trip(gen, tmp_path):
+    model, (x,) = example("mlp")
+    engine = _build(model, x, trtjit.EntropyCalibrator(_batches(gen, tuple(x.shape), 4)))
+    path = engine.save(str(tmp_path / "mlp_int8.plan"))
+    loaded = trtjit.load(path)
+    assert loaded.options.precision == "int8"
+    assert loaded.precision_report() == engine.precision_report()
+    assert torch.equal(loaded(x.to(DEVICE)), engine(x.to(DEVICE)))
+
+
+def test_opt_level_0_int8(gen):
+    """Without folding the weight is a permute view of the constant; every op is its own kernel."""
+    model, (x,) = example("mlp")
+    engine = _build(model, x, trtjit.MinMaxCalibrator(_batches(gen, tuple(x.shape), 2)), opt_level=0, verify=True)
+    assert len(_int8_layers(engine)) == 2
+    with torch.no_grad():
+        assert rel_error(engine(x.to(DEVICE)), model(x.to(DEVICE))) <= TOL
