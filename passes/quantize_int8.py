@@ -17,6 +17,11 @@ Requires: composites decomposed, constants folded where the level folds, before 
   NaN/Inf or further than ``int8_tolerance`` (||int8 - fp32|| / ||fp32||) from the fp32 one. With
   ``strict_precision`` the check is reported but never moves a layer to fp32.
 
+Explicit quantization (any precision, first): a GEMM/conv reading ``dequantize(q)`` of an int8 ``q``
+(ONNX QuantizeLinear/DequantizeLinear, torch's quantize/dequantize and fake-quantize ops) with a constant
+weight runs int8 on ``q`` with the graph's scale; its weight, folded to fp32 from ``dequantize(W_int8)``,
+is put back on its int8 grid (``weight_grid``).
+
 ``graph.meta["precision_report"]`` lists every GEMM/conv layer: precision, reason, error, scale (also
 ``engine.precision_report()``); the build log records one event per layer. Other ops stay fp32.
 """
@@ -48,14 +53,17 @@ def _kept(name: str, op: str, keep: tuple[str, ...]) -> bool:
 
 
 def _const_value(graph: Graph, v: Value) -> torch.Tensor | None:
-    """The value of ``v`` when it is a constant or views of one (weights at opt_level 0 are permuted)."""
+    """The value of ``v`` when only constants feed it (weights at opt_level 0 are permuted views, and an
+    explicitly quantized weight is ``dequantize(constant)``)."""
     n = graph.node(v.node)
     if n.op == "constant":
         return n.value
-    if get_op(n.op).kind != "view":
+    if n.op == "input" or get_op(n.op).kind not in ("view", "pointwise") or len(n.outputs) != 1:
         return None
-    src = _const_value(graph, graph.inputs_of(n.name)[0])
-    return None if src is None else get_op(n.op).run([src], n.attrs)[0]
+    ins = [_const_value(graph, u) for u in graph.inputs_of(n.name)]
+    if any(t is None for t in ins):
+        return None
+    return get_op(n.op).run(ins, n.attrs)[0]
 
 
 def quantize_weight(w: torch.Tensor, op: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,13 +103,71 @@ def _check(op: str, attrs: dict, w: torch.Tensor, wq: torch.Tensor, sw: torch.Te
     return err, finite, clipped / max(total, 1)
 
 
+def weight_grid(w: torch.Tensor, op: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """int8 weights of an explicitly quantized layer: its weight is ``dequantize(W_int8)`` folded to fp32,
+    so find the grid it lies on (per tensor, then per output channel, scale = max |w| / 127 as exporters
+    choose it) and recover W_int8 exactly; off-grid weights are quantized per channel afresh."""
+    wq, sw = quantize_weight(w, op)
+    shape = (1, -1) if op == "matmul" else (-1, 1, 1, 1)
+    amax = float(w.abs().max())
+    if amax > 0:
+        st = amax / 127.0
+        r = w.double() / st
+        if float((r - r.round()).abs().max()) < 1e-3:
+            n = w.shape[1] if op == "matmul" else w.shape[0]
+            return torch.clamp(r.round(), -127, 127).to(torch.int8), torch.full((n,), st), "per-tensor weight grid"
+    r = w.double() / sw.double().reshape(shape)
+    if float((r - r.round()).abs().max()) < 1e-3:
+        return wq, sw, "per-channel weight grid"
+    return wq, sw, "weights re-quantized per channel (not on an int8 grid)"
+
+
+def _explicit(graph: Graph, ctx: PassContext, report: list[dict]) -> None:
+    """Explicit quantization (any precision): a GEMM/conv reading ``dequantize(q)`` of an int8 ``q`` with a
+    constant weight runs int8 on ``q`` with the graph's scale; the dequantize disappears."""
+    for name in graph.topo_order():
+        n = graph.node(name)
+        if n.op not in ANCHORS:
+            continue
+        a, b = graph.inputs_of(name)
+        views, v = [], a
+        while get_op(graph.node(v.node).op).kind == "view":  # dequantize commutes with views (flatten, ...)
+            views.append(graph.node(v.node))
+            v = graph.inputs_of(v.node)[0]
+        dq = graph.node(v.node)
+        if dq.op != "dequantize" or graph.spec(graph.inputs_of(dq.name)[0]).dtype != torch.int8:
+            continue
+        w = _const_value(graph, b)
+        if w is None or w.dtype != torch.float32 or (n.op == "matmul" and w.dim() != 2):
+            report.append({"layer": name, "op": n.op, "precision": "fp32",
+                           "reason": "explicit Q/DQ input but no constant fp32 weight to run int8 with"})
+            ctx.skipped(KEEP, name, report[-1]["reason"])
+            continue
+        sa = float(dq.attrs["scale"])
+        wq, sw, how = weight_grid(w, n.op)
+        reason = f"explicit Q/DQ (scale from the graph, {how})"
+        report.append({"layer": name, "op": n.op, "precision": "int8", "reason": reason, "tensor": value_name(a),
+                       "act_scale": sa, "error": None, "clipped": None})
+        q = graph.inputs_of(dq.name)[0]
+        for view in reversed(views):  # the same views of the int8 tensor
+            q = Value(graph.add(view.op, [q], dict(view.attrs), name=f"{view.name}.int8", source=view.source).name)
+        _rewrite(graph, name, n.op, a, b, wq, sa, sw, {a: q})
+        _drop_dead(graph, a.node)
+        ctx.fired(INT8, name, f"{n.op}: {reason}")
+
+
 def run(graph: Graph, ctx: PassContext) -> Graph:
     opts = ctx.options
+    report: list[dict] = []
+    if any(graph.node(n).op == "dequantize" for n in graph.nx):
+        _explicit(graph, ctx, report)
     if opts.precision != "int8":
+        if report:
+            graph.meta["precision_report"] = report
         return graph
     keep = tuple(opts.keep_fp32)
-    report: list[dict] = []
     layers = []
+    done = {r["layer"] for r in report}
 
     def fp32(name: str, op: str, reason: str, **extra: object) -> None:
         report.append({"layer": name, "op": op, "precision": "fp32", "reason": reason} | extra)
@@ -111,7 +177,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         n = graph.node(name)
         if n.op == "conv_transpose2d":
             fp32(name, n.op, "no int8 kernel for transposed convolutions")
-        if n.op not in ANCHORS:
+        if n.op not in ANCHORS or name in done:
             continue
         a, b = graph.inputs_of(name)
         if graph.spec(a).dtype != torch.float32 or graph.spec(b).dtype != torch.float32:

@@ -452,7 +452,9 @@ CASES: dict[str, list[Case]] = {
 }
 
 # int8 (passes/quantize_int8.py): quantize saturates; int8 matmul/conv2d accumulate exactly in int32
-CASES["quantize"] = [Case("saturating", [In((4, 6), "wide")], {"scale": 0.05})]
+CASES["quantize"] = [Case("saturating", [In((4, 6), "wide")], {"scale": 0.05}),
+                     Case("ties_to_even", [In((4, 6), "int")], {"scale": 2.0})]  # 0.5, 1.0, 1.5 -> 0, 0, 2
+CASES["dequantize"] = [Case("int8", [In((4, 6), "int8")], {"scale": 0.03})]
 CASES["matmul"] = CASES["matmul"] + [Case("int8", [In((5, 72), "int8"), In((72, 6), "int8")]),
                                      Case("int8_batched", [In((2, 3, 40), "int8"), In((40, 5), "int8")])]
 CASES["conv2d"] = CASES["conv2d"] + [

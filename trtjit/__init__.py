@@ -23,6 +23,7 @@ if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ:
         # Triton picks interpreter vs compiler at import time; with no GPU, kernels run interpreted.
         os.environ["TRITON_INTERPRET"] = "1"
 
+from trtjit import qdq_torch as _qdq_torch  # noqa: E402, F401  (torch quantize/dequantize converters)
 from trtjit.builder import build, compile  # noqa: E402
 from trtjit.calibration import (  # noqa: E402
     Calibrator,

@@ -2178,11 +2178,28 @@ def _qparams(c: NodeCtx, x: Entry, i_scale: int, i_zp: int) -> tuple[Entry, Entr
     return scale, zp, ax
 
 
+def _symmetric_int8_scale(c: NodeCtx, q_dtype: torch.dtype) -> float | None:
+    """The scale of a symmetric per-tensor int8 Q/DQ (constant positive fp32 scalar scale, zero point absent
+    or 0): such nodes import as IR quantize/dequantize, which passes/quantize_int8 folds into int8 kernels.
+    None for every other variant (they keep the exact decomposition below)."""
+    if q_dtype != torch.int8 or c.attr("block_size", 0) or not c.is_const(1):
+        return None
+    scale = c.const(1)
+    if scale.numel() != 1 or scale.dtype != torch.float32 or not float(scale.reshape(())) > 0:
+        return None
+    if c.has(2) and not (c.is_const(2) and c.const(2).dtype == torch.int8 and not c.const(2).any()):
+        return None
+    return float(scale.reshape(()))
+
+
 @converter("DequantizeLinear")
 def _dequantize(c: NodeCtx) -> Entry:
     x = c.input(0)
     if c.dtype(x) not in (torch.int8, torch.uint8, torch.int32, torch.int16):
         raise Unsupported(f"input dtype {c.dtype(x)}")
+    s = _symmetric_int8_scale(c, c.dtype(x))
+    if s is not None and not isinstance(x, torch.Tensor):  # (a constant weight folds to fp32 right away)
+        return c.add("dequantize", [x], scale=s)
     scale, zp, _ = _qparams(c, x, 1, 2)
     out_dt = c.dtype(scale)
     xf = c.cast(x, torch.float32)
@@ -2209,6 +2226,9 @@ def _quantize(c: NodeCtx) -> Entry:
     out_dt = c.dtype(zp) if zp is not None else ONNX_DTYPES.get(c.attr("output_dtype", TensorProto.UINT8))
     if out_dt not in _QRANGE:
         raise Unsupported(f"quantization to {out_dt}")
+    s = _symmetric_int8_scale(c, out_dt)
+    if s is not None:
+        return c.add("quantize", [c.cast(x, torch.float32)], scale=s)
     lo, hi = _QRANGE[out_dt]
     xf = c.cast(x, torch.float32)
     q = _round_even(c, c.add("div", [xf, c.cast(scale, torch.float32)]))

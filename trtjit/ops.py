@@ -281,18 +281,23 @@ def _int8_conv2d(ins: list[torch.Tensor], stride: list[int], padding: list[int],
 
 
 def _quantize_ref(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Symmetric int8: round half up (floor(x / scale + 0.5), what the kernels compute), saturate to
-    [-128, 127]."""
-    return torch.clamp(torch.floor(x.float() / scale + 0.5), -128, 127).to(torch.int8)
+    """Symmetric int8: round half to even (as TensorRT, ONNX QuantizeLinear and torch's fake quantization
+    do), saturate to [-128, 127]."""
+    return torch.clamp(torch.round(x.float() / scale), -128, 127).to(torch.int8)
 
 
 def _quantize_expr(a: list[str], attrs: dict) -> str:
-    s = lit(float(attrs["scale"]))
-    return f"tl.minimum(tl.maximum(tl.floor({a[0]} / {s} + 0.5), -128.0), 127.0).to(tl.int8)"
+    t = f"({a[0]} / {lit(float(attrs['scale']))})"
+    r = f"tl.floor({t} + 0.5)"
+    even = f"tl.where(({r} - {t} == 0.5) & (tl.floor({r} * 0.5) != {r} * 0.5), {r} - 1.0, {r})"
+    return f"tl.minimum(tl.maximum({even}, -128.0), 127.0).to(tl.int8)"
 
 
 _pointwise("quantize", 1, _quantize_ref, _quantize_expr, {"scale": REQUIRED},
-           doc="x -> int8: clamp(floor(x / scale + 0.5), -128, 127) (per-tensor symmetric scale)")
+           doc="x -> int8: clamp(round_half_even(x / scale), -128, 127) (per-tensor symmetric scale)")
+_pointwise("dequantize", 1, lambda q, scale: q.float() * scale,
+           lambda a, at: f"{a[0]}.to(tl.float32) * {lit(float(at['scale']))}", {"scale": REQUIRED},
+           doc="int8 -> float32: q * scale (explicit Q/DQ; folded into int8 GEMM/conv by quantize_int8)")
 
 
 # ------------------------------------------------------------------------------------ gemm, conv, pool
