@@ -95,7 +95,6 @@ def test_pt2e_quantize_dequantize_ops(gen):
 
 
 def _onnx_qdq_model(gen: torch.Generator):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = torch.randn(8, 3, 3, 3, generator=gen)
