@@ -65,7 +65,9 @@ def test_build_progress_and_errors(tmp_path, capsys):
     assert "[1/3] loading model" in cap.err and "[3/3] writing" in cap.err
     assert "targets none (JIT)" in cap.out
     for argv, msg in ((["build", "--onnx", "m.onnx"], "ONNX input is not supported yet"),
-                      (["build", MLP, "--int8"], "int8 precision is not supported yet"),
+                      (["build", MLP, "--int8"], "--int8 needs --calib-cache FILE"),
+                      (["build", MLP, "--calib-cache", "c.cache"], "--calib-cache is only used with --int8"),
+                      (["build", MLP, "--int8", "--calib-cache", "nope.cache"], "nope.cache: no such file"),
                       (["build", MLP, "--fp8"], "fp8 precision is not supported yet"),
                       (["build", MLP, "--target", "sm_42"], "unknown GPU target 'sm_42'"),
                       (["build", "no_such_module_xyz:f"], "cannot import 'no_such_module_xyz'"),
@@ -159,3 +161,24 @@ def test_ops_lists_ir_aten_and_onnx_ops(capsys):
     assert "IR ops (trtjit.ops):" in out and "sdpa" in out and "conv_transpose2d" in out
     assert "aten.scaled_dot_product_attention" in out
     assert "ONNX op types the ONNX frontend converts:" in out and "Conv" in out
+
+
+def test_build_int8_from_calibration_cache(tmp_path, capsys):
+    """Calibrate on the host (API, cache=), build with the CLI from the cache alone and cross-compile the int8
+    kernels (int8 tl.dot into int32) for sm_90: the engine matches the host's."""
+    from trtjit.examples import example
+
+    model, (x,) = example("mlp", batch=3)
+    cache = tmp_path / "mlp.cache"
+    g = torch.Generator().manual_seed(0)
+    host = trtjit.compile(model, (x,), precision="int8",
+                          calibrator=trtjit.EntropyCalibrator([torch.randn(3, 32, generator=g) for _ in range(4)],
+                                                              cache=cache))
+    out = tmp_path / "mlp_int8.plan"
+    assert main(["build", MLP, "--int8", "--calib-cache", str(cache), "--target", "sm_90", "-o", str(out)]) == 0
+    capsys.readouterr()
+    eng = trtjit.load(str(out))
+    assert eng.targets == ["sm_90"] and [k.source for k in eng.kernels] == [k.source for k in host.kernels]
+    assert [r["precision"] for r in eng.precision_report()] == [r["precision"] for r in host.precision_report()]
+    assert any("out_dtype=tl.int32" in k.source for k in eng.kernels)
+    assert torch.equal(eng(x.to(DEVICE)), host(x.to(DEVICE)))

@@ -378,6 +378,26 @@ class MSECalibrator(Calibrator):
         return mse_threshold(hist)
 
 
+def calibrator_for_cache(path: str | Path) -> Calibrator:
+    """A calibrator with no data that reads ``path``, of the class its header names (the CLI's --int8)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CalibrationError(f"calibration cache {p}: no such file")
+    head = p.read_bytes()[:200].decode("ascii", "replace").splitlines()
+    m = _HEADER.match(head[0].strip()) if head else None
+    if m is None:
+        raise CalibrationError(f"{p}: not a TensorRT calibration cache: the first line must be "
+                               f"'TRT-<version>-<algorithm>'")
+    classes = {c.algorithm: c for c in (EntropyCalibrator, MinMaxCalibrator, PercentileCalibrator, MSECalibrator)}
+    classes["EntropyCalibration"] = classes["LegacyCalibration"] = EntropyCalibrator
+    cls = classes.get(m.group(2))
+    if cls is None:
+        raise CalibrationError(f"{p}: calibration algorithm {m.group(2)!r} is unknown; known: {sorted(classes)}")
+    cal = cls(cache=p)
+    cal.algorithm = m.group(2)  # TensorRT's older algorithms: their scales are used as they are
+    return cal
+
+
 def _first_tensor(b: Any) -> torch.Tensor | None:
     if isinstance(b, (torch.Tensor, np.ndarray)):
         return torch.as_tensor(b)

@@ -242,6 +242,15 @@ def cmd_build(args: argparse.Namespace) -> int:
         overrides["tf32"] = True
     if args.keep_fp32:
         overrides["keep_fp32"] = tuple(args.keep_fp32)
+    if precision == "int8":  # calibrate on a host (trtjit.compile with a calibrator and cache=), build anywhere
+        if not args.calib_cache:
+            raise InputError("--int8 needs --calib-cache FILE: a calibration cache (TensorRT's format, written by "
+                             "trtjit.compile(..., precision='int8', calibrator=trtjit.EntropyCalibrator(batches, "
+                             "cache=FILE)) or by TensorRT)")
+        from trtjit.calibration import calibrator_for_cache
+        overrides["calibrator"] = calibrator_for_cache(args.calib_cache)
+    elif args.calib_cache:
+        raise InputError("--calib-cache is only used with --int8")
     _progress(f"[2/3] compiling (opt level {args.opt_level}, {precision}"
               f"{', targets ' + ', '.join(targets) if targets else ', no GPU binaries: kernels JIT-compile at load'})")
     handler = logging.StreamHandler(sys.stderr)
@@ -621,11 +630,13 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
     prec = b.add_argument_group("precision (default fp32)")
     for flag, what in (("fp16", "store tensors in float16, compute in fp32 inside kernels"),
                        ("bf16", "store tensors in bfloat16, compute in fp32 inside kernels"),
-                       ("int8", "int8 quantization (not supported yet)"), ("fp8", "fp8 (not supported yet)")):
+                       ("int8", "int8 GEMM/conv with the scales of --calib-cache"), ("fp8", "fp8 (not supported yet)")):
         prec.add_argument(f"--{flag}", action="store_true", help=what)
+    prec.add_argument("--calib-cache", metavar="FILE",
+                      help="int8 calibration cache (TensorRT text format) written by a calibrated build or TensorRT")
     prec.add_argument("--tf32", action="store_true", help="let fp32 GEMMs use TF32 tensor cores")
     prec.add_argument("--keep-fp32", action="append", metavar="NAME",
-                      help="node name, prefix or op type that stays fp32 under --fp16/--bf16 (repeatable)")
+                      help="node name, prefix or op type that stays fp32 under --fp16/--bf16/--int8 (repeatable)")
     b.add_argument("--key-file", help="sign the engine with the key in this file (default: $TRTJIT_SIGNING_KEY)")
     b.add_argument("-v", "--verbose", action="store_true", help="print the kernel table")
     b.set_defaults(fn=cmd_build)
