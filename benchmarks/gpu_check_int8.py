@@ -1,4 +1,5 @@
-"""GPU check of the int8 kernels (IMMA tl.dot with int32 accumulators, fused dequantize/requantize epilogues).
+"""GPU check of the int8 kernels (IMMA tl.dot with int32 accumulators, fused dequantize/requantize epilogues)
+and, on sm_89+ (Hopper), of the fp8 (e4m3) GEMMs.
 
 On a GPU: builds int8 engines of the example MLP, transformer layer and CNN (calibrated on random data), runs
 the generated kernels and compares them with the reference interpreter on the same int8 IR (must agree to
@@ -38,6 +39,25 @@ def main() -> None:
         good = e_ir < 1e-3 and e_fp < 0.05
         ok &= good
         print(f"{name:18s} kernels vs int8 IR {e_ir:.2e}  vs fp32 {e_fp:.3f}  {'OK' if good else 'FAIL'}")
+    if torch.cuda.get_device_capability() >= (8, 9):
+        model, (x,) = example("transformer_layer", batch=8)
+        g = torch.Generator().manual_seed(0)
+        data = [torch.randn(*x.shape, generator=g) for _ in range(8)]
+        engine = trtjit.compile(model.to(dev), (x.to(dev),), precision="fp8", calibrator=trtjit.MinMaxCalibrator(data))
+        out = engine(x.to(dev))
+        with torch.no_grad():
+            ref = model(x.to(dev))
+        e_ir, e_fp = rel(out, run_graph(engine.graph, [x])[0]), rel(out, ref)
+        good = e_ir < 1e-3 and e_fp < 0.1
+        ok &= good
+        print(f"{'fp8 transformer':18s} kernels vs fp8 IR {e_ir:.2e}  vs fp32 {e_fp:.3f}  {'OK' if good else 'FAIL'}")
+        lin = torch.nn.Linear(4096, 4096).eval().to(dev)
+        xl = torch.randn(256, 4096, device=dev)
+        for prec in ("fp8", "int8", "fp16"):
+            kw = {"calibrator": trtjit.MinMaxCalibrator([xl.cpu()])} if prec in ("fp8", "int8") else {}
+            e = trtjit.compile(lin, (xl,), precision=prec, **kw)
+            prof = e.profile(xl, iters=50)
+            print(f"linear 256x4096x4096 {prec}: {sum(p.ms for p in prof):.3f} ms over {len(prof)} kernels")
     conv = torch.nn.Sequential(torch.nn.Conv2d(256, 256, 3, padding=1), torch.nn.ReLU(),
                                torch.nn.Conv2d(256, 256, 3, padding=1)).eval().to(dev)
     x = torch.randn(32, 256, 14, 14, device=dev)

@@ -86,6 +86,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         prec = "ieee_upcast"  # Triton 3.6's interpreter multiplies bf16 tiles wrongly: upcast them there
     if A.dtype == torch.int8:
         prec = "int8"  # int8 x int8 -> int32 (see _int8_accumulator)
+    if A.dtype == torch.float8_e4m3fn:
+        prec = "fp8"  # e4m3 x e4m3 -> fp32 (Hopper/Ada fp8 tensor cores; see _fp8_block_k)
     if anchor.op == "matmul":
         dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars = _matmul_mainloop(
             w, A, B, out_shape, prec)
@@ -94,6 +96,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
             w, A, B, anchor, out_shape, prec)
     if prec == "int8":
         _int8_accumulator(w, consts, A.layout.shape[-1] if anchor.op == "matmul" else None)
+    if prec == "fp8":
+        _fp8_block_k(consts, A.layout.shape[-1] if anchor.op == "matmul" else None)
     w(f"mask = (rm < {mrows}) & (rn < {n_cols})")
     loaded: dict[str, str] = {}
 
@@ -198,6 +202,8 @@ def full_tile(off: str, m_vars: set[str]) -> str:
 def _dot(prec: str) -> str:
     if prec == "int8":
         return "    acc = tl.dot(a, b, acc, out_dtype=tl.int32)"
+    if prec == "fp8":
+        return "    acc = tl.dot(a, b, acc)"
     if prec == "ieee_upcast":
         return '    acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")'
     return f'    acc = tl.dot(a, b, acc, input_precision="{prec}")'
@@ -292,3 +298,9 @@ def _int8_accumulator(w: Writer, consts: dict[str, int], K: int | None) -> None:
         consts["BLOCK_K"] = max(32, min(128, next_pow2(K)))
     else:
         consts["BLOCK_K"] = max(32, consts["BLOCK_K"])
+
+
+def _fp8_block_k(consts: dict[str, int], K: int | None) -> None:
+    """fp8 GEMM (``precision="fp8"``): e4m3 tiles accumulate in the fp32 tile; fp8 ``tl.dot`` wants
+    BLOCK_K >= 32 and one-byte operands afford a deeper K tile, as for int8."""
+    consts["BLOCK_K"] = max(32, min(128, next_pow2(K))) if K is not None else max(32, consts["BLOCK_K"])

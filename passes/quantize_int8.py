@@ -1,4 +1,4 @@
-"""INT8 post-training quantization with an automatic per-layer precision check.
+"""INT8 (and FP8) post-training quantization with an automatic per-layer precision check.
 
 Requires: composites decomposed, constants folded where the level folds, before epilogue fusion (at level
 2 after merge_parallel_gemms, so a merged Q/K/V projection is one int8 layer). Does nothing unless
@@ -24,11 +24,16 @@ is put back on its int8 grid (``weight_grid``).
 
 ``graph.meta["precision_report"]`` lists every GEMM/conv layer: precision, reason, error, scale (also
 ``engine.precision_report()``); the build log records one event per layer. Other ops stay fp32.
+
+``precision="fp8"`` does the same for matmuls in float8_e4m3fn (``quantize_fp8``, scales = threshold / 448,
+per-channel e4m3 weights, fp32 accumulation, no cast before the dequantize multiply); convolutions stay
+fp32. The calibration cache stores int8 scales (T / 127) either way.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -46,6 +51,23 @@ KEEP = rule("GEMM/conv kept in fp32", "quantize_int8",
 
 ANCHORS = ("matmul", "conv2d")
 INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Format:
+    """A low-precision format of calibrated GEMMs: ``levels`` is the largest magnitude (the threshold T maps
+    to it: scale = T / levels), ``quant_op`` the IR op that converts fp32 to it."""
+
+    name: str
+    levels: float
+    quant_op: str
+    dtype: torch.dtype
+    convs: bool
+
+
+FORMATS = {"int8": Format("int8", 127.0, "quantize", torch.int8, True),
+           "fp8": Format("fp8", 448.0, "quantize_fp8", torch.float8_e4m3fn, False)}
+INT8 = FORMATS["int8"]
 
 
 def _kept(name: str, op: str, keep: tuple[str, ...]) -> bool:
@@ -66,15 +88,17 @@ def _const_value(graph: Graph, v: Value) -> torch.Tensor | None:
     return get_op(n.op).run(ins, n.attrs)[0]
 
 
-def quantize_weight(w: torch.Tensor, op: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel int8 weights and their scales: matmul ``[K, N]`` per column, conv
-    ``[OC, C/g, KH, KW]`` per output channel."""
+def quantize_weight(w: torch.Tensor, op: str, fmt: Format = INT8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 (or e4m3) weights and their scales: matmul ``[K, N]`` per column,
+    conv ``[OC, C/g, KH, KW]`` per output channel."""
     w = w.float()
     amax = w.abs().amax(dim=0) if op == "matmul" else w.abs().flatten(1).amax(dim=1)
-    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    scale = torch.where(amax > 0, amax / fmt.levels, torch.ones_like(amax))
     shape = (1, -1) if op == "matmul" else (-1, 1, 1, 1)
-    q = torch.clamp(torch.round(w / scale.reshape(shape)), -127, 127).to(torch.int8)
-    return q, scale
+    t = w / scale.reshape(shape)
+    if fmt.dtype == torch.float8_e4m3fn:
+        return torch.clamp(t, -fmt.levels, fmt.levels).to(fmt.dtype), scale
+    return torch.clamp(torch.round(t), -127, 127).to(torch.int8), scale
 
 
 def _dequant_shape(op: str, n: int) -> list[int]:
@@ -82,11 +106,11 @@ def _dequant_shape(op: str, n: int) -> list[int]:
 
 
 def _check(op: str, attrs: dict, w: torch.Tensor, wq: torch.Tensor, sw: torch.Tensor, sa: float,
-           xs: list[torch.Tensor]) -> tuple[float | None, bool, float]:
-    """(relative error, all finite, clipped fraction) of the int8 layer against fp32 on ``xs``."""
+           xs: list[torch.Tensor], fmt: Format = INT8) -> tuple[float | None, bool, float]:
+    """(relative error, all finite, clipped fraction) of the low-precision layer against fp32 on ``xs``."""
     if not xs:
         return None, True, 0.0
-    ref, quant = get_op(op), get_op("quantize")
+    ref, quant = get_op(op), get_op(fmt.quant_op)
     num = den = 0.0
     finite, clipped, total = True, 0, 0
     scale = (sa * sw).reshape(_dequant_shape(op, sw.numel()))
@@ -97,7 +121,7 @@ def _check(op: str, attrs: dict, w: torch.Tensor, wq: torch.Tensor, sw: torch.Te
         finite = finite and bool(torch.isfinite(yq).all())
         num += float(((yq.double() - y) ** 2).sum())
         den += float((y ** 2).sum())
-        clipped += int((x.abs() / sa > 127.5).sum())
+        clipped += int((x.abs() / sa > fmt.levels + (0.5 if fmt is INT8 else 0.0)).sum())
         total += x.numel()
     err = math.sqrt(num / den) if den > 0 else (0.0 if num == 0 else math.inf)
     return err, finite, clipped / max(total, 1)
@@ -161,10 +185,15 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
     report: list[dict] = []
     if any(graph.node(n).op == "dequantize" for n in graph.nx):
         _explicit(graph, ctx, report)
-    if opts.precision != "int8":
+    if opts.precision not in FORMATS:
         if report:
             graph.meta["precision_report"] = report
         return graph
+    fmt = FORMATS[opts.precision]
+    if fmt.name == "fp8" and not opts.targets and torch.cuda.is_available() and \
+            torch.cuda.get_device_capability() < (8, 9):
+        raise CalibrationError(f"precision 'fp8' needs fp8 tensor cores (sm_89 or newer); this GPU is "
+                               f"sm_{''.join(map(str, torch.cuda.get_device_capability()))}: use precision='int8'")
     keep = tuple(opts.keep_fp32)
     layers = []
     done = {r["layer"] for r in report}
@@ -178,6 +207,9 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if n.op == "conv_transpose2d":
             fp32(name, n.op, "no int8 kernel for transposed convolutions")
         if n.op not in ANCHORS or name in done:
+            continue
+        if n.op == "conv2d" and not fmt.convs:
+            fp32(name, n.op, f"no {fmt.name} convolution kernel")
             continue
         a, b = graph.inputs_of(name)
         if graph.spec(a).dtype != torch.float32 or graph.spec(b).dtype != torch.float32:
@@ -194,7 +226,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             fp32(name, n.op, "keep_fp32 override")
             continue
         k = w.shape[0] if n.op == "matmul" else w[0].numel()
-        if k * 127 * 128 > INT32_MAX:
+        if fmt is INT8 and k * 127 * 128 > INT32_MAX:
             fp32(name, n.op, f"reduction of {k} int8 products could overflow the int32 accumulator")
             continue
         layers.append((name, n.op, a, b, w))
@@ -202,7 +234,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         graph.meta["precision_report"] = report
         return graph
     if ctx.calibrator is None:
-        raise CalibrationError(f"precision='int8' needs calibration data for {len(layers)} layer(s) "
+        raise CalibrationError(f"precision='{fmt.name}' needs calibration data for {len(layers)} layer(s) "
                                f"({', '.join(x[0] for x in layers[:4])}{', ...' if len(layers) > 4 else ''}): pass "
                                "calibrator=trtjit.EntropyCalibrator(batches) (or a calibrator with cache=) to "
                                "trtjit.compile, or keep them in fp32 with keep_fp32")
@@ -218,17 +250,18 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if sa is None:
             fp32(name, op, f"no scale for its input {tname!r} in the calibration cache", tensor=tname)
             continue
-        wq, sw = quantize_weight(w, op)
-        err, finite, clipped = _check(op, n.attrs, w, wq, sw, sa, [s[tname] for s in result.samples])
+        sa = sa if fmt is INT8 else float(sa * 127.0 / fmt.levels)  # the cache holds int8 scales (T / 127)
+        wq, sw = quantize_weight(w, op, fmt)
+        err, finite, clipped = _check(op, n.attrs, w, wq, sw, sa, [s[tname] for s in result.samples], fmt)
         extra = {"tensor": tname, "act_scale": sa, "error": err, "clipped": clipped}
         bad = None
         if name in result.fp32_layers:
             bad = (f"kept fp32 by the calibration cache (int8 relative error {result.fp32_layers[name]:.3g} when "
                    "calibrated)")
         elif not finite:
-            bad = "int8 output has NaN/Inf on the calibration data"
+            bad = f"{fmt.name} output has NaN/Inf on the calibration data"
         elif err is not None and err > opts.int8_tolerance:
-            bad = f"int8 relative error {err:.3g} > int8_tolerance {opts.int8_tolerance:g}"
+            bad = f"{fmt.name} relative error {err:.3g} > int8_tolerance {opts.int8_tolerance:g}"
         if bad and not opts.strict_precision:
             if result.new_cache is not None:
                 result.new_cache.fp32_layers[name] = err if err is not None and math.isfinite(err) else 1e30
@@ -237,10 +270,10 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if err is None:
             reason = "calibrated (not checked: no calibration data, scales from the cache)"
         else:
-            reason = f"int8 relative error {err:.3g} <= {opts.int8_tolerance:g}" if not bad else \
-                f"strict_precision: kept int8 although {bad}"
-        report.append({"layer": name, "op": op, "precision": "int8", "reason": reason} | extra)
-        _rewrite(graph, name, op, a, b, wq, sa, sw, quantized)
+            reason = f"{fmt.name} relative error {err:.3g} <= {opts.int8_tolerance:g}" if not bad else \
+                f"strict_precision: kept {fmt.name} although {bad}"
+        report.append({"layer": name, "op": op, "precision": fmt.name, "reason": reason} | extra)
+        _rewrite(graph, name, op, a, b, wq, sa, sw, quantized, fmt)
         ctx.fired(INT8, name, f"{op}: {reason}")
     result.save(ctx.calibrator)
     order = {n: i for i, n in enumerate(graph.topo_order())}
@@ -251,21 +284,23 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
 
 
 def _rewrite(graph: Graph, name: str, op: str, a: Value, b: Value, wq: torch.Tensor, sa: float,
-             sw: torch.Tensor, quantized: dict[Value, Value]) -> None:
+             sw: torch.Tensor, quantized: dict[Value, Value], fmt: Format = INT8) -> None:
     """matmul/conv(x, W) => mul(cast(op(quantize(x), W_int8), fp32), s_x * s_w), the int8 node named
     like the layer."""
     n = graph.node(name)
     src = n.source
     q = quantized.get(a)
     if q is None:
-        q = quantized[a] = Value(graph.add("quantize", [a], {"scale": sa}, name=f"{value_name(a)}.int8",
+        q = quantized[a] = Value(graph.add(fmt.quant_op, [a], {"scale": sa}, name=f"{value_name(a)}.{fmt.name}",
                                            source=graph.node(a.node).source).name)
-    wc = graph.add_constant(f"{name}.weight_int8", wq, source=src)
-    acc = graph.add(op, [q, wc], dict(n.attrs), name=f"{name}.int8_acc", source=src)
-    f = graph.add("cast", [Value(acc.name)], {"dtype": "float32"}, name=f"{name}.dequant_cast", source=src)
+    wc = graph.add_constant(f"{name}.weight_{fmt.name}", wq, source=src)
+    acc = graph.add(op, [q, wc], dict(n.attrs), name=f"{name}.{fmt.name}_acc", source=src)
+    f = Value(acc.name)
+    if acc.spec.dtype != torch.float32:  # int32 accumulator (fp8 GEMMs accumulate in fp32 already)
+        f = Value(graph.add("cast", [f], {"dtype": "float32"}, name=f"{name}.dequant_cast", source=src).name)
     sc = graph.add_constant(f"{name}.dequant_scale", (sa * sw).float().reshape(_dequant_shape(op, sw.numel())),
                             source=src)
-    y = graph.add("mul", [Value(f.name), sc], name=f"{name}.dequant", source=src)
+    y = graph.add("mul", [f, sc], name=f"{name}.dequant", source=src)
     graph.replace_all_uses(Value(name), Value(y.name))
     graph.remove_node(name)
     graph.rename(acc.name, name)

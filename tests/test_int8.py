@@ -302,3 +302,30 @@ def test_opt_level_0_int8(gen):
     assert len(_int8_layers(engine)) == 2
     with torch.no_grad():
         assert rel_error(engine(x.to(DEVICE)), model(x.to(DEVICE))) <= TOL
+
+
+# ------------------------------------------------------------------------------------------------- fp8
+def test_fp8_gemm(gen):
+    """precision="fp8": matmuls in float8_e4m3fn with per-channel weight scales (threshold / 448), fp32
+    accumulation; e4m3 keeps 3 mantissa bits, so the tolerance against fp32 is 10%."""
+    model, (x,) = example("mlp")
+    engine = _build(model, x, trtjit.MinMaxCalibrator(_batches(gen, tuple(x.shape), 4)), verify=True)
+    fp8 = trtjit.compile(model.to(DEVICE), (x.to(DEVICE),), precision="fp8",
+                         calibrator=trtjit.MinMaxCalibrator(_batches(gen, tuple(x.shape), 4)), verify=True)
+    assert [r["precision"] for r in fp8.precision_report()] == ["fp8", "fp8"], fp8.precision_table()
+    assert {n.spec.dtype for n in fp8.graph if n.op == "constant" and n.name.endswith("weight_fp8")} == \
+        {torch.float8_e4m3fn}
+    assert any("tl.float8e4nv" in k.source for k in fp8.kernels) and engine.kernels
+    out = fp8(x.to(DEVICE))
+    with torch.no_grad():
+        assert rel_error(out, model(x.to(DEVICE))) <= 0.1
+    assert_close_rel(out, run_graph(fp8.graph, [x.to(DEVICE)])[0], tol=1e-5)  # kernels == fp8 IR
+
+
+def test_fp8_targets(gen):
+    with pytest.raises(trtjit.InputError, match=r"fp8.*sm_89 or newer.*\['sm_80'\]"):
+        trtjit.BuildOptions(precision="fp8", targets=["sm_80", "sm_90"])
+    model, (x,) = example("mlp")
+    engine = trtjit.compile(model, (x,), precision="fp8", targets=["sm_90"],
+                            calibrator=trtjit.MinMaxCalibrator(_batches(gen, tuple(x.shape), 2)))
+    assert engine.targets == ["sm_90"] and len(engine.binaries["sm_90"]) == len(engine.kernels)

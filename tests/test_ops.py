@@ -455,6 +455,10 @@ CASES: dict[str, list[Case]] = {
 CASES["quantize"] = [Case("saturating", [In((4, 6), "wide")], {"scale": 0.05}),
                      Case("ties_to_even", [In((4, 6), "int")], {"scale": 2.0})]  # 0.5, 1.0, 1.5 -> 0, 0, 2
 CASES["dequantize"] = [Case("int8", [In((4, 6), "int8")], {"scale": 0.03})]
+F8 = torch.float8_e4m3fn
+CASES["quantize_fp8"] = [Case("saturating", [In((4, 6), "wide")], {"scale": 0.01}),  # |x| / 0.01 beyond 448
+                         Case("subnormal", [In((4, 6), "randn")], {"scale": 500.0})]  # |x| / 500 below 2**-6
+CASES["matmul"] = CASES["matmul"] + [Case("fp8", [In((5, 64), "randn", F8), In((64, 6), "randn", F8)])]
 CASES["matmul"] = CASES["matmul"] + [Case("int8", [In((5, 72), "int8"), In((72, 6), "int8")]),
                                      Case("int8_batched", [In((2, 3, 40), "int8"), In((40, 5), "int8")])]
 CASES["conv2d"] = CASES["conv2d"] + [

@@ -27,6 +27,7 @@ DTYPES: dict[str, torch.dtype] = {
     "int32": torch.int32,
     "int16": torch.int16,
     "int8": torch.int8,
+    "float8_e4m3fn": torch.float8_e4m3fn,  # fp8 GEMM operands (precision="fp8")
     "uint8": torch.uint8,
     "bool": torch.bool,
 }

@@ -156,7 +156,7 @@ def _cast_expr(a: list[str], attrs: dict) -> str:
 
 _TL_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float64": "float64",
               "int64": "int64", "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8",
-              "bool": "int1"}
+              "bool": "int1", "float8_e4m3fn": "float8e4nv"}
 
 _pointwise("neg", 1, torch.neg, "-{0}")
 _pointwise("abs", 1, torch.abs, "tl.abs({0})")
@@ -280,6 +280,31 @@ def _int8_conv2d(ins: list[torch.Tensor], stride: list[int], padding: list[int],
     return out.round().to(torch.int32)
 
 
+def _fp8_matmul(ins: list[torch.Tensor]) -> torch.Tensor:
+    """e4m3 x e4m3 -> float32 (products of e4m3 values are exact in float32)."""
+    if ins[1].dtype != torch.float8_e4m3fn:
+        raise GraphError(f"fp8 matmul needs two float8_e4m3fn operands, got float8_e4m3fn and {ins[1].dtype}")
+    return torch.matmul(ins[0].float(), ins[1].float())
+
+
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+def _quantize_fp8_expr(a: list[str], attrs: dict) -> str:
+    """Round to the e4m3 grid in fp32 first, then convert: adding and subtracting C = 1.5 * 2**23 * step
+    (step = the e4m3 spacing at |t|'s binade, 2**(e - 3), e >= -6) rounds t to a multiple of step with the
+    fp32 adder's round-half-to-even; the conversion of a value already on the grid is exact everywhere,
+    while Triton 3.6's interpreter rounds some values wrongly in its fp32 -> fp8 conversion (124.98 -> 64)."""
+    t = f"tl.minimum(tl.maximum({a[0]} / {lit(float(attrs['scale']))}, -{FP8_MAX}), {FP8_MAX})"
+    c = f"tl.exp2(tl.maximum(tl.floor(tl.log2(tl.abs({t}) + 1e-30)), -6.0) + 20.0) * 1.5"
+    return f"(({t} + {c}) - {c}).to(tl.float8e4nv)"
+
+
+_pointwise("quantize_fp8", 1, lambda x, scale: torch.clamp(x.float() / scale, -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn),
+           _quantize_fp8_expr, {"scale": REQUIRED},
+           doc="x -> float8_e4m3fn: x / scale saturated to +-448, rounded to nearest even (precision='fp8')")
+
+
 def _quantize_ref(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Symmetric int8: round half to even (as TensorRT, ONNX QuantizeLinear and torch's fake quantization
     do), saturate to [-128, 127]."""
@@ -302,9 +327,9 @@ _pointwise("dequantize", 1, lambda q, scale: q.float() * scale,
 
 # ------------------------------------------------------------------------------------ gemm, conv, pool
 _register(OpDef("matmul", "gemm", lambda ins: _int8_matmul(ins) if ins[0].dtype == torch.int8 else
-                torch.matmul(ins[0], ins[1]), {}, 2,
+                _fp8_matmul(ins) if ins[0].dtype == torch.float8_e4m3fn else torch.matmul(ins[0], ins[1]), {}, 2,
                 doc="torch.matmul semantics for operands of rank >= 2 (batch dims broadcast); int8 operands "
-                    "accumulate exactly into int32 (as ONNX MatMulInteger)"))
+                    "accumulate exactly into int32 (as ONNX MatMulInteger), fp8 (e4m3) operands into float32"))
 _register(OpDef("conv2d", "conv",
                 lambda ins, stride, padding, dilation, groups: _int8_conv2d(ins, stride, padding, dilation, groups)
                 if ins[0].dtype == torch.int8 else F.conv2d(ins[0], ins[1], None, stride, padding, dilation, groups),

@@ -8,7 +8,8 @@ from typing import Any
 
 from trtjit.errors import InputError
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
+FP8_TARGETS = ("sm_89", "sm_90", "sm_100", "sm_103", "sm_120")  # GPUs with fp8 (e4m3) tensor cores
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class BuildOptions:
         argument of the build, not an option: options stay frozen and serializable; its result, the scales,
         lives in the IR), unless the layer is kept in fp32 (below) or fails the precision check; every
         other op runs in fp32.
+    precision "fp8": the same with float8_e4m3fn matmuls (scales = calibrated threshold / 448, accumulation
+        in fp32; convolutions stay fp32): for GPUs with fp8 tensor cores (sm_89, sm_90 and newer); other
+        ``targets`` are refused, and so is a GPU without them at run time.
     keep_fp32: node names, name prefixes or op types that stay fp32 under a lower precision.
     int8_tolerance: a layer stays int8 only if, on the calibration data, its int8 output is within this
         relative error (||int8 - fp32|| / ||fp32||) of its fp32 output and finite.
@@ -53,6 +57,11 @@ class BuildOptions:
             raise InputError(f"opt_level must be 0, 1 or 2, got {self.opt_level!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision {self.precision!r} is not supported; choose one of {PRECISIONS}")
+        if self.precision == "fp8":
+            lacking = [t for t in self.targets if t not in FP8_TARGETS]
+            if lacking:
+                raise InputError(f"precision 'fp8' needs fp8 tensor cores (sm_89 or newer); target(s) {lacking} lack "
+                                 "them: build those with precision='int8' or 'fp16'")
         if not (isinstance(self.int8_tolerance, (int, float)) and self.int8_tolerance > 0):
             raise InputError(f"int8_tolerance must be a positive number, got {self.int8_tolerance!r}")
 
