@@ -264,20 +264,29 @@ _pointwise("copy", 1, lambda x: x.clone(), "{0}", doc="materialize (contiguous/c
 
 
 # ------------------------------------------------------------------------------------------ int8
+def _exact_int(fn: Callable[[torch.dtype], torch.Tensor], k: int) -> torch.Tensor:
+    """An int8 x int8 product-sum as int32, exactly: in float32 when every partial sum stays below 2**24
+    (then any summation order is exact; a result that is not integral, from a transforming algorithm,
+    falls back), else in float64 (exact below 2**53). torch has no int8 GEMM accumulating wider."""
+    if k * 128 * 128 <= 2**24:
+        r = fn(torch.float32)
+        if r.device.type == "meta" or bool((r == r.round()).all()):  # (meta: shape inference)
+            return r.to(torch.int32)
+    return fn(torch.float64).round().to(torch.int32)
+
+
 def _int8_matmul(ins: list[torch.Tensor]) -> torch.Tensor:
-    """int8 x int8 -> int32, exact: products and sums of int8 values are exact in float64 below 2**53
-    (torch has no int8 matmul that accumulates wider on every device)."""
     if ins[1].dtype != torch.int8:
         raise GraphError(f"int8 matmul needs two int8 operands, got int8 and {ins[1].dtype}")
-    return torch.matmul(ins[0].double(), ins[1].double()).round().to(torch.int32)
+    return _exact_int(lambda dt: torch.matmul(ins[0].to(dt), ins[1].to(dt)), ins[0].shape[-1])
 
 
 def _int8_conv2d(ins: list[torch.Tensor], stride: list[int], padding: list[int], dilation: list[int],
                  groups: int) -> torch.Tensor:
     if ins[1].dtype != torch.int8:
         raise GraphError(f"int8 conv2d needs two int8 operands, got int8 and {ins[1].dtype}")
-    out = F.conv2d(ins[0].double(), ins[1].double(), None, stride, padding, dilation, groups)
-    return out.round().to(torch.int32)
+    return _exact_int(lambda dt: F.conv2d(ins[0].to(dt), ins[1].to(dt), None, stride, padding, dilation, groups),
+                      ins[1][0].numel())
 
 
 def _fp8_matmul(ins: list[torch.Tensor]) -> torch.Tensor:
