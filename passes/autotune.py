@@ -10,6 +10,7 @@ and without a cache are reproducible. The tiles live in the IR, so an engine fil
 
 from __future__ import annotations
 
+import logging
 import math
 
 import triton
@@ -23,6 +24,8 @@ from trtjit.ir import Graph
 from trtjit.layout import compute_layouts, is_kernel_node
 from trtjit.passmanager import PassContext
 from trtjit.tuning import DEFAULT_PATH, TuningCache, gpu_timer, kernel_key
+
+log = logging.getLogger("trtjit.autotune")
 
 CACHED = rule("tuning cache => tile", "autotune", "reuse the tile a previous build measured fastest")
 TUNED = rule("time candidate tiles => fastest tile", "autotune", "measure each candidate tile on the GPU")
@@ -68,6 +71,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             continue
         dtype = graph.spec(base.args[0]).dtype
         timed = []
+        log.info("tuning %s (%s): %d candidate tiles", name, base.problem, len(tile_candidates(base.problem, dtype)))
         for cand in tile_candidates(base.problem, dtype):
             graph.meta["tiles"] = {name: cand}
             k = generate(graph, name, layouts, tf32=opts.tf32)

@@ -248,15 +248,17 @@ def cmd_build(args: argparse.Namespace) -> int:
               f"{', targets ' + ', '.join(targets) if targets else ', no GPU binaries: kernels JIT-compile at load'})")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("      %(message)s"))
-    xlog = logging.getLogger("trtjit.crosscompile")
-    old_level = xlog.level
-    xlog.addHandler(handler)
-    xlog.setLevel(logging.INFO)
+    loggers = [logging.getLogger(n) for n in ("trtjit.crosscompile", "trtjit.autotune")]  # progress lines
+    old_levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
     try:
         engine = trtjit.compile(model, inputs, **overrides)
     finally:
-        xlog.removeHandler(handler)
-        xlog.setLevel(old_level)
+        for lg, lvl in zip(loggers, old_levels):
+            lg.removeHandler(handler)
+            lg.setLevel(lvl)
     _progress(f"      {len(engine.kernels)} kernels in {engine.build_seconds:.1f} s")
     out = Path(args.output)
     _progress(f"[3/3] writing {out}")
