@@ -463,7 +463,8 @@ CASES["matmul"] = CASES["matmul"] + [Case("int8", [In((5, 72), "int8"), In((72, 
                                      Case("int8_batched", [In((2, 3, 40), "int8"), In((40, 5), "int8")])]
 CASES["conv2d"] = CASES["conv2d"] + [
     Case("int8_pad1", [In((2, 4, 6, 6), "int8"), In((6, 4, 3, 3), "int8")], {"padding": [1, 1]}),
-    Case("int8_groups2_stride2", [In((1, 4, 7, 7), "int8"), In((6, 2, 3, 3), "int8")], {"groups": 2, "stride": [2, 2]})]
+    Case("int8_groups2_stride2", [In((1, 4, 7, 7), "int8"), In((6, 2, 3, 3), "int8")], {"groups": 2, "stride": [2, 2]}),
+    Case("int8_depthwise", [In((2, 4, 6, 6), "int8"), In((4, 1, 3, 3), "int8")], {"groups": 4, "padding": [1, 1]})]
 
 
 def _params() -> list:
