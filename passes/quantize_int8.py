@@ -291,8 +291,7 @@ def _rewrite(graph: Graph, name: str, op: str, a: Value, b: Value, wq: torch.Ten
     src = n.source
     q = quantized.get(a)
     if q is None:
-        q = quantized[a] = Value(graph.add(fmt.quant_op, [a], {"scale": sa}, name=f"{value_name(a)}.{fmt.name}",
-                                           source=graph.node(a.node).source).name)
+        q = quantized[a] = _quantize_at_source(graph, a, sa, fmt, quantized)
     wc = graph.add_constant(f"{name}.weight_{fmt.name}", wq, source=src)
     acc = graph.add(op, [q, wc], dict(n.attrs), name=f"{name}.{fmt.name}_acc", source=src)
     f = Value(acc.name)
@@ -305,6 +304,30 @@ def _rewrite(graph: Graph, name: str, op: str, a: Value, b: Value, wq: torch.Ten
     graph.remove_node(name)
     graph.rename(acc.name, name)
     _drop_dead(graph, b.node)
+    if a.node != q.node:
+        _drop_dead(graph, a.node)  # the fp32 views the int8 ones replace
+
+
+SIZE_PRESERVING_VIEWS = ("reshape", "permute", "squeeze", "unsqueeze")
+
+
+def _quantize_at_source(graph: Graph, a: Value, sa: float, fmt: Format, quantized: dict[Value, Value]) -> Value:
+    """``quantize(a)``, placed above the reshapes/permutes ``a`` comes through (a per-tensor quantize commutes
+    with them), so epilogue fusion stores the int8 tensor from the kernel that computes it instead of a
+    separate kernel re-reading fp32 (attention output -> out projection, flatten -> classifier)."""
+    views, v = [], a
+    while graph.node(v.node).op in SIZE_PRESERVING_VIEWS:
+        views.append(graph.node(v.node))
+        v = graph.inputs_of(v.node)[0]
+    if graph.spec(v).dtype != torch.float32:
+        views, v = [], a
+    q = quantized.get(v)
+    if q is None:
+        q = quantized[v] = Value(graph.add(fmt.quant_op, [v], {"scale": sa}, name=f"{value_name(v)}.{fmt.name}",
+                                           source=graph.node(v.node).source).name)
+    for view in reversed(views):
+        q = Value(graph.add(view.op, [q], dict(view.attrs), name=f"{view.name}.{fmt.name}", source=view.source).name)
+    return q
 
 
 def _drop_dead(graph: Graph, name: str) -> None:
