@@ -66,9 +66,9 @@ def test_build_progress_and_errors(tmp_path, capsys):
     assert "targets none (JIT)" in cap.out
     for argv, msg in ((["build", "--onnx", "m.onnx"], "ONNX input is not supported yet"),
                       (["build", MLP, "--int8"], "--int8 needs --calib-cache FILE"),
-                      (["build", MLP, "--calib-cache", "c.cache"], "--calib-cache is only used with --int8"),
+                      (["build", MLP, "--calib-cache", "c.cache"], "--calib-cache is only used with --int8 or --fp8"),
                       (["build", MLP, "--int8", "--calib-cache", "nope.cache"], "nope.cache: no such file"),
-                      (["build", MLP, "--fp8"], "fp8 precision is not supported yet"),
+                      (["build", MLP, "--fp8"], "--fp8 needs --calib-cache FILE"),
                       (["build", MLP, "--target", "sm_42"], "unknown GPU target 'sm_42'"),
                       (["build", "no_such_module_xyz:f"], "cannot import 'no_such_module_xyz'"),
                       (["build", "trtjit.examples"], "expected 'package.module:function'"),

@@ -244,15 +244,15 @@ def cmd_build(args: argparse.Namespace) -> int:
         overrides["tuning_cache"] = args.tuning_cache
     if args.keep_fp32:
         overrides["keep_fp32"] = tuple(args.keep_fp32)
-    if precision == "int8":  # calibrate on a host (trtjit.compile with a calibrator and cache=), build anywhere
+    if precision in ("int8", "fp8"):  # calibrate on a host (trtjit.compile with a calibrator and cache=), build anywhere
         if not args.calib_cache:
-            raise InputError("--int8 needs --calib-cache FILE: a calibration cache (TensorRT's format, written by "
+            raise InputError(f"--{precision} needs --calib-cache FILE: a calibration cache (TensorRT's format, written by "
                              "trtjit.compile(..., precision='int8', calibrator=trtjit.EntropyCalibrator(batches, "
                              "cache=FILE)) or by TensorRT)")
         from trtjit.calibration import calibrator_for_cache
         overrides["calibrator"] = calibrator_for_cache(args.calib_cache)
     elif args.calib_cache:
-        raise InputError("--calib-cache is only used with --int8")
+        raise InputError("--calib-cache is only used with --int8 or --fp8")
     _progress(f"[2/3] compiling (opt level {args.opt_level}, {precision}"
               f"{', targets ' + ', '.join(targets) if targets else ', no GPU binaries: kernels JIT-compile at load'})")
     handler = logging.StreamHandler(sys.stderr)
@@ -640,7 +640,8 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
     prec = b.add_argument_group("precision (default fp32)")
     for flag, what in (("fp16", "store tensors in float16, compute in fp32 inside kernels"),
                        ("bf16", "store tensors in bfloat16, compute in fp32 inside kernels"),
-                       ("int8", "int8 GEMM/conv with the scales of --calib-cache"), ("fp8", "fp8 (not supported yet)")):
+                       ("int8", "int8 GEMM/conv with the scales of --calib-cache"),
+                       ("fp8", "fp8 (e4m3) GEMMs with the scales of --calib-cache (sm_89/sm_90 and newer)")):
         prec.add_argument(f"--{flag}", action="store_true", help=what)
     prec.add_argument("--calib-cache", metavar="FILE",
                       help="int8 calibration cache (TensorRT text format) written by a calibrated build or TensorRT")
