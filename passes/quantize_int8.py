@@ -146,6 +146,17 @@ def weight_grid(w: torch.Tensor, op: str) -> tuple[torch.Tensor, torch.Tensor, s
     return wq, sw, "weights re-quantized per channel (not on an int8 grid)"
 
 
+def _cache_names(graph: Graph) -> dict[Value, str]:
+    """Calibration-cache names of values imported from ONNX: the ONNX tensor names (TensorRT's), so caches
+    move between trtjit and TensorRT; other values go by ``value_name``."""
+    out: dict[Value, str] = {}
+    for tensor, (node, index) in graph.meta.get("onnx_tensors", {}).items():
+        v = Value(node, int(index))
+        if node in graph and v not in out:
+            out[v] = tensor
+    return out
+
+
 def _explicit(graph: Graph, ctx: PassContext, report: list[dict]) -> None:
     """Explicit quantization (any precision): a GEMM/conv reading ``dequantize(q)`` of an int8 ``q`` with a
     constant weight runs int8 on ``q`` with the graph's scale; the dequantize disappears."""
@@ -238,14 +249,15 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                                f"({', '.join(x[0] for x in layers[:4])}{', ...' if len(layers) > 4 else ''}): pass "
                                "calibrator=trtjit.EntropyCalibrator(batches) (or a calibrator with cache=) to "
                                "trtjit.compile, or keep them in fp32 with keep_fp32")
-    tensors = {value_name(a): a for _, _, a, _, _ in layers}
+    names = _cache_names(graph)
+    tensors = {names.get(a, value_name(a)): a for _, _, a, _, _ in layers}
     result = calibrate(ctx.calibrator, graph, tensors, ctx.graph_key)
     for note in result.notes:
         ctx.skipped(KEEP, "calibration", note)
     quantized: dict[Value, Value] = {}
     for name, op, a, b, w in layers:
         n = graph.node(name)
-        tname = value_name(a)
+        tname = names.get(a, value_name(a))
         sa = result.scales.get(tname)
         if sa is None:
             fp32(name, op, f"no scale for its input {tname!r} in the calibration cache", tensor=tname)

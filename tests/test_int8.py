@@ -329,3 +329,34 @@ def test_fp8_targets(gen):
     engine = trtjit.compile(model, (x,), precision="fp8", targets=["sm_90"],
                             calibrator=trtjit.MinMaxCalibrator(_batches(gen, tuple(x.shape), 2)))
     assert engine.targets == ["sm_90"] and len(engine.binaries["sm_90"]) == len(engine.kernels)
+
+
+def test_onnx_tensor_names_in_the_cache(gen, tmp_path):
+    """For ONNX models the cache names tensors as ONNX (and TensorRT) do, so a TensorRT cache of the same
+    ONNX file imports and trtjit's caches read in TensorRT."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w1, w2 = torch.randn(16, 32, generator=gen) * 0.2, torch.randn(32, 8, generator=gen) * 0.2
+    nodes = [helper.make_node("MatMul", ["input", "w1"], ["hidden_pre"], name="fc1"),
+             helper.make_node("Relu", ["hidden_pre"], ["hidden"], name="act"),
+             helper.make_node("MatMul", ["hidden", "w2"], ["logits"], name="fc2")]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [4, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [4, 8])],
+                              [numpy_helper.from_array(w1.numpy(), "w1"), numpy_helper.from_array(w2.numpy(), "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    x = torch.randn(4, 16, generator=gen)
+    path = tmp_path / "trt.cache"
+    path.write_text(f"TRT-8601-EntropyCalibration2\ninput: {struct.pack('>f', 0.03).hex()}\n"
+                    f"hidden: {struct.pack('>f', 0.03).hex()}\nlogits: 3c000000\n")
+    engine = trtjit.compile(model, {"input": x}, precision="int8", calibrator=trtjit.EntropyCalibrator(cache=path))
+    rep = engine.precision_report()
+    f32 = lambda v: struct.unpack(">f", struct.pack(">f", v))[0]  # noqa: E731  (the cache holds float32)
+    assert [(r["tensor"], r["precision"], r["act_scale"]) for r in rep] == [("input", "int8", f32(0.03)),
+                                                                          ("hidden", "int8", f32(0.03))]
+    ref = torch.relu(x @ w1) @ w2
+    assert rel_error(engine(x.to(DEVICE)).cpu(), ref) <= TOL
+    own = tmp_path / "own.cache"
+    trtjit.compile(model, {"input": x}, precision="int8",
+                   calibrator=trtjit.EntropyCalibrator(_batches(gen, (4, 16), 4), cache=own))
+    names = [ln.split(":")[0] for ln in own.read_text().splitlines()[1:] if not ln.startswith("__trtjit")]
+    assert names == ["input", "hidden"]

@@ -274,6 +274,9 @@ class Importer:
         self.g.meta["out_spec"] = None
         self.g.meta["frontend"] = "onnx"
         self.g.meta["onnx_opset"] = self.opset
+        # ONNX tensor name -> IR value, for INT8 calibration caches: TensorRT names tensors as ONNX does
+        self.g.meta["onnx_tensors"] = {k: list(v) for k, v in self.env.items() if isinstance(v, Value)
+                                       and k != (v.node if v.index == 0 else f"{v.node}:{v.index}")}
         if self.bound:
             self.g.meta["bound_inputs"] = {k: {"dtype": dtype_name(t.dtype), "shape": list(t.shape),
                                                "value": t.reshape(-1).tolist()} for k, t in self.bound.items()}
