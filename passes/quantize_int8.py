@@ -44,8 +44,8 @@ from trtjit.ir import Graph, Value
 from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
 
-INT8 = rule("calibrated GEMM/conv => int8 layer", "quantize_int8",
-            "int8 x int8 -> int32 tensor-core math with a fused dequantize/requantize epilogue")
+INT8 = rule("calibrated GEMM/conv => int8 (or fp8) layer", "quantize_int8",
+            "int8 x int8 -> int32 (or e4m3 -> fp32) tensor-core math with a fused dequantize/requantize epilogue")
 KEEP = rule("GEMM/conv kept in fp32", "quantize_int8",
             "override, missing scale, overflow risk or a failed precision check keeps the layer in fp32")
 
@@ -67,7 +67,7 @@ class Format:
 
 FORMATS = {"int8": Format("int8", 127.0, "quantize", torch.int8, True),
            "fp8": Format("fp8", 448.0, "quantize_fp8", torch.float8_e4m3fn, False)}
-INT8 = FORMATS["int8"]
+I8 = FORMATS["int8"]
 
 
 def _kept(name: str, op: str, keep: tuple[str, ...]) -> bool:
@@ -88,7 +88,7 @@ def _const_value(graph: Graph, v: Value) -> torch.Tensor | None:
     return get_op(n.op).run(ins, n.attrs)[0]
 
 
-def quantize_weight(w: torch.Tensor, op: str, fmt: Format = INT8) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_weight(w: torch.Tensor, op: str, fmt: Format = I8) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-output-channel int8 (or e4m3) weights and their scales: matmul ``[K, N]`` per column,
     conv ``[OC, C/g, KH, KW]`` per output channel."""
     w = w.float()
@@ -106,7 +106,7 @@ def _dequant_shape(op: str, n: int) -> list[int]:
 
 
 def _check(op: str, attrs: dict, w: torch.Tensor, wq: torch.Tensor, sw: torch.Tensor, sa: float,
-           xs: list[torch.Tensor], fmt: Format = INT8) -> tuple[float | None, bool, float]:
+           xs: list[torch.Tensor], fmt: Format = I8) -> tuple[float | None, bool, float]:
     """(relative error, all finite, clipped fraction) of the low-precision layer against fp32 on ``xs``."""
     if not xs:
         return None, True, 0.0
@@ -121,7 +121,7 @@ def _check(op: str, attrs: dict, w: torch.Tensor, wq: torch.Tensor, sw: torch.Te
         finite = finite and bool(torch.isfinite(yq).all())
         num += float(((yq.double() - y) ** 2).sum())
         den += float((y ** 2).sum())
-        clipped += int((x.abs() / sa > fmt.levels + (0.5 if fmt is INT8 else 0.0)).sum())
+        clipped += int((x.abs() / sa > fmt.levels + (0.5 if fmt is I8 else 0.0)).sum())
         total += x.numel()
     err = math.sqrt(num / den) if den > 0 else (0.0 if num == 0 else math.inf)
     return err, finite, clipped / max(total, 1)
@@ -237,7 +237,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             fp32(name, n.op, "keep_fp32 override")
             continue
         k = w.shape[0] if n.op == "matmul" else w[0].numel()
-        if fmt is INT8 and k * 127 * 128 > INT32_MAX:
+        if fmt is I8 and k * 127 * 128 > INT32_MAX:
             fp32(name, n.op, f"reduction of {k} int8 products could overflow the int32 accumulator")
             continue
         layers.append((name, n.op, a, b, w))
@@ -262,7 +262,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if sa is None:
             fp32(name, op, f"no scale for its input {tname!r} in the calibration cache", tensor=tname)
             continue
-        sa = sa if fmt is INT8 else float(sa * 127.0 / fmt.levels)  # the cache holds int8 scales (T / 127)
+        sa = sa if fmt is I8 else float(sa * 127.0 / fmt.levels)  # the cache holds int8 scales (T / 127)
         wq, sw = quantize_weight(w, op, fmt)
         err, finite, clipped = _check(op, n.attrs, w, wq, sw, sa, [s[tname] for s in result.samples], fmt)
         extra = {"tensor": tname, "act_scale": sa, "error": err, "clipped": clipped}
@@ -296,7 +296,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
 
 
 def _rewrite(graph: Graph, name: str, op: str, a: Value, b: Value, wq: torch.Tensor, sa: float,
-             sw: torch.Tensor, quantized: dict[Value, Value], fmt: Format = INT8) -> None:
+             sw: torch.Tensor, quantized: dict[Value, Value], fmt: Format = I8) -> None:
     """matmul/conv(x, W) => mul(cast(op(quantize(x), W_int8), fp32), s_x * s_w), the int8 node named
     like the layer."""
     n = graph.node(name)

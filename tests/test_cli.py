@@ -182,3 +182,9 @@ def test_build_int8_from_calibration_cache(tmp_path, capsys):
     assert [r["precision"] for r in eng.precision_report()] == [r["precision"] for r in host.precision_report()]
     assert any("out_dtype=tl.int32" in k.source for k in eng.kernels)
     assert torch.equal(eng(x.to(DEVICE)), host(x.to(DEVICE)))
+    assert main(["inspect", str(out), "-v"]) == 0
+    text = capsys.readouterr().out
+    assert "layer precision: " in text and "fc1.matmul" in text and "not checked" in text
+    assert main(["inspect", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert [r["layer"] for r in rep["precision_report"]] == ["fc1.matmul", "fc2.matmul"]

@@ -396,6 +396,7 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
         "rules_skipped": dict(sorted(skipped.items(), key=lambda kv: -kv[1])),
         "passes": [{"name": r.name, "nodes_before": r.nodes_before, "nodes_after": r.nodes_after,
                     "seconds": round(r.seconds, 4)} for r in engine.build_log],
+        "precision_report": engine.precision_report(),  # int8/fp8 builds: per GEMM/conv layer, what and why
     }
 
 
@@ -454,6 +455,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print("\nrules fired: " + ", ".join(f"{r} x{n}" for r, n in rep["rules_fired"].items()))
     if args.verbose and rep["rules_skipped"]:
         print("rules skipped: " + ", ".join(f"{r} x{n}" for r, n in rep["rules_skipped"].items()))
+    if rep["precision_report"]:
+        counts: dict[str, int] = {}
+        for r in rep["precision_report"]:
+            counts[r["precision"]] = counts.get(r["precision"], 0) + 1
+        print("\nlayer precision: " + ", ".join(f"{n} {p}" for p, n in counts.items()) + " GEMM/conv layer(s)")
+        for r in rep["precision_report"] if args.verbose else []:
+            err = "-" if r.get("error") is None else f"{r['error']:.4f}"
+            print(f"  {r['layer']:<40} {r['precision']:<5} error {err:<7} {r['reason']}")
     return 0
 
 
