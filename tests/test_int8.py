@@ -331,6 +331,16 @@ def test_fp8_targets(gen):
     assert engine.targets == ["sm_90"] and len(engine.binaries["sm_90"]) == len(engine.kernels)
 
 
+def test_fp8_cache_and_engine_file(gen, tmp_path):
+    model, (x,) = example("mlp")
+    cache = tmp_path / "fp8.cache"
+    engine = trtjit.compile(model, (x,), precision="fp8",
+                            calibrator=trtjit.MinMaxCalibrator(_batches(gen, tuple(x.shape), 2), cache=cache))
+    assert CalibrationCache.parse(cache.read_bytes()).graph_key  # keyed like int8 caches
+    loaded = trtjit.load(engine.save(str(tmp_path / "fp8.plan")))
+    assert loaded.options.precision == "fp8" and torch.equal(loaded(x.to(DEVICE)), engine(x.to(DEVICE)))
+
+
 def test_onnx_tensor_names_in_the_cache(gen, tmp_path):
     """For ONNX models the cache names tensors as ONNX (and TensorRT) do, so a TensorRT cache of the same
     ONNX file imports and trtjit's caches read in TensorRT."""

@@ -77,7 +77,7 @@ def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = 
     opts = options or BuildOptions()
     t0 = time.perf_counter() if t0 is None else t0
     ctx = PassContext(opts, calibrator=calibrator)
-    if opts.precision == "int8":  # the calibration cache is keyed by the model as imported (trtjit.calibration)
+    if opts.precision in ("int8", "fp8"):  # the calibration cache is keyed by the imported model (trtjit.calibration)
         from trtjit.calibration import graph_key
 
         ctx.graph_key = graph_key(graph)
