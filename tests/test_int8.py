@@ -246,6 +246,15 @@ def test_bad_calibration_input_names_batch_and_tensor(gen, tmp_path):
         _build(model, x, trtjit.MinMaxCalibrator([good.half()]), opt_level=1)
     with pytest.raises(CalibrationError, match="calibration set is empty"):
         _build(model, x, trtjit.MinMaxCalibrator([]), opt_level=1)
+    with pytest.raises(CalibrationError, match=r"batch 1, input 'x'.*got float32\[1,32\].*drop_last=True"):
+        _build(model, x, trtjit.MinMaxCalibrator([good, good[:1]]), opt_level=1)
+    once = trtjit.MinMaxCalibrator(t for t in [good])
+    _build(model, x, once, opt_level=1)
+    with pytest.raises(CalibrationError, match="a generator runs once"):
+        _build(model, x, once, opt_level=1)
+    twice = trtjit.MinMaxCalibrator([good])
+    assert _build(model, x, twice, opt_level=1).precision_report() == \
+        _build(model, x, twice, opt_level=1).precision_report()
     with pytest.raises(CalibrationError, match="calibration batch 0, input 'x' holds NaN"):
         _build(model, x, trtjit.MinMaxCalibrator([torch.full(x.shape, float("nan"))]), opt_level=1)
     with pytest.raises(CalibrationError, match="calibration batch 0: calibration batch lacks input"):

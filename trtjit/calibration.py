@@ -451,8 +451,10 @@ def _check_batch(graph: Graph, items: list[Any], index: int) -> tuple[torch.Tens
         want = graph.node(name).spec
         got = TensorSpec.of(t)
         if got != want:
+            hint = ("; a DataLoader's last, smaller batch: pass drop_last=True" if got.dtype == want.dtype and
+                    got.shape[1:] == want.shape[1:] and got.shape[:1] < want.shape[:1] else "")
             raise CalibrationError(f"calibration batch {index}, input {name!r}: expected {want}, got {got} "
-                                   "(calibration batches must match the engine's input shapes and dtypes)")
+                                   f"(calibration batches must match the engine's input shapes and dtypes{hint})")
         if t.dtype.is_floating_point and not torch.isfinite(t).all():
             raise CalibrationError(f"calibration batch {index}, input {name!r} holds NaN or Inf")
         out.append(t.detach().cpu())
@@ -519,6 +521,7 @@ def calibrate(cal: Calibrator, graph: Graph, tensors: dict[str, Value], key: str
             samples.append({n: env[v] for n, v in tensors.items()})
         return CalibrationResult(dict(cache.scales), where, 0, samples, notes, cache.algorithm,
                                  dict(cache.fp32_layers))
+    cal.reset()  # a calibrator (of a list or DataLoader) serves several builds
     hists = {n: Histogram(cal.bins) for n in tensors}
     dk = hashlib.sha256()
     samples: list[dict[str, torch.Tensor]] = []
@@ -537,7 +540,8 @@ def calibrate(cal: Calibrator, graph: Graph, tensors: dict[str, Value], key: str
         count = i + 1
     if count == 0:
         raise CalibrationError(f"the calibration set is empty: {type(cal).__name__}.get_batch returned None at "
-                               "once (pass a non-empty iterable of batches, or a cache file)")
+                               "once (pass a non-empty iterable of batches, or a cache file; a generator runs "
+                               "once, a list or DataLoader can serve several builds)")
     scales = {}
     for n, h in hists.items():
         t = cal.threshold(h)
