@@ -24,6 +24,9 @@ class BuildOptions:
     dump_dir: write the graph after each pass and every kernel's Triton source there.
     targets: GPU archs ("sm_80", "sm_90", ...) to cross-compile every kernel for (cubin + PTX, no GPU
         needed); the engine file stores them and loads without Triton's JIT on those GPUs.
+    shapes: input shape ranges, ``{input name or position: (min_shape, opt_shape, max_shape)}``: one engine
+        serves every batch in [min, max], tuned for opt (one dynamic dim, shared by the inputs given; see
+        ``trtjit.dynamic``). Empty: static shapes, those of the example inputs.
     """
 
     opt_level: int = 2
@@ -33,9 +36,12 @@ class BuildOptions:
     verify: bool = False
     dump_dir: str | None = None
     targets: tuple[str, ...] = ()
+    shapes: tuple = ()
 
     def __post_init__(self) -> None:
+        from trtjit.dynamic import normalize_shapes
         object.__setattr__(self, "targets", normalize_targets(self.targets))
+        object.__setattr__(self, "shapes", normalize_shapes(self.shapes))
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
         if self.opt_level not in (0, 1, 2):
             raise InputError(f"opt_level must be 0, 1 or 2, got {self.opt_level!r}")
