@@ -133,10 +133,48 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _random_inputs(engine: Any, seed: int, device: torch.device) -> list[torch.Tensor]:
+def parse_shapes(values: list[str] | None) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """``--shapes NAME:MIN,OPT,MAX`` (each shape ``8x3x224x224``; NAME an input name or position) ->
+    ``{NAME: (min, opt, max)}`` for ``BuildOptions.shapes``."""
+    out: dict[str, tuple[tuple[int, ...], ...]] = {}
+    for v in values or []:
+        name, sep, rest = v.partition(":")
+        parts = rest.split(",")
+        if not sep or not name or len(parts) != 3:
+            raise InputError(f"--shapes {v!r}: expected NAME:MIN,OPT,MAX with shapes like 1x3x224x224, e.g. "
+                             "x:1x3x224x224,8x3x224x224,32x3x224x224")
+        try:
+            shapes = tuple(tuple(int(d) for d in p.strip().lower().split("x")) for p in parts)
+        except ValueError:
+            raise InputError(f"--shapes {v!r}: shapes are integers joined by 'x', e.g. 8x3x224x224") from None
+        if name in out:
+            raise InputError(f"--shapes: input {name!r} is given twice")
+        out[name] = shapes
+    return out
+
+
+def _engine_batch(engine: Any, args: argparse.Namespace) -> int | None:
+    """The batch to make random inputs at: --batch, else opt (dynamic-batch engines); None when static."""
+    r = engine.batch_range
+    b = getattr(args, "batch", None)
+    if r is None:
+        if b is not None:
+            raise InputError("--batch: this engine has static shapes (build it with --shapes for a batch range)")
+        return None
+    if b is None:
+        return r.opt
+    if not r.min <= b <= r.max:
+        raise InputError(f"--batch {b} is outside the engine's batch range {r}")
+    return b
+
+
+def _random_inputs(engine: Any, seed: int, device: torch.device, batch: int | None = None) -> list[torch.Tensor]:
+    from trtjit.dynamic import at
+
     gen = torch.Generator().manual_seed(seed)
     out = []
     for spec in engine.input_specs:
+        spec = at(spec, batch if batch is not None else engine.batch_range.opt) if engine.batch_range else spec
         if spec.dtype.is_floating_point:
             t = torch.randn(spec.shape, generator=gen, dtype=torch.float32).to(spec.dtype)
         elif spec.dtype == torch.bool:
@@ -148,9 +186,16 @@ def _random_inputs(engine: Any, seed: int, device: torch.device) -> list[torch.T
 
 
 def _to_input(engine: Any, i: int, arr: Any, source: str, device: torch.device) -> torch.Tensor:
+    from trtjit.dynamic import batch_of, is_dynamic
+
     spec, name = engine.input_specs[i], engine.input_names[i]
     t = torch.from_numpy(np.ascontiguousarray(arr))
-    if list(t.shape) != list(spec.shape):
+    if is_dynamic(spec.shape):  # a dynamic-batch engine: any batch in range (the message gives the range)
+        try:
+            batch_of(name, i, spec.shape, tuple(t.shape))
+        except InputError as e:
+            raise InputError(f"{source}: {e}") from None
+    elif list(t.shape) != list(spec.shape):
         raise InputError(f"input {i} ({name!r}) from {source}: shape {list(t.shape)}, the engine expects "
                          f"{list(spec.shape)}")
     if t.dtype != spec.dtype:
@@ -165,7 +210,9 @@ def _read_inputs(engine: Any, args: argparse.Namespace, device: torch.device) ->
     """Inputs from --inputs (.npz or .npy files) or random (seeded) in the engine's shapes and dtypes."""
     files = list(getattr(args, "inputs", None) or [])
     if not files:
-        return _random_inputs(engine, args.seed, device), f"random (seed {args.seed})"
+        b = _engine_batch(engine, args)
+        return _random_inputs(engine, args.seed, device, b), f"random (seed {args.seed}" + \
+            (f", batch {b})" if b is not None else ")")
     names = engine.input_names
     found: dict[int, torch.Tensor] = {}
     for pos, f in enumerate(files):
@@ -238,6 +285,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     shapes = ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in inputs)
     _progress(f"      inputs {shapes}")
     overrides: dict[str, Any] = {"opt_level": args.opt_level, "precision": precision, "targets": targets}
+    if args.shapes:
+        overrides["shapes"] = parse_shapes(args.shapes)
+        _progress("      shape ranges " + "; ".join(f"{n}: min {list(lo)}, opt {list(o)}, max {list(hi)}"
+                                                  for n, (lo, o, hi) in overrides["shapes"].items()))
     if args.tf32:
         overrides["tf32"] = True
     if args.keep_fp32:
@@ -311,6 +362,7 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
     """Everything ``trtjit inspect`` shows, as JSON-able data."""
     import trtjit
     from trtjit.engine_file import read
+    from trtjit.dynamic import encode, upper
     from trtjit.ir import dtype_name
 
     header, sections = read(path, key)
@@ -323,10 +375,10 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
         for j, a in enumerate(k.args):
             spec = g.spec(a)
             args.append({"param": names[j] if j < len(names) else f"arg{j}", "buffer": f"{a.node}:{a.index}",
-                         "dtype": dtype_name(spec.dtype), "shape": list(spec.shape)})
+                         "dtype": dtype_name(spec.dtype), "shape": encode(list(spec.shape))})
         ops = [engine._op_of(k, n) for n in k.covers]
         entry = {"name": k.name, "template": k.template, "node": k.node, "fuses": ops, "covers": k.covers,
-                 "grid": list(k.grid), "num_warps": k.num_warps, "num_stages": k.num_stages,
+                 "grid": encode(list(k.grid)), "num_warps": k.num_warps, "num_stages": k.num_stages,
                  "constexprs": k.constexprs, "args": args, "rules": k.rules, "flops": k.flops, "bytes": k.bytes,
                  "binaries": {}}
         for t, bins in engine.binaries.items():
@@ -342,8 +394,8 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
     for bkey, off in sorted(plan.get("offsets", {}).items(), key=lambda kv: kv[1]):
         node, idx = bkey.rsplit(":", 1)
         spec = g.node(node).outputs[int(idx)]
-        buffers.append({"buffer": bkey, "offset": off, "bytes": spec.nbytes, "dtype": dtype_name(spec.dtype),
-                        "shape": list(spec.shape), "lifetime": plan.get("lifetimes", {}).get(bkey)})
+        buffers.append({"buffer": bkey, "offset": off, "bytes": upper(spec.nbytes), "dtype": dtype_name(spec.dtype),
+                        "shape": encode(list(spec.shape)), "lifetime": plan.get("lifetimes", {}).get(bkey)})
     fired: dict[str, int] = {}
     skipped: dict[str, int] = {}
     for rec in engine.build_log:
@@ -372,10 +424,12 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
         "versions": header.get("versions", {}), "build_key": header.get("build_key"), "signed": not sig_zero,
         "options": header.get("options", {}), "targets": engine.targets, "target_details": targets,
         "sections": [{"name": s["name"], "bytes": s["length"]} for s in header.get("sections", [])],
-        "inputs": [{"name": n, "dtype": dtype_name(s.dtype), "shape": list(s.shape)}
+        "inputs": [{"name": n, "dtype": dtype_name(s.dtype), "shape": encode(list(s.shape)),
+                    **({"range": engine.input_shapes()[n]} if engine.batch_range else {})}
                    for n, s in zip(engine.input_names, engine.input_specs)],
+        "batch_range": engine.batch_range.to_json() if engine.batch_range else None,
         "outputs": [{"name": f"output_{i}", "value": f"{v.node}:{v.index}", "dtype": dtype_name(s.dtype),
-                     "shape": list(s.shape)} for i, (v, s) in enumerate(zip(g.outputs, engine.output_specs))],
+                     "shape": encode(list(s.shape))} for i, (v, s) in enumerate(zip(g.outputs, engine.output_specs))],
         "kernels": kernels,
         "memory_plan": {"arena_bytes": plan.get("arena_bytes", 0), "naive_bytes": plan.get("naive_bytes", 0),
                         "buffers": buffers},
@@ -386,8 +440,16 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
     }
 
 
+def _dim(x: Any) -> str:
+    """One encoded size or grid extent (trtjit.dynamic.encode): 8, nb*128, cdiv(nb*5,16)."""
+    if isinstance(x, dict) and "sym" in x:
+        e = "nb" if x["sym"] == 1 else f"nb*{x['sym']}"
+        return f"cdiv({e},{x['div']})" if x.get("div", 1) != 1 else e
+    return str(x)
+
+
 def _shape(d: dict[str, Any]) -> str:
-    return f"{d['dtype']}{d['shape']}"
+    return f"{d['dtype']}[{', '.join(_dim(s) for s in d['shape'])}]"
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -402,6 +464,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           f"{'signed' if rep['signed'] else 'unsigned'}, build key {rep['build_key']}")
     print("options: " + ", ".join(f"{k}={opts[k]}" for k in sorted(opts) if k not in ("dump_dir",)))
     print("inputs:  " + ", ".join(f"{d['name']} {_shape(d)}" for d in rep["inputs"]))
+    if rep.get("batch_range"):
+        r = rep["batch_range"]
+        print(f"dynamic batch nb in [{r['min']}, {r['max']}], tuned for {r['opt']}: " + "; ".join(
+            f"{d['name']} min {d['range']['min']} opt {d['range']['opt']} max {d['range']['max']}"
+            for d in rep["inputs"] if "range" in d))
     print("outputs: " + ", ".join(f"{d['name']} {_shape(d)}" for d in rep["outputs"]))
     if rep["targets"]:
         for t, d in rep["target_details"].items():
@@ -415,7 +482,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ops = k["fuses"]
         fuses = " + ".join(ops) if len(ops) <= 5 else " + ".join(ops[:5]) + f" (+{len(ops) - 5})"
         dts = sorted({a["dtype"] for a in k["args"]})
-        rows.append((str(i), k["name"], k["template"], fuses, "x".join(map(str, k["grid"])), str(k["num_warps"]),
+        rows.append((str(i), k["name"], k["template"], fuses, "x".join(map(_dim, k["grid"])), str(k["num_warps"]),
                      ",".join(dts)))
     widths = [min(max(len(r[c]) for r in rows), 48) for c in range(len(rows[0]))]
     for r in rows:
@@ -503,7 +570,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 step()
                 times.append((time.perf_counter() - t) * 1e3)
             wall = time.perf_counter() - w0
-    batch = engine.input_specs[0].shape[0] if engine.input_specs and engine.input_specs[0].shape else 1
+    batch = inputs[0].shape[0] if inputs and inputs[0].dim() else 1
     res = {"engine": args.engine, "device": str(device), "execution": mode, "cuda_graph": bool(args.cuda_graph),
            "iters": iters, "load_s": round(engine._load_seconds, 4), "first_inference_ms": round(first_ms, 4),
            "mean_ms": sum(times) / len(times), "min_ms": min(times), "max_ms": max(times),
@@ -526,6 +593,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 2e-2}
 
 
+def _fits(engine: Any, example: tuple[torch.Tensor, ...]) -> bool:
+    """Whether the factory's example inputs are inputs the engine takes (any batch in a dynamic range)."""
+    from trtjit.dynamic import batch_of
+
+    if len(example) != len(engine.input_specs) or [t.dtype for t in example] != [s.dtype for s in engine.input_specs]:
+        return False
+    try:
+        for i, (t, s, n) in enumerate(zip(example, engine.input_specs, engine.input_names)):
+            batch_of(n, i, s.shape, tuple(t.shape))
+    except InputError:
+        return False
+    return True
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from trtjit.cli import max_rel_error
 
@@ -535,11 +616,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     model, example = load_factory(args.model)
     if args.inputs:
         inputs, source = _read_inputs(engine, args, device)
-    elif [tuple(t.shape) for t in example] == [tuple(s.shape) for s in engine.input_specs] and \
-            [t.dtype for t in example] == [s.dtype for s in engine.input_specs] and not args.random:
+    elif _fits(engine, example) and not args.random:
         inputs, source = [t.to(device) for t in example], "the factory's example inputs"
     else:
-        inputs, source = _random_inputs(engine, args.seed, device), f"random (seed {args.seed})"
+        b = _engine_batch(engine, args)
+        inputs, source = _random_inputs(engine, args.seed, device, b), f"random (seed {args.seed})"
     precision = engine.options.precision
     tol = args.rtol if args.rtol is not None else (5e-3 if engine.options.tf32 and precision == "fp32"
                                                    else TOLERANCES.get(precision, 1e-2))
@@ -602,6 +683,8 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
                            help="inputs: .npz (arrays named after the inputs, or arr_0...) or .npy files in input "
                                 "order, or NAME=FILE.npy; default: random")
             p.add_argument("--seed", type=int, default=0, help="seed of random inputs (default 0)")
+            p.add_argument("--batch", type=int, metavar="N",
+                           help="batch size of random inputs for an engine built with --shapes (default: its opt)")
             p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                            help="where to run (default: the GPU if any, else the CPU under Triton's interpreter)")
 
@@ -627,6 +710,11 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
     prec.add_argument("--keep-fp32", action="append", metavar="NAME",
                       help="node name, prefix or op type that stays fp32 under --fp16/--bf16 (repeatable)")
     b.add_argument("--key-file", help="sign the engine with the key in this file (default: $TRTJIT_SIGNING_KEY)")
+    b.add_argument("--shapes", action="append", metavar="NAME:MIN,OPT,MAX",
+                   help="a batch range for input NAME (its name in forward(), or its position 0, 1, ...): three "
+                        "shapes, e.g. x:1x3x224x224,8x3x224x224,32x3x224x224. One engine then serves every batch "
+                        "from MIN to MAX, tuned for OPT; only the batch dim may vary, the same for every input "
+                        "given; repeat for several inputs. Default: the example inputs' fixed shapes")
     b.add_argument("-v", "--verbose", action="store_true", help="print the kernel table")
     b.set_defaults(fn=cmd_build)
 
