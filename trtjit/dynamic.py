@@ -5,11 +5,16 @@ opt, so that IR shapes, view attributes and layouts keep their types, but it is 
 
 * arithmetic stays exact (``coef * B`` times, plus or exactly-divided-by an integer, or plus another
   ``SymDim``) and anything else raises ``GuardError``;
-* a comparison must have the same truth for every batch in range, else it raises ``GuardError``; as in
-  torch.export, dynamic sizes are taken to be at least 2 when comparing (a batch of 1 indexes its size-1
-  dim with index 0, which the general code does too), so ``size == 1`` broadcast checks say no;
-* ``int()`` / ``__index__`` raise (so ``torch.empty(shape)`` or ``range(size)`` cannot concretize silently);
-  heuristics that want the opt size (tile sizes, block sizes) say so with ``hint()``;
+* ``==`` is structural, as shapes are compared in a compiler: ``coef * B`` equals ``coef * B`` and never a
+  fixed size (torch.export gives sizes that must be equal one symbol), so ``size == 1`` broadcast checks
+  and shape matches say no, and the general code they pick is right for every batch, 1 included (a
+  size-1 dim is indexed with 0 there too);
+* an ordering (``<``, ``>=``, ...) must have the same truth for every batch in range, else it raises
+  ``GuardError``; as in torch.export, dynamic sizes count as at least 2 there (see above);
+* ``int()``, ``float()`` and ``__index__`` raise, and ``TensorSpec.meta()`` refuses symbolic shapes;
+  heuristics that want the opt size (tile sizes, block sizes) say so with ``hint()``, memory sizing uses
+  ``upper()`` and launches ``at(b)``. (C code that reads an int subclass's value directly, such as
+  ``range()`` or torch's size arguments, cannot be intercepted: trtjit's code evaluates sizes explicitly.)
 * ``str()`` is a Triton expression of the kernel's runtime argument ``nb`` (``(nb * 128)``), so kernel
   templates' f-strings emit correct code unchanged.
 
@@ -244,7 +249,7 @@ class SymDim(int):
             return o.rng == self.rng and o.coef == self.coef
         if isinstance(o, bool) or not isinstance(o, (int, float)):
             return NotImplemented
-        return self._cmp_const(o, lambda a, b: a == b, "==")
+        return False  # structural: a batch-proportional size is never a fixed one (module docstring)
 
     def __ne__(self, o: Any) -> Any:  # type: ignore[override]
         r = self.__eq__(o)

@@ -64,6 +64,9 @@ class TensorSpec:
 
     def meta(self) -> torch.Tensor:
         """An empty tensor on the meta device, for shape inference through torch itself."""
+        from trtjit.dynamic import GuardError, is_dynamic
+        if is_dynamic(self.shape):  # torch would read a SymDim's opt value: evaluate it at a batch first
+            raise GuardError(f"{self}: a meta tensor of a batch-proportional shape (use trtjit.dynamic.two_point)")
         return torch.empty(self.shape, dtype=self.dtype, device="meta")
 
     def to_json(self) -> dict:
