@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trtjit.dynamic import ARG, cdiv, hint
+from trtjit.dynamic import ARG, hint
+from trtjit.dynamic import cdiv as cdiv  # re-exported: the templates import it from here (batch-aware)
 from trtjit.errors import BuildError
 from trtjit.ir import Graph, Node, TensorSpec, Value
 from trtjit.layout import Layout

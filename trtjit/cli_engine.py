@@ -361,8 +361,8 @@ def _params_of(source: str, name: str) -> list[str]:
 def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
     """Everything ``trtjit inspect`` shows, as JSON-able data."""
     import trtjit
-    from trtjit.engine_file import read
     from trtjit.dynamic import encode, upper
+    from trtjit.engine_file import read
     from trtjit.ir import dtype_name
 
     header, sections = read(path, key)

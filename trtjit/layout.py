@@ -70,9 +70,8 @@ def compute_layouts(graph: Graph, strict: bool = True) -> dict[Value, Layout | N
             continue
         from trtjit.dynamic import is_dynamic, range_of, two_point
         if is_dynamic((src.shape, src.strides, src.offset, node.attrs)):  # batch-proportional: at two batches
-            view = two_point(lambda sh, st, off, at: _view_of(opdef, node.spec.dtype, sh, st, off, at),
-                             range_of((src.shape, src.strides, src.offset, node.attrs)), src.shape, src.strides,
-                             src.offset, node.attrs)
+            view = two_point(_view_of, range_of((src.shape, src.strides, src.offset, node.attrs)), opdef,
+                             node.spec.dtype, src.shape, src.strides, src.offset, node.attrs)
         else:
             view = _view_of(opdef, node.spec.dtype, src.shape, src.strides, src.offset, node.attrs)
         if view is None:
