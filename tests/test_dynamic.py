@@ -68,6 +68,41 @@ def test_dynamic_batch_matches_pytorch(name, gen):
         engine(torch.randn(hi + 1, *rest, generator=gen))
 
 
+class _Mixed(nn.Module):
+    """Embedding, LayerNorm, cat, softmax, reflect pad, grouped conv, pooling, transposed conv, resize, a
+    batch-inner output: every other kernel template at a dynamic batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.ln = nn.LayerNorm(8)
+        self.conv = nn.Conv2d(4, 6, 3, padding=1, groups=2)
+        self.ct = nn.ConvTranspose2d(6, 4, 2, stride=2)
+
+    def forward(self, ids: torch.Tensor, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.ln(self.emb(ids))
+        e = torch.softmax(torch.cat([e, e * 2], dim=1), dim=-1).sum(1)
+        y = torch.nn.functional.avg_pool2d(self.conv(torch.nn.functional.pad(img, (1, 1, 1, 1), mode="reflect")), 2)
+        y = torch.nn.functional.interpolate(self.ct(y), scale_factor=0.5, mode="bilinear")
+        y = torch.nn.functional.adaptive_avg_pool2d(y, (3, 3)).flatten(1)
+        return torch.cat([e, y[:, :8]], 1), y.transpose(0, 1).contiguous()
+
+
+@pytest.mark.parametrize("opt_level", [0, 2])
+def test_every_template_at_a_dynamic_batch(opt_level, gen):
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=gen)))
+    model = _Mixed().eval()
+    ids, img = torch.randint(0, 50, (3, 5), generator=gen), torch.randn(3, 4, 8, 8, generator=gen)
+    engine = trtjit.compile(model, (ids, img), shapes={"ids": ((1, 5), (3, 5), (7, 5)),
+                                                         "img": ((1, 4, 8, 8), (3, 4, 8, 8), (7, 4, 8, 8))},
+                            opt_level=opt_level, verify=True)
+    ref_model = model.double()
+    for b in (1, 2, 7):
+        i2, x2 = torch.randint(0, 50, (b, 5), generator=gen), torch.randn(b, 4, 8, 8, generator=gen)
+        for out, ref in zip(engine(i2, x2), ref_model(i2, x2.double())):
+            assert_close_rel(out, ref.float())
+
+
 def test_tuned_for_opt_and_sized_for_max(gen):
     """Tile heuristics see opt; the memory plan holds the largest batch; grids follow the runtime batch."""
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
