@@ -159,3 +159,31 @@ def test_ops_lists_ir_aten_and_onnx_ops(capsys):
     assert "IR ops (trtjit.ops):" in out and "sdpa" in out and "conv_transpose2d" in out
     assert "aten.scaled_dot_product_attention" in out
     assert "ONNX op types the ONNX frontend converts:" in out and "Conv" in out
+
+
+def test_progress_bar():
+    """Cross-compilation's [done/total] log lines: one bar redrawn in place on a terminal, lines elsewhere."""
+    import io
+    import logging
+
+    from trtjit.cli_engine import ProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream in (Tty(), io.StringIO()):
+        log = logging.getLogger(f"trtjit.test_progress.{id(stream)}")
+        log.propagate = False
+        log.addHandler(ProgressBar(stream, width=10))
+        log.setLevel(logging.INFO)
+        log.warning("cross-compiling 2 kernels")
+        log.warning("[1/2] gemm_0 sm_90 (9000 bytes cubin, 1.0 s)")
+        log.warning("[2/2] gemm_1 sm_90 (9000 bytes cubin, 1.0 s)")
+        out = stream.getvalue()
+        assert "cross-compiling 2 kernels\n" in out
+        assert "[#####.....] 1/2 gemm_0" in out and "[##########] 2/2 gemm_1" in out
+        if isinstance(stream, Tty):
+            assert out.count("\r") == 2 and out.endswith("\n") and out.count("\n") == 2
+        else:
+            assert "\r" not in out and out.count("\n") == 3

@@ -45,6 +45,44 @@ def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+class ProgressBar(logging.Handler):
+    """Shows ``[done/total] what`` log records (cross-compilation) as one progress bar redrawn in place on a
+    terminal, and as plain lines elsewhere (logs, pipes)."""
+
+    STEP = re.compile(r"^\[(\d+)/(\d+)\] (.*)$")
+
+    def __init__(self, stream: Any = None, width: int = 30) -> None:
+        super().__init__()
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.open = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        m = self.STEP.match(msg)
+        if not m:
+            self._end()
+            self.stream.write(f"      {msg}\n")
+        else:
+            done, total, what = int(m.group(1)), int(m.group(2)), m.group(3)
+            fill = self.width * done // max(total, 1)
+            bar = f"      [{'#' * fill}{'.' * (self.width - fill)}] {done}/{total} {what}"
+            if self.tty:
+                self.stream.write("\r" + bar[:118].ljust(118))
+                self.open = done < total
+                if not self.open:
+                    self.stream.write("\n")
+            else:
+                self.stream.write(bar + "\n")
+        self.stream.flush()
+
+    def _end(self) -> None:
+        if self.open:
+            self.stream.write("\n")
+            self.open = False
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 _SPEC = re.compile(r"^(?P<mod>[^()]+?):(?P<fn>[A-Za-z_][\w.]*)\s*(?P<args>\(.*\))?\s*$", re.S)
 
@@ -295,8 +333,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         overrides["keep_fp32"] = tuple(args.keep_fp32)
     _progress(f"[2/3] compiling (opt level {args.opt_level}, {precision}"
               f"{', targets ' + ', '.join(targets) if targets else ', no GPU binaries: kernels JIT-compile at load'})")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("      %(message)s"))
+    handler = ProgressBar(sys.stderr)
     xlog = logging.getLogger("trtjit.crosscompile")
     old_level = xlog.level
     xlog.addHandler(handler)
