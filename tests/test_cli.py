@@ -64,7 +64,8 @@ def test_build_progress_and_errors(tmp_path, capsys):
     cap = capsys.readouterr()
     assert "[1/3] loading model" in cap.err and "[3/3] writing" in cap.err
     assert "targets none (JIT)" in cap.out
-    for argv, msg in ((["build", "--onnx", "m.onnx"], "ONNX input is not supported yet"),
+    for argv, msg in ((["build", "--onnx", "m.onnx"], "--onnx m.onnx: no such file"),
+                      (["build", MLP, "--onnx", "m.onnx"], "not both"),
                       (["build", MLP, "--int8"], "int8 precision is not supported yet"),
                       (["build", MLP, "--fp8"], "fp8 precision is not supported yet"),
                       (["build", MLP, "--target", "sm_42"], "unknown GPU target 'sm_42'"),
@@ -187,3 +188,26 @@ def test_progress_bar():
             assert out.count("\r") == 2 and out.endswith("\n") and out.count("\n") == 2
         else:
             assert "\r" not in out and out.count("\n") == 3
+
+
+def test_build_and_compare_onnx(tmp_path, capsys):
+    """`trtjit build --onnx` (a fixed shape for the file's open batch dim) and `compare --onnx` (onnxruntime)."""
+    import warnings
+
+    model = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+    onnx_path = tmp_path / "mlp.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 32),), str(onnx_path), dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    plan = tmp_path / "onnx.plan"
+    assert main(["build", "--onnx", str(onnx_path), "--shapes", "x:3x32", "-o", str(plan)]) == 0
+    assert "reading ONNX model" in capsys.readouterr().err
+    assert list(trtjit.load(str(plan)).input_specs[0].shape) == [3, 32]
+    assert main(["compare", str(plan), "--onnx", str(onnx_path)]) == 0
+    out = capsys.readouterr().out
+    assert "PASS: engine matches onnxruntime" in out
+    assert main(["build", "--onnx", str(onnx_path), "--shapes", "x:1x32,2x32,4x32", "-o", str(plan)]) == 2
+    assert "an ONNX model builds for fixed shapes" in capsys.readouterr().err
+    assert main(["compare", str(plan)]) == 2
+    assert "needs the reference" in capsys.readouterr().err

@@ -173,14 +173,16 @@ def _device(name: str) -> torch.device:
 
 def parse_shapes(values: list[str] | None) -> dict[str, tuple[tuple[int, ...], ...]]:
     """``--shapes NAME:MIN,OPT,MAX`` (each shape ``8x3x224x224``; NAME an input name or position) ->
-    ``{NAME: (min, opt, max)}`` for ``BuildOptions.shapes``."""
+    ``{NAME: (min, opt, max)}`` for ``BuildOptions.shapes``; ``NAME:SHAPE`` is a fixed shape (min = opt = max)."""
     out: dict[str, tuple[tuple[int, ...], ...]] = {}
     for v in values or []:
         name, sep, rest = v.partition(":")
         parts = rest.split(",")
-        if not sep or not name or len(parts) != 3:
-            raise InputError(f"--shapes {v!r}: expected NAME:MIN,OPT,MAX with shapes like 1x3x224x224, e.g. "
-                             "x:1x3x224x224,8x3x224x224,32x3x224x224")
+        if len(parts) == 1:
+            parts = parts * 3
+        if not sep or not name or len(parts) != 3 or not all(parts):
+            raise InputError(f"--shapes {v!r}: expected NAME:MIN,OPT,MAX (or NAME:SHAPE) with shapes like "
+                             "1x3x224x224, e.g. x:1x3x224x224,8x3x224x224,32x3x224x224")
         try:
             shapes = tuple(tuple(int(d) for d in p.strip().lower().split("x")) for p in parts)
         except ValueError:
@@ -302,10 +304,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     import trtjit
     from trtjit.options import PRECISIONS
 
-    if args.onnx:
-        raise InputError("ONNX input is not supported yet (it arrives with the ONNX frontend); build from a Python "
-                         "factory returning (model, example_inputs) instead")
-    if not args.model:
+    if args.onnx and args.model:
+        raise InputError("build takes a MODEL (module:factory) or --onnx FILE, not both")
+    if not args.model and not args.onnx:
         raise InputError("build needs a MODEL (module:factory) or --onnx FILE")
     precision = "fp32"
     for flag in ("fp16", "bf16", "int8", "fp8"):
@@ -318,12 +319,26 @@ def cmd_build(args: argparse.Namespace) -> int:
             precision = flag
     targets = [t for group in args.target or [] for t in group.split(",") if t]
     t0 = time.perf_counter()
-    _progress(f"[1/3] loading model from {args.model}")
-    model, inputs = load_factory(args.model)
-    shapes = ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in inputs)
-    _progress(f"      inputs {shapes}")
     overrides: dict[str, Any] = {"opt_level": args.opt_level, "precision": precision, "targets": targets}
-    if args.shapes:
+    if args.onnx:  # ONNX: fixed shapes, those the file declares or --shapes NAME:SHAPE for its open dims
+        _progress(f"[1/3] reading ONNX model {args.onnx}")
+        model = args.onnx
+        if not Path(model).is_file():
+            raise InputError(f"--onnx {model}: no such file")
+        fixed = parse_shapes(args.shapes)
+        ranged = [n for n, (lo, o, hi) in fixed.items() if not lo == o == hi]
+        if ranged:
+            raise InputError(f"--shapes for {ranged}: an ONNX model builds for fixed shapes; give NAME:SHAPE "
+                             "(batch ranges are supported for PyTorch models)")
+        inputs = {n: list(s[1]) for n, s in fixed.items()} or None
+        if inputs:
+            _progress("      inputs " + ", ".join(f"{n}{s}" for n, s in inputs.items()))
+    else:
+        _progress(f"[1/3] loading model from {args.model}")
+        model, inputs = load_factory(args.model)
+        shapes = ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in inputs)
+        _progress(f"      inputs {shapes}")
+    if args.shapes and not args.onnx:
         overrides["shapes"] = parse_shapes(args.shapes)
         _progress("      shape ranges " + "; ".join(f"{n}: min {list(lo)}, opt {list(o)}, max {list(hi)}"
                                                   for n, (lo, o, hi) in overrides["shapes"].items()))
@@ -649,8 +664,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     device = _device(args.device)
     engine = _load_engine(args)
-    _progress(f"loaded {args.engine} in {engine._load_seconds:.2f} s; loading reference model {args.model}")
-    model, example = load_factory(args.model)
+    if bool(args.model) == bool(args.onnx):
+        raise InputError("compare needs the reference: a MODEL (module:factory) or --onnx FILE (onnxruntime)")
+    _progress(f"loaded {args.engine} in {engine._load_seconds:.2f} s; loading reference model {args.model or args.onnx}")
+    model, example = load_factory(args.model) if args.model else (None, ())
     if args.inputs:
         inputs, source = _read_inputs(engine, args, device)
     elif _fits(engine, example) and not args.random:
@@ -661,11 +678,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     precision = engine.options.precision
     tol = args.rtol if args.rtol is not None else (5e-3 if engine.options.tf32 and precision == "fp32"
                                                    else TOLERANCES.get(precision, 1e-2))
-    _progress(f"running engine ({_execution(engine, device)}) and PyTorch on {device} with {source}")
+    refname = "onnxruntime" if args.onnx else "PyTorch"
+    _progress(f"running engine ({_execution(engine, device)}) and {refname} on {device} with {source}")
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # an fp32 reference
     try:
-        outs, ref = _run_both(engine, model, inputs, device, args.fp64_reference)
+        if args.onnx:
+            outs, ref = _run_onnxruntime(engine, args.onnx, inputs)
+        else:
+            outs, ref = _run_both(engine, model, inputs, device, args.fp64_reference)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     if len(ref) != len(outs):
@@ -676,7 +697,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for i, (o, r) in enumerate(zip(outs, ref)):
         shape_ok = tuple(o.shape) == tuple(r.shape)
         if not shape_ok:
-            print(f"output_{i:<3} shape {list(o.shape)} vs PyTorch {list(r.shape)}: FAIL")
+            print(f"output_{i:<3} shape {list(o.shape)} vs {refname} {list(r.shape)}: FAIL")
             ok = False
             continue
         abs_err = float((o.double() - r.double()).abs().max()) if o.numel() else 0.0
@@ -687,8 +708,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ok &= good
         print(f"output_{i:<3} {str(list(o.shape)):<20} {str(o.dtype).replace('torch.', ''):<10} {abs_err:>12.3e} "
               f"{rel:>12.3e}  {tol:.0e}  {'PASS' if good else 'FAIL'}{'' if finite else ' (non-finite values)'}")
-    print("PASS: engine matches PyTorch" if ok else "FAIL: engine output differs from PyTorch beyond tolerance")
+    print(f"PASS: engine matches {refname}" if ok else f"FAIL: engine output differs from {refname} beyond tolerance")
     return 0 if ok else 1
+
+
+def _run_onnxruntime(engine: Any, path: str, inputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The engine's outputs and onnxruntime's (CPU) for the same inputs, matched by the ONNX output names."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise InputError("--onnx: comparing against onnxruntime needs the onnxruntime package") from None
+    if not Path(path).is_file():
+        raise InputError(f"--onnx {path}: no such file")
+    with torch.no_grad():
+        outs = engine.run(*inputs)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed_names = {i.name for i in sess.get_inputs()}
+    feed = {n: t.detach().cpu().numpy() for n, t in zip(engine.input_names, inputs) if n in feed_names}
+    missing = feed_names - set(feed)
+    if missing:
+        raise InputError(f"--onnx {path}: the model's inputs {sorted(missing)} are not inputs of the engine "
+                         f"({engine.input_names}); was it built from another model?")
+    names = [o.name for o in sess.get_outputs()]
+    want = engine.output_names if set(engine.output_names) <= set(names) else names
+    ref = sess.run(want, feed)
+    return outs, [torch.from_numpy(np.ascontiguousarray(r)).to(o.device) for r, o in zip(ref, outs)]
 
 
 def _run_both(engine: Any, model: torch.nn.Module, inputs: list[torch.Tensor], device: torch.device,
@@ -731,7 +775,8 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
                               "--target sm_90\n  trtjit build mymodels.py:resnet --fp16 -o resnet.plan")
     b.add_argument("model", nargs="?", help="Python factory returning (model, example_inputs): module:function or "
                                             "file.py:function, optionally with literal arguments")
-    b.add_argument("--onnx", metavar="FILE", help="build from an ONNX file (not supported yet)")
+    b.add_argument("--onnx", metavar="FILE", help="build from an ONNX file instead (its declared input shapes, or "
+                                                   "--shapes NAME:SHAPE for dims it leaves open)")
     b.add_argument("-o", "--output", default="model.plan", help="engine file to write (default model.plan)")
     b.add_argument("--opt-level", type=int, default=2, choices=(0, 1, 2),
                    help="0: one kernel per op; 1: fold and clean up; 2: also fuse (default)")
@@ -751,7 +796,8 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
                    help="a batch range for input NAME (its name in forward(), or its position 0, 1, ...): three "
                         "shapes, e.g. x:1x3x224x224,8x3x224x224,32x3x224x224. One engine then serves every batch "
                         "from MIN to MAX, tuned for OPT; only the batch dim may vary, the same for every input "
-                        "given; repeat for several inputs. Default: the example inputs' fixed shapes")
+                        "given; repeat for several inputs. Default: the example inputs' fixed shapes. With --onnx: "
+                        "NAME:SHAPE, a fixed shape for an ONNX input")
     b.add_argument("-v", "--verbose", action="store_true", help="print the kernel table")
     b.set_defaults(fn=cmd_build)
 
@@ -781,13 +827,16 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
     be.add_argument("--json", action="store_true", help="machine-readable output")
     be.set_defaults(fn=cmd_bench)
 
-    c = sub.add_parser("compare", help="check an engine against PyTorch, output by output (exit 1 on mismatch)",
+    c = sub.add_parser("compare", help="check an engine against PyTorch or onnxruntime, output by output (exit 1 on "
+                                       "mismatch)",
                        formatter_class=fmt,
-                       description="Run an engine and the PyTorch model it was built from on the same inputs and "
-                                   "compare every output by max|engine - torch| / max|torch|.",
+                       description="Run an engine and the PyTorch model it was built from (or onnxruntime on its "
+                                   "ONNX file, --onnx) on the same inputs and compare every output by "
+                                   "max|engine - reference| / max|reference|.",
                        epilog="example:\n  trtjit compare mlp.plan 'trtjit.examples:example(name=\"mlp\")' --rtol 1e-4")
     engine_args(c)
-    c.add_argument("model", help="the factory the engine was built from (module:function or file.py:function)")
+    c.add_argument("model", nargs="?", help="the factory the engine was built from (module:function or file.py:function)")
+    c.add_argument("--onnx", metavar="FILE", help="compare against onnxruntime running this ONNX file instead")
     c.add_argument("--rtol", type=float, help="max relative error (default by precision: fp32 1e-4, tf32 5e-3, "
                                               "fp16 1e-2, bf16 2e-2)")
     c.add_argument("--atol", type=float, default=0.0, help="also pass an output whose max abs error is below this")
