@@ -191,7 +191,8 @@ def test_progress_bar():
 
 
 def test_build_and_compare_onnx(tmp_path, capsys):
-    """`trtjit build --onnx` (a fixed shape for the file's open batch dim) and `compare --onnx` (onnxruntime)."""
+    """`trtjit build --onnx` (a fixed shape, then a range, for the file's open batch dim) and `compare --onnx`
+    (onnxruntime)."""
     import warnings
 
     model = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
@@ -207,7 +208,10 @@ def test_build_and_compare_onnx(tmp_path, capsys):
     assert main(["compare", str(plan), "--onnx", str(onnx_path)]) == 0
     out = capsys.readouterr().out
     assert "PASS: engine matches onnxruntime" in out
-    assert main(["build", "--onnx", str(onnx_path), "--shapes", "x:1x32,2x32,4x32", "-o", str(plan)]) == 2
-    assert "an ONNX model builds for fixed shapes" in capsys.readouterr().err
+    assert main(["build", "--onnx", str(onnx_path), "--shapes", "x:1x32,2x32,5x32", "-o", str(plan)]) == 0
+    capsys.readouterr()
+    assert trtjit.load(str(plan)).batch_range.to_json() == {"min": 1, "opt": 2, "max": 5}
+    assert main(["compare", str(plan), "--onnx", str(onnx_path), "--random", "--batch", "5"]) == 0
+    assert "PASS: engine matches onnxruntime" in capsys.readouterr().out
     assert main(["compare", str(plan)]) == 2
     assert "needs the reference" in capsys.readouterr().err

@@ -297,3 +297,55 @@ def test_cross_compiled_dynamic_kernels_take_the_batch(tmp_path, gen, monkeypatc
         grid, vals = drv.launches[-1]
         assert vals[:-2] == [t.data_ptr() for t in bufs] + [nb]
         assert grid[0] == math.ceil(nb / k.constexprs["BLOCK_M"])
+
+
+# ---------------------------------------------------------------------------------------------- ONNX
+def test_onnx_batch_range_matches_onnxruntime(tmp_path, gen):
+    """An ONNX file with a named batch dim, imported at two batches and merged, serves the range."""
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=gen)))
+    model = _CNN().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+    path = tmp_path / "cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, input_names=["img"],
+                          output_names=["logits"], dynamic_axes={"img": {0: "batch"}, "logits": {0: "batch"}})
+    engine = trtjit.compile(str(path), None, shapes={"img": ((1, 3, 8, 8), (2, 3, 8, 8), (6, 3, 8, 8))}, verify=True)
+    assert engine.batch_range == BatchRange(1, 2, 6)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for b in (1, 4, 6):
+        x = torch.randn(b, 3, 8, 8, generator=gen)
+        assert_close_rel(engine(x), torch.from_numpy(sess.run(None, {"img": x.numpy()})[0]))
+    with pytest.raises(InputError, match=r"outside the engine's range 1\.\.6 \(opt 2\)"):
+        engine(torch.randn(7, 3, 8, 8))
+    assert np.isfinite(engine(torch.randn(3, 3, 8, 8)).numpy()).all()
+
+
+def test_onnx_batch_dependent_graphs_are_refused():
+    from onnx import TensorProto, helper
+
+    def vi(n, s):
+        return helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+
+    def model(nodes, inits=()):
+        g = helper.make_graph(nodes, "g", [vi("x", ["batch", 4])], [vi("y", ["b", 4])], list(inits))
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    rng = {"x": ((1, 4), (2, 4), (8, 4))}
+    pad = model([helper.make_node("Pad", ["x", "pads"], ["y"])],
+                [helper.make_tensor("pads", TensorProto.INT64, [4], [1, 0, 0, 0])])
+    with pytest.raises(GuardError, match="node 'y' \\(pad\\): a size is neither fixed nor proportional"):
+        trtjit.compile(pad, None, shapes=rng)
+    const = model([helper.make_node("Shape", ["x"], ["s"]),
+                   helper.make_node("ConstantOfShape", ["s"], ["c"], value=helper.make_tensor("v", TensorProto.FLOAT,
+                                                                                               [1], [2.0])),
+                   helper.make_node("Mul", ["x", "c"], ["y"])])
+    with pytest.raises(GuardError, match="a constant computed from the batch size"):
+        trtjit.compile(const, None, shapes=rng)

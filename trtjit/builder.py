@@ -54,10 +54,10 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | tor
         from trtjit.frontend_onnx import import_onnx
 
         opts = BuildOptions.make(options, **overrides)
-        if opts.shapes:
-            raise InputError("shape ranges (shapes=, --shapes) are supported for PyTorch models; an ONNX model "
-                             "builds for the fixed shapes of its example inputs")
         t0 = time.perf_counter()
+        if opts.shapes:  # a batch range: imported at two batches and merged (trtjit.dynamic)
+            from trtjit.dynamic import import_onnx_dynamic
+            return build(import_onnx_dynamic(model, example_inputs, opts.shapes), opts, t0)
         return build(import_onnx(model, example_inputs), opts, t0)
     opts = BuildOptions.make(options, **overrides)
     args = _check_inputs(model, example_inputs)

@@ -320,25 +320,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     targets = [t for group in args.target or [] for t in group.split(",") if t]
     t0 = time.perf_counter()
     overrides: dict[str, Any] = {"opt_level": args.opt_level, "precision": precision, "targets": targets}
-    if args.onnx:  # ONNX: fixed shapes, those the file declares or --shapes NAME:SHAPE for its open dims
+    if args.onnx:  # ONNX: the shapes the file declares, --shapes for the dims it leaves open
         _progress(f"[1/3] reading ONNX model {args.onnx}")
-        model = args.onnx
+        model, inputs = args.onnx, None
         if not Path(model).is_file():
             raise InputError(f"--onnx {model}: no such file")
-        fixed = parse_shapes(args.shapes)
-        ranged = [n for n, (lo, o, hi) in fixed.items() if not lo == o == hi]
-        if ranged:
-            raise InputError(f"--shapes for {ranged}: an ONNX model builds for fixed shapes; give NAME:SHAPE "
-                             "(batch ranges are supported for PyTorch models)")
-        inputs = {n: list(s[1]) for n, s in fixed.items()} or None
-        if inputs:
-            _progress("      inputs " + ", ".join(f"{n}{s}" for n, s in inputs.items()))
     else:
         _progress(f"[1/3] loading model from {args.model}")
         model, inputs = load_factory(args.model)
         shapes = ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in inputs)
         _progress(f"      inputs {shapes}")
-    if args.shapes and not args.onnx:
+    if args.shapes:
         overrides["shapes"] = parse_shapes(args.shapes)
         _progress("      shape ranges " + "; ".join(f"{n}: min {list(lo)}, opt {list(o)}, max {list(hi)}"
                                                   for n, (lo, o, hi) in overrides["shapes"].items()))
@@ -775,8 +767,8 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
                               "--target sm_90\n  trtjit build mymodels.py:resnet --fp16 -o resnet.plan")
     b.add_argument("model", nargs="?", help="Python factory returning (model, example_inputs): module:function or "
                                             "file.py:function, optionally with literal arguments")
-    b.add_argument("--onnx", metavar="FILE", help="build from an ONNX file instead (its declared input shapes, or "
-                                                   "--shapes NAME:SHAPE for dims it leaves open)")
+    b.add_argument("--onnx", metavar="FILE", help="build from an ONNX file instead (input shapes: declared in the "
+                                                   "file, or --shapes)")
     b.add_argument("-o", "--output", default="model.plan", help="engine file to write (default model.plan)")
     b.add_argument("--opt-level", type=int, default=2, choices=(0, 1, 2),
                    help="0: one kernel per op; 1: fold and clean up; 2: also fuse (default)")
@@ -796,8 +788,8 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
                    help="a batch range for input NAME (its name in forward(), or its position 0, 1, ...): three "
                         "shapes, e.g. x:1x3x224x224,8x3x224x224,32x3x224x224. One engine then serves every batch "
                         "from MIN to MAX, tuned for OPT; only the batch dim may vary, the same for every input "
-                        "given; repeat for several inputs. Default: the example inputs' fixed shapes. With --onnx: "
-                        "NAME:SHAPE, a fixed shape for an ONNX input")
+                        "given; repeat for several inputs. NAME:SHAPE gives a fixed shape (ONNX inputs with open "
+                        "dims). Default: the example inputs' shapes (ONNX: the shapes the file declares)")
     b.add_argument("-v", "--verbose", action="store_true", help="print the kernel table")
     b.set_defaults(fn=cmd_build)
 

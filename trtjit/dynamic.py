@@ -392,7 +392,7 @@ def two_point(fn: Callable[..., Any], rng: BatchRange, *args: Any) -> Any:
 
 def _combine(r1: Any, r2: Any, rng: BatchRange) -> Any:
     b1, b2 = _PROBES
-    if isinstance(r1, bool) or not isinstance(r1, (int, list, tuple)):
+    if isinstance(r1, bool) or not isinstance(r1, (int, list, tuple, dict)):
         if r1 != r2:
             raise _guard(f"a result depends on the batch in an unsupported way ({r1!r} at batch {b1}, {r2!r} at "
                          f"batch {b2})")
@@ -404,6 +404,10 @@ def _combine(r1: Any, r2: Any, rng: BatchRange) -> Any:
             return sym(r1 // b1, rng)
         raise _guard(f"a size is neither fixed nor proportional to the batch ({r1} at batch {b1}, {r2} at batch "
                      f"{b2})")
+    if isinstance(r1, dict) or isinstance(r2, dict):
+        if not (isinstance(r1, dict) and isinstance(r2, dict)) or set(r1) != set(r2):
+            raise _guard(f"a result depends on the batch ({r1!r} at batch {b1}, {r2!r} at batch {b2})")
+        return {k: _combine(r1[k], r2[k], rng) for k in r1}
     if len(r1) != len(r2):
         raise _guard(f"a result's rank depends on the batch ({len(r1)} vs {len(r2)})")
     out = [_combine(a, b, rng) for a, b in zip(r1, r2)]
@@ -516,10 +520,11 @@ def normalize_shapes(x: Any) -> tuple[tuple[str, Shape, Shape, Shape], ...]:
 
 
 class DynamicInputs:
-    """Which model inputs have a batch range, the one BatchRange they share, and the export arguments."""
+    """Which model inputs have a batch range, the one BatchRange they share, and the export arguments.
+    ``examples``: the example inputs (tensors, or anything with a ``shape``), by position."""
 
     def __init__(self, shapes: tuple[tuple[str, Shape, Shape, Shape], ...], names: list[str],
-                 examples: tuple[Any, ...]) -> None:
+                 examples: tuple[Any, ...] | list[Any]) -> None:
         self.dims: dict[int, int] = {}
         self.n = len(examples)
         rng = None
@@ -570,3 +575,88 @@ class DynamicInputs:
         assert self.range is not None
         batch = Dim("batch", min=self.range.min, max=self.range.max)
         return tuple({self.dims[i]: batch} if i in self.dims else None for i in range(self.n))
+
+
+# ------------------------------------------------------------------------------ frontends without symbols
+def merge_graphs(g1: Any, g2: Any, rng: BatchRange) -> Any:
+    """One dynamic-batch graph from the same model imported at the two probe batches (``_PROBES``): same
+    nodes, edges, ops and constants; every size and attribute either equal in both or proportional to the
+    batch. For frontends whose shapes are plain integers (ONNX); GuardError names what differs."""
+    from trtjit.ir import Graph, Node, TensorSpec
+
+    order = g1.topo_order()
+    if order != g2.topo_order() or g1.inputs != g2.inputs or g1.outputs != g2.outputs:
+        diff = next((a for a, b in zip(order, g2.topo_order()) if a != b), "?")
+        raise _guard(f"the imported graph's structure depends on the batch (first difference at node {diff!r}); "
+                     "it cannot serve a batch range")
+    g = Graph()
+    for name in order:
+        n1, n2 = g1.node(name), g2.node(name)
+        where = f"node {name!r} ({n1.op})"
+        if n1.op != n2.op or g1.inputs_of(name) != g2.inputs_of(name) or len(n1.outputs) != len(n2.outputs):
+            raise _guard(f"{where}: its op or inputs depend on the batch")
+        value = n1.value
+        if n1.op == "constant":
+            import torch
+            if n1.value.shape != n2.value.shape or not torch.equal(n1.value, n2.value):
+                raise _guard(f"{where}: a constant computed from the batch size ({list(n1.value.shape)} at batch "
+                             f"{_PROBES[0]}, {list(n2.value.shape)} at batch {_PROBES[1]}); a dynamic-batch engine "
+                             "cannot hold it")
+        try:
+            attrs = _combine(n1.attrs, n2.attrs, rng)
+            outs = []
+            for a, b in zip(n1.outputs, n2.outputs):
+                if a.dtype != b.dtype:
+                    raise _guard(f"output dtype {a.dtype} vs {b.dtype}")
+                outs.append(TensorSpec(tuple(_combine(list(a.shape), list(b.shape), rng)), a.dtype))
+        except GuardError as e:
+            raise GuardError(f"{where}: {e}") from None
+        g.add_node(Node(name, n1.op, attrs, outs, value, n1.source), g1.inputs_of(name))
+    g.inputs, g.outputs = list(g1.inputs), list(g1.outputs)
+    try:  # JSON-able (ONNX's named dims: {"batch": {"sym": 1}})
+        meta = encode(_combine(dict(g1.meta), dict(g2.meta), rng))
+    except GuardError as e:
+        raise GuardError(f"the imported graph's metadata depends on the batch: {e}") from None
+    g.meta = dict(meta, batch_range=rng.to_json())
+    return g
+
+
+def import_onnx_dynamic(model: Any, example_inputs: Any, shapes: tuple[tuple[str, Shape, Shape, Shape], ...]) -> Any:
+    """An ONNX model imported for a batch range: named inputs get ``shapes`` (min/opt/max; a fixed shape
+    when all three agree), the rest ``example_inputs`` or their declared shapes. Imported at the two
+    probe batches and merged (``merge_graphs``); a static graph when no input's range varies."""
+    from trtjit.frontend_onnx import import_onnx, load_model
+
+    m, _ = load_model(model)
+    inits = {t.name for t in m.graph.initializer}
+    names = [i.name for i in m.graph.input if i.name not in inits]
+    base: dict[str, Any] = {}
+    if isinstance(example_inputs, dict):
+        base.update(example_inputs)
+    elif example_inputs is not None:
+        base.update(zip(names, example_inputs))
+    opt_of = {}
+    for key, _lo, opt, _hi in shapes:
+        name = names[int(key)] if key.isdigit() and int(key) < len(names) else key
+        if name not in names:
+            raise InputError(f"shapes names input {key!r}, but the ONNX model's inputs are {names}")
+        opt_of[name] = opt
+    examples = [_ShapeOnly(opt_of[n]) if n in opt_of else _ShapeOnly(()) for n in names]
+    dyn = DynamicInputs(shapes, names, examples)
+    fixed = {n: list(s) for n, s in opt_of.items()}
+    if dyn.range is None:
+        return import_onnx(model, {**base, **fixed} or None)
+    graphs = []
+    for b in _PROBES:
+        inputs = dict(base, **fixed)
+        for i, d in dyn.dims.items():
+            shape = list(opt_of[names[i]])
+            shape[d] = b
+            inputs[names[i]] = shape
+        graphs.append(import_onnx(model, inputs))
+    return merge_graphs(graphs[0], graphs[1], dyn.range)
+
+
+class _ShapeOnly:
+    def __init__(self, shape: Shape) -> None:
+        self.shape = tuple(shape)
