@@ -349,3 +349,33 @@ def test_onnx_batch_dependent_graphs_are_refused():
                    helper.make_node("Mul", ["x", "c"], ["y"])])
     with pytest.raises(GuardError, match="a constant computed from the batch size"):
         trtjit.compile(const, None, shapes=rng)
+
+
+# ---------------------------------------------------------------------------------------------- serving
+def test_serving_a_dynamic_batch_engine(tmp_path, gen):
+    """A batched model with one dynamic-batch engine runs every batch in range unpadded."""
+    import json
+
+    httpclient = pytest.importorskip("tritonclient.http")
+    pytest.importorskip("aiohttp")
+    pytest.importorskip("prometheus_client")
+    from trtjit.serving.server import ServerThread
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
+    engine = trtjit.compile(model, (torch.randn(4, 16, generator=gen),), shapes={0: ((1, 16), (4, 16), (6, 16))})
+    (tmp_path / "dyn" / "1").mkdir(parents=True)
+    engine.save(str(tmp_path / "dyn" / "1" / "model.plan"))
+    (tmp_path / "dyn" / "config.json").write_text(json.dumps({"max_batch_size": 6}))
+    with ServerThread(tmp_path) as server:
+        client = httpclient.InferenceServerClient(server.http_url)
+        try:
+            for b in (1, 5, 6):
+                x = torch.randn(b, 16, generator=gen)
+                inp = httpclient.InferInput("input", [b, 16], "FP32")
+                inp.set_data_from_numpy(x.numpy())
+                out = client.infer("dyn", [inp]).as_numpy("output_0")
+                assert_close_rel(torch.from_numpy(out.copy()), model.double()(x.double()).float())
+            meta = client.get_model_metadata("dyn")
+            assert meta["inputs"][0]["shape"] == [-1, 16]
+        finally:
+            client.close()
