@@ -283,6 +283,8 @@ def test_cross_compiled_dynamic_kernels_take_the_batch(tmp_path, gen, monkeypatc
     engine.save(str(path))
     loaded = trtjit.load(str(path))
     b = loaded.binaries["sm_90"][0]
+    from trtjit import dynamic, xc_worker
+    assert xc_worker.BATCH_ARG == dynamic.ARG  # the worker imports nothing from trtjit: one name, checked here
     assert b.params[-1] == ["nb", "i32"] and all(t.startswith("*") for _, t in b.params[:-1])
     assert ".param .u32" in b.ptx
     monkeypatch.setattr(cuda_launcher, "_device_context", lambda ordinal: contextlib.nullcontext())
