@@ -30,6 +30,7 @@ from trtjit.errors import InputError
 WORKFLOW = """\
 engine workflow:
   trtjit build 'trtjit.examples:example(name="mlp")' -o mlp.plan --target sm_80 --target sm_90
+  trtjit build 'trtjit.examples:example(name="mlp")' -o dyn.plan --shapes 0:1x32,8x32,64x32  # batch 1..64
   trtjit inspect mlp.plan                 # kernels, fused ops, dtypes, memory plan, rules, targets
   trtjit run mlp.plan -o out.npz          # random inputs (or --inputs in.npz), outputs to .npz
   trtjit bench mlp.plan --iters 200       # latency percentiles and throughput
