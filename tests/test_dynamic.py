@@ -18,7 +18,7 @@ from conftest import assert_close_rel
 import trtjit
 from trtjit import cuda_launcher
 from trtjit.dynamic import BatchRange, GridDim, GuardError, SymDim, cdiv, grid_at, hint, two_point
-from trtjit.errors import InputError
+from trtjit.errors import BuildError, InputError
 from trtjit.interpreter import run_graph
 from trtjit.ir import TensorSpec
 
@@ -101,6 +101,50 @@ def test_every_template_at_a_dynamic_batch(opt_level, gen):
         i2, x2 = torch.randint(0, 50, (b, 5), generator=gen), torch.randn(b, 4, 8, 8, generator=gen)
         for out, ref in zip(engine(i2, x2), ref_model(i2, x2.double())):
             assert_close_rel(out, ref.float())
+
+
+def test_constants_sized_by_the_batch(gen):
+    """arange(B) becomes a constant covering the range sliced to the batch; arange(B, 0, -1) (no prefix of a
+    larger one) is refused."""
+    class Arange(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * torch.arange(x.shape[0], dtype=x.dtype).unsqueeze(1) + torch.ones(x.shape[0], 1)
+
+    class Countdown(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * torch.arange(x.shape[0], 0, -1, dtype=x.dtype).unsqueeze(1)
+
+    rng = {0: ((1, 4), (3, 4), (20, 4))}
+    engine = trtjit.compile(Arange(), (torch.randn(3, 4, generator=gen),), shapes=rng, verify=True)
+    for b in (1, 7, 20):
+        x = torch.randn(b, 4, generator=gen)
+        assert_close_rel(engine(x), Arange()(x))
+    with pytest.raises(BuildError, match="a constant computed from the dynamic batch"):
+        trtjit.compile(Countdown(), (torch.randn(3, 4, generator=gen),), shapes=rng)
+
+
+@pytest.mark.parametrize("name", ["bert", "vit"])
+def test_architectures_at_a_dynamic_batch(name, gen):
+    models = pytest.importorskip("test_models")
+    torch.manual_seed(0)
+    if name == "bert":
+        model = models._hf(models.transformers.BertModel, models.transformers.BertConfig, attn_implementation="sdpa",
+                           **models.TINY)
+
+        def make(b):
+            return torch.randint(0, 64, (b, 8), generator=gen)
+    else:
+        model = models._randomize(models.ViT(), gen).eval()
+
+        def make(b):
+            return torch.randn(b, 3, 16, 16, generator=gen)
+    rest = tuple(make(1).shape[1:])
+    engine = trtjit.compile(model, (make(2),), shapes={0: tuple((b, *rest) for b in (1, 2, 4))})
+    for b in (1, 3, 4):
+        x = make(b)
+        with torch.no_grad():
+            ref = model(x)
+        assert_close_rel(engine(x), ref)
 
 
 def test_tuned_for_opt_and_sized_for_max(gen):

@@ -726,6 +726,35 @@ def _size(s: Any, batch: Any, where: str) -> int:
                      "support sizes coef * batch only")
 
 
+def _batch_constant(g: Graph, node: torch.fx.Node, env: dict[str, Any], batch: Any, name: str, path: str) -> Value:
+    """A constant-producing op (arange, full, zeros) of a dynamic-batch export, whose sizes may follow the
+    batch (``arange(B)``): evaluated once at a size covering the range and the shape-inference probes, then
+    sliced to the runtime batch along those dims. Checked at min, opt and max: the result at a batch must be
+    the leading part of the large one (true of arange, full, zeros; not of linspace), else BuildError."""
+    from trtjit.dynamic import _PROBES, SymDim, at
+
+    def call(b: int) -> torch.Tensor:
+        a, kw = pytree.tree_map_only(torch.fx.Node, lambda n: at(env.get(n.name), b), (node.args, node.kwargs))
+        return node.target(*a, **kw).cpu()
+
+    spec = _spec_of(node.meta["val"], batch, f"node {name!r}")
+    dims = [(d, s) for d, s in enumerate(spec.shape) if isinstance(s, SymDim)]
+    big_b = max(batch.max, *_PROBES) + 1  # larger than any batch: slicing it is never an identity
+    big = call(big_b)
+    for b in dict.fromkeys((batch.min, batch.opt, batch.max)):
+        part = big[tuple(slice(0, s.at(b)) if (d, s) in dims else slice(None) for d, s in enumerate(spec.shape))]
+        small = call(b)
+        if part.shape != small.shape or not torch.equal(part, small):
+            raise BuildError(f"node {name!r} ({_target_name(node.target)}): a constant computed from the dynamic "
+                             f"batch (at batch {b} it is not the leading part of its value at batch {big_b}); not "
+                             "supported in a dynamic-batch engine")
+    v = g.add_constant(name, big, source=path)
+    for d, s in dims:
+        v = Value(g.add("slice", [v], {"dim": d, "start": 0, "end": s, "step": 1}, name=f"{name}.batch",
+                        source=path).name)
+    return v
+
+
 def _spec_of(t: torch.Tensor, batch: Any, where: str) -> TensorSpec:
     return TensorSpec(tuple(_size(s, batch, where) for s in t.shape), t.dtype) if batch is not None \
         else TensorSpec.of(t)
@@ -787,6 +816,9 @@ def import_exported(ep: torch.export.ExportedProgram, batch: Any = None) -> Grap
             if not tensor_args and isinstance(node.target, torch._ops.OpOverload) and name not in CONVERTERS:
                 val = node.meta.get("val")
                 if isinstance(val, torch.Tensor):  # a constant-producing op (full, arange, zeros): evaluate now
+                    if batch is not None:
+                        env[node.name] = _batch_constant(g, node, env, batch, f"{path or node.name}:{node.name}", path)
+                        continue
                     real = node.target(*node.args, **node.kwargs)
                     env[node.name] = g.add_constant(f"{path or node.name}:{node.name}", real.cpu(), source=path)
                     continue
