@@ -93,11 +93,11 @@ def build(root: Path, pool_size: int, smoke: bool) -> tuple[list[dict], list[np.
            "resnet50_plain": {"max_batch_size": top, "instance_count": 2, "warmup": True}}
     for name, c in cfg.items():
         (root / name / "config.json").write_text(json.dumps(c))
-    return rows, pool, refs
+    return rows, pool, refs, engines[1].input_names[0]
 
 
 def _client(args: tuple) -> dict:
-    url, model, concurrency, duration, requests, pool, refs, seed = args
+    url, model, concurrency, duration, requests, pool, refs, seed, input_name = args
     keyed = {p.tobytes(): r for p, r in zip(pool, refs)}
 
     def check(x: np.ndarray, y: np.ndarray) -> bool:
@@ -105,7 +105,8 @@ def _client(args: tuple) -> dict:
         return float(np.abs(y.astype(np.float32) - ref).max() / max(np.abs(ref).max(), 1e-30)) < 2e-2
 
     r = asyncio.run(run_load(url, model, protocol="grpc", concurrency=concurrency, requests=requests,
-                             duration=duration, pool=pool[seed:] + pool[:seed], check=check, request_timeout=60))
+                             duration=duration, pool=pool[seed:] + pool[:seed], check=check, request_timeout=60,
+                             input_name=input_name))
     return {"sent": r.sent, "ok": r.ok, "wrong": r.wrong, "errors": r.errors[:3], "lat": r.latencies_ms,
             "wall": r.wall_s}
 
@@ -124,14 +125,14 @@ def main() -> int:
     root = Path(tmp.name)
     global BATCHES
     BATCHES = tuple(sorted(int(b) for b in a.batches.split(",")))
-    rows, pool, refs = build(root, 16, a.smoke)
+    rows, pool, refs, input_name = build(root, 16, a.smoke)
     server = ServeProcess(root)
     lost = 0
     try:
         for model in ("resnet50_plain", "resnet50_dynamic"):
             before = scrape(server.metrics_url)
             per = max(1, a.concurrency // a.client_procs)
-            jobs = [(server.grpc_url, model, per, a.duration, a.requests // a.client_procs, pool, refs, i)
+            jobs = [(server.grpc_url, model, per, a.duration, a.requests // a.client_procs, pool, refs, i, input_name)
                     for i in range(a.client_procs)]
             t0 = time.perf_counter()
             with mp.get_context("spawn").Pool(a.client_procs) as workers:

@@ -98,9 +98,12 @@ def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | l
     targets = list(targets)
     if not targets or not kernels:
         return {t: [] for t in targets}
-    # kernels identical up to their name (repeated blocks) compile once and share the binary
-    first: dict[str, int] = {}
-    rep = [first.setdefault(k.source.replace(f"def {k.name}(", "def KERNEL(", 1), i) for i, k in enumerate(kernels)]
+    # kernels identical up to their name and comments (repeated blocks) compile once and share the binary
+    from trtjit.codegen.common import kernel_identity
+
+    first: dict[tuple, int] = {}
+    rep = [first.setdefault((kernel_identity(k.source, k.name), json.dumps(k.constexprs, sort_keys=True),
+                             k.num_warps, k.num_stages), i) for i, k in enumerate(kernels)]
     jobs = _job_kernels(graph, kernels)
     tasks = [(i, t) for t in targets for i in sorted(set(rep))]
     n = workers or max(1, min(os.cpu_count() or 1, 8, math.ceil(len(tasks) / 6)))
