@@ -60,8 +60,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                 or template_of(graph, name) != "gemm":
             continue
         base = generate(graph, name, layouts, tf32=opts.tf32)
-        opt = graph.meta.get("batch_range", {}).get("opt")  # a dynamic-batch kernel is tuned for opt
-        key = kernel_key(base.source + (f"\n# tuned at batch {opt}" if base.batch_arg else ""), base.name, arch,
+        opt = graph.meta.get("batch_range", {}).get("opt")  # a dynamic-batch kernel is tuned for its opt batch
+        key = kernel_key(base.source, base.name, arch + (f"@batch{opt}" if base.batch_arg else ""),
                          triton.__version__)
         hit = cache.get(key)
         if hit is not None:

@@ -6,6 +6,7 @@ PyTorch in float64; engine files keep the range; shapes out of range are refused
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import math
 from pathlib import Path
@@ -425,3 +426,39 @@ def test_serving_a_dynamic_batch_engine(tmp_path, gen):
             assert meta["inputs"][0]["shape"] == [-1, 16]
         finally:
             client.close()
+
+
+# ---------------------------------------------------------------------------------------------- autotune
+def test_autotune_tunes_a_dynamic_graph_for_opt(tmp_path, gen):
+    """The autotune pass times dynamic-batch kernels (at opt: trtjit.tuning.gpu_timer) and its cache key
+    names the opt batch; the tuned engine still serves the whole range."""
+    from trtjit.builder import lower
+    from trtjit.engine import Engine
+    from trtjit.options import BuildOptions
+    from trtjit.passmanager import PassContext, load_pass, run_pass
+
+    model = nn.Sequential(nn.Linear(24, 40), nn.GELU(), nn.Linear(40, 16)).eval()
+    timed = []
+
+    def timer(k):  # a fake GPU on which larger tiles are faster
+        timed.append(k.batch_arg)
+        return 1e3 / (k.constexprs["BLOCK_M"] * k.constexprs["BLOCK_N"]) + k.num_stages / 1e6
+
+    def tune(opt):
+        shapes = {0: ((1, 24), (opt, 24), (256, 24))}
+        engine = trtjit.compile(model, (torch.randn(4, 24, generator=gen),), shapes=shapes)
+        opts = BuildOptions(opt_level=3, tuning_cache=str(tmp_path / "cache.json"), shapes=shapes)
+        ctx = PassContext(opts, timer=timer, tuning_arch="sm_90")
+        return engine, run_pass(load_pass("autotune"), engine.graph.copy(), ctx), opts
+
+    engine, graph, opts = tune(128)
+    assert timed and all(timed)
+    assert {t["source"] for t in graph.meta["tiles"].values()} == {"tuned"}
+    tuned = Engine(graph, lower(graph, opts), opts)
+    assert [k.constexprs for k in tuned.kernels] != [k.constexprs for k in engine.kernels]
+    ref = copy.deepcopy(model).double()
+    for b in (1, 37, 256):
+        x = torch.randn(b, 24, generator=gen)
+        assert_close_rel(tuned(x), ref(x.double()).float())
+    assert {t["source"] for t in tune(128)[1].meta["tiles"].values()} == {"cache"}  # same opt: reused
+    assert {t["source"] for t in tune(16)[1].meta["tiles"].values()} == {"tuned"}  # another opt: tuned anew
