@@ -379,3 +379,10 @@ def test_onnx_tensor_names_in_the_cache(gen, tmp_path):
                    calibrator=trtjit.EntropyCalibrator(_batches(gen, (4, 16), 4), cache=own))
     names = [ln.split(":")[0] for ln in own.read_text().splitlines()[1:] if not ln.startswith("__trtjit")]
     assert names == ["input", "hidden"]
+
+
+def test_int8_with_a_batch_range_is_refused(gen):
+    model, (x,) = example("mlp")
+    with pytest.raises(trtjit.BuildError, match="precision 'int8' with a batch range"):
+        trtjit.compile(model, (x,), precision="int8", shapes={0: ((1, 32), (2, 32), (4, 32))},
+                       calibrator=trtjit.MinMaxCalibrator(_batches(gen, tuple(x.shape), 2)))
