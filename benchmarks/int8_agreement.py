@@ -13,6 +13,18 @@ tests/test_int8.py, and a 224x224 EfficientNet under Triton's interpreter is far
 images on a CPU). On a GPU pass ``--kernels`` to run the engine itself.
 
     python benchmarks/int8_agreement.py --calib 64 --eval 320 --calibrator entropy
+
+Measured on 2026-12-01 (CPU, reference interpreter, 224x224, entropy calibration on 64 crops, 320
+evaluation crops; fp32's median confidence on these crops is 0.25, i.e. most are not ImageNet objects):
+
+    int8_tolerance   int8 layers (of 50)   top-1 agreement   on the 82 crops fp32 gives p > 0.5
+    0.05 (default)   47                    252/320 = 78.8%   100%
+    0.015            41                    298/320 = 93.1%   100%
+    0.01             13                    310/320 = 96.9%   100%
+    (--min-crop 0.7, 0.05: 48 layers, 77.5%; 100% on the 90 confident crops)
+
+For scale: fake-quantizing only the input image to int8 (scale 0.0208) in the fp32 model already flips
+6% of these crops' top-1 classes (160x160, 48 crops), as does Gaussian noise of std 0.006.
 """
 
 from __future__ import annotations
