@@ -4,7 +4,9 @@ Requires: composites decomposed (linear is matmul + add). Guarantees: every matm
 ``fused_gemm`` node whose body is the GEMM plus the longest chain of pointwise ops (any DAG of them) that
 consume its result at its full output shape (bias, scaling, activation, residual add, GELU's several uses
 of x), so the tile is written once; values also used outside become extra outputs. Growth stops (the
-reason is logged) at ops that are not pointwise, change the shape, or would create a cycle.
+reason is logged) at ops that are not pointwise, change the shape, or would create a cycle. A last op
+that only feeds a row reduction while its input is stored anyway (RMSNorm's square of the residual sum)
+is left to that reduction's prologue: taking it would store one more tensor for nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +32,25 @@ def _role(graph: Graph, name: str, tail: Value, out_shape: tuple[int, ...]) -> s
         return "residual add" if big else "bias"
     if n.op in ("mul", "div") and all(graph.spec(v).numel == 1 for v in others):
         return "scale"
+    if n.op == "mul" and big and all(graph.node(v.node).op in ("matmul", "fused_gemm") for v in big):
+        return "gated product"  # SwiGLU / GEGLU: act(x @ Wg) * (x @ Wu)
     return n.op
+
+
+def _prologue_leaves(graph: Graph, gset: set[str], anchor: str) -> list[tuple[str, str]]:
+    """Leaves of the epilogue (no user inside it) whose only users are reductions and whose inputs from the
+    group are stored anyway: (node, reduction) pairs to hand to ``fuse_reductions`` as its prologue."""
+    out = []
+    for u in gset - {anchor}:
+        users = graph.consumers(u)
+        if graph.is_output(u) or not users or any(c in gset for c in users):
+            continue
+        if not all(get_op(graph.node(c).op).kind == "reduction" for c in users):
+            continue
+        tails = [v for v in graph.inputs_of(u) if v.node in gset]
+        if all(graph.is_output(v) or any(w not in gset and w != u for w, _ in graph.users(v)) for v in tails):
+            out.append((u, users[0]))
+    return out
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
@@ -60,6 +80,10 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                         group.append(u)
                         gset.add(u)
                         changed = True
+        for u, red in _prologue_leaves(graph, gset, anchor):
+            gset.discard(u)
+            reasons.append(f"{u!r} only feeds the reduction {red!r}: left to its prologue")
+        parts = [p for p, n in zip(parts, group) if n in gset]
         group = [n for n in graph.topo_order() if n in gset]
         reason = "; ".join(dict.fromkeys(reasons)) or "the result has no other consumer"
         if len(group) > 1 and reasons:
