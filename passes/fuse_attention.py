@@ -4,7 +4,9 @@ Requires: no-op views removed and constants folded, composites not yet decompose
 one node). Guarantees: every ``matmul(softmax(mask(scale(matmul(q, k^T)))), v)`` whose intermediates
 have no other use is replaced by an ``sdpa`` node (the flash-attention kernel), with the scale taken from
 scalar multiplies/divides and the mask from an additive ``add`` or a ``where`` that fills with a large
-negative constant. Patterns with other shapes (mask before scale, a softmax not over the last dim,
+negative constant (a finite fill is kept as ``mask_fill``, so rows whose keys are all masked get eager
+softmax's uniform weights; a -inf fill gives 0 there, as ``F.scaled_dot_product_attention`` does, where
+eager softmax gives NaN). Patterns with other shapes (mask before scale, a softmax not over the last dim,
 intermediates used elsewhere) are left alone and the reason is logged.
 
 Grouped-query attention: when K and V of an ``sdpa`` are HF's ``repeat_kv`` (unsqueeze + expand + reshape
@@ -13,6 +15,8 @@ with ``enable_gqa`` (query head h uses kv head h // n_rep), so the repeated copi
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -96,7 +100,7 @@ def _match(graph: Graph, name: str) -> tuple[dict, str | None]:
     if not _single(graph, p):
         return {}, "the attention probabilities are used elsewhere"
     cur = graph.inputs_of(sm.name)[0]
-    mask, keep_bool, scale = None, False, 1.0
+    mask, keep_bool, scale, fill = None, False, 1.0, None
     n = graph.node(cur.node)
     if n.op == "add" and _single(graph, cur):
         a, b = graph.inputs_of(n.name)
@@ -106,9 +110,9 @@ def _match(graph: Graph, name: str) -> tuple[dict, str | None]:
         c, x, y = graph.inputs_of(n.name)
         fx, fy = _scalar(graph, x), _scalar(graph, y)
         if fy is not None and fy <= -1e4:
-            mask, keep_bool, cur = c, True, x
+            mask, keep_bool, cur, fill = c, True, x, fy
         elif fx is not None and fx <= -1e4:
-            mask, keep_bool, cur = c, False, y
+            mask, keep_bool, cur, fill = c, False, y, fx
         else:
             return {}, "where() does not fill with a large negative constant"
         if graph.spec(mask).dtype != torch.bool:
@@ -131,6 +135,7 @@ def _match(graph: Graph, name: str) -> tuple[dict, str | None]:
     if len(graph.spec(q).shape) != len(ks) or len(ks) < 3 or graph.spec(v).shape[-2] != ks[-1]:
         return {}, "operands are not [..., L, E] x [..., E, S] x [..., S, Ev]"
     return {"q": q, "kt": kt, "v": v, "mask": mask, "keep_bool": keep_bool, "scale": scale,
+            "fill": fill if fill is not None and math.isfinite(fill) else None,
             "nodes": [qk.name, sm.name, pv.name]}, None
 
 
@@ -157,7 +162,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             if graph.spec(mask).dtype == torch.bool and not m["keep_bool"]:
                 mask = Value(graph.add("logical_not", [mask], name=f"{name}.keep", source=src).name)
             ins.append(mask)
-        att = graph.add("sdpa", ins, {"scale": m["scale"]}, name=f"{name}.attention", source=src)
+        att = graph.add("sdpa", ins, {"scale": m["scale"], "mask_fill": m["fill"]}, name=f"{name}.attention",
+                        source=src)
         graph.replace_all_uses(Value(name), Value(att.name))
         ctx.fired(ATTENTION, name, f"scale {m['scale']:.6g}" + (", mask" if m["mask"] is not None else ""))
     for name in graph.topo_order():

@@ -37,7 +37,11 @@ def supported_aten_ops() -> list[str]:
 
 
 class _Unsupported:
-    """Stands for the outputs of an op that could not be converted, so import can go on collecting."""
+    """Stands for the outputs of an op that could not be converted, so import can go on collecting.
+    ``what`` names an output a converter does not produce (max_pool2d's indices): an error once used."""
+
+    def __init__(self, what: str = "") -> None:
+        self.what = what
 
 
 class Ctx:
@@ -94,6 +98,13 @@ def _unary(op: str) -> Converter:
 
 for _aten, _op in _UNARY.items():
     converter(f"aten.{_aten}")(_unary(_op))
+
+
+@converter("aten.bitwise_not")
+def _bitwise_not(c: Ctx, a: dict[str, Any]) -> Value:
+    """``~mask`` on booleans is logical not (the usual ``masked_fill(~keep, ...)``), on integers bitwise."""
+    x = a["input"]
+    return c.add("logical_not" if c.spec(x).dtype == torch.bool else "bitwise_not", [x])
 
 
 def _binary(op: str) -> Converter:
@@ -381,12 +392,13 @@ def _conv2d(c: Ctx, a: dict[str, Any]) -> Value:
     if isinstance(padding, str):
         if padding == "valid":
             padding = [0, 0]
-        elif padding == "same":
+        elif padding == "same":  # as ATen: total d*(k-1), the odd element padded at the end explicitly
             k = c.spec(w).shape[2:]
             tot = [d * (kk - 1) for d, kk in zip(dil, k)]
-            if any(t % 2 for t in tot):
-                raise BuildError(f"node {c.name!r}: padding='same' needs asymmetric padding here; not supported")
             padding = [t // 2 for t in tot]
+            extra = [t - 2 * (t // 2) for t in tot]
+            if any(extra):
+                x = c.add("pad", [x], before=[0, 0, 0, 0], after=[0, 0, *extra], mode="constant", value=0.0)
         else:
             raise BuildError(f"node {c.name!r}: unknown padding mode {padding!r}")
     y = c.add("conv2d", [x, w], stride=_pair(a.get("stride", 1)), padding=_pair(padding), dilation=dil,
@@ -454,7 +466,8 @@ def _max_pool(c: Ctx, a: dict[str, Any]) -> Any:
     s = _pair(a.get("stride") or k)
     y = c.add("max_pool2d", [a["input"]], kernel=k, stride=s, padding=_pair(a.get("padding", 0)),
               dilation=_pair(a.get("dilation", 1)), ceil_mode=bool(a.get("ceil_mode", False)))
-    return (y, _Unsupported()) if c.target.endswith("with_indices") else y
+    return (y, _Unsupported("aten.max_pool2d_with_indices (the indices output)")) if c.target.endswith(
+        "with_indices") else y
 
 
 @converter("aten.avg_pool2d")
@@ -744,6 +757,9 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
                 env[node.name] = _Unsupported()
                 if name not in CONVERTERS:
                     unsupported.setdefault(name, []).append(path or node.name)
+                for x in leaves:
+                    if isinstance(x, _Unsupported) and x.what:
+                        unsupported.setdefault(x.what, []).append(path or node.name)
                 continue
             tensor_args = [x for x in leaves if isinstance(x, Value)]
             if not tensor_args and isinstance(node.target, torch._ops.OpOverload) and name not in CONVERTERS:
@@ -775,6 +791,8 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
             outs = []
             for o in pytree.tree_leaves(node.args[0]):
                 v = env.get(o.name) if isinstance(o, torch.fx.Node) else None
+                if isinstance(v, _Unsupported) and v.what:
+                    raise UnsupportedOpError({v.what: [f"model output {o.name}"]})
                 if not isinstance(v, Value):
                     raise InputError(f"model output {o} is not a tensor; trtjit engines return tensors only")
                 outs.append(v)
