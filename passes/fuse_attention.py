@@ -160,7 +160,10 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if m["mask"] is not None:
             mask = m["mask"]
             if graph.spec(mask).dtype == torch.bool and not m["keep_bool"]:
-                mask = Value(graph.add("logical_not", [mask], name=f"{name}.keep", source=src).name)
+                if graph.node(mask.node).op == "logical_not":  # masked_fill(~keep, ...): read keep itself
+                    mask = graph.inputs_of(mask.node)[0]
+                else:
+                    mask = Value(graph.add("logical_not", [mask], name=f"{name}.keep", source=src).name)
             ins.append(mask)
         att = graph.add("sdpa", ins, {"scale": m["scale"], "mask_fill": m["fill"]}, name=f"{name}.attention",
                         source=src)

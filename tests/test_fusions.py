@@ -319,3 +319,28 @@ def test_gemm_residual_add_then_rmsnorm(gen):
     assert "only feeds the reduction" in stop["detail"] and "left to its prologue" in stop["detail"]
     gemm = next(n for n in engine.graph if n.op == "fused_gemm")
     assert len(gemm.outputs) == 1
+
+
+# -------------------------------------------------------------------------------- grouped-query attention
+def _repeat_kv(g: Graph, x, n_rep: int, name: str):
+    b, h, s, d = g.spec(x).shape
+    u = op(g, "unsqueeze", [x], f"{name}.u", dim=2)
+    e = op(g, "expand", [u], f"{name}.e", shape=[b, h, n_rep, s, d])
+    return op(g, "reshape", [e], f"{name}.r", shape=[b, h * n_rep, s, d])
+
+
+def test_fuse_attention_repeat_kv_becomes_grouped_query(gen):
+    GQA = rule_name("fuse_attention", "GQA")
+    g = Graph()
+    q = inp(g, "q", 2, 4, 5, 8)
+    k, v = inp(g, "k", 2, 2, 6, 8), inp(g, "v", 2, 2, 6, 3)
+    att = op(g, "sdpa", [q, _repeat_kv(g, k, 2, "k"), _repeat_kv(g, v, 2, "v")], "att")
+    # K repeated twice but V four times over one kv head: not a grouped-query pattern
+    q2, k2, v2 = inp(g, "q2", 1, 4, 3, 8), inp(g, "k2", 1, 2, 3, 8), inp(g, "v2", 1, 1, 3, 8)
+    odd = op(g, "sdpa", [q2, _repeat_kv(g, k2, 2, "k2"), _repeat_kv(g, v2, 4, "v2")], "odd")
+    g.outputs = [att, odd]
+    g, rec = check_pass("fuse_attention", g, gen)
+    assert g.inputs_of("att")[1:] == [k, v] and g.node("att").attrs["enable_gqa"]
+    assert fired(rec, GQA) == ["att"] and rec.fired[0]["detail"] == "2 query heads per kv head"
+    assert not g.node("odd").attrs["enable_gqa"]
+    assert skipped(rec, GQA)["odd"] == ["K and V are repeated 2 and 4 times"]
