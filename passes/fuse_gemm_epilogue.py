@@ -11,6 +11,8 @@ is left to that reduction's prologue: taking it would store one more tensor for 
 
 from __future__ import annotations
 
+import math
+
 from trtjit.fusion import creates_cycle, fuse_group, rule
 from trtjit.ir import Graph, Value
 from trtjit.ops import get_op
@@ -20,6 +22,14 @@ GEMM = rule("matmul + epilogue (bias, scale, activation, residual add) => gemm e
             "pointwise ops on a matmul result run on the accumulator before the single store")
 CONV = rule("conv + epilogue (bias, activation, residual add) => conv epilogue", "fuse_gemm_epilogue",
             "pointwise ops on a convolution result run on the accumulator before the single store")
+
+
+def _anchor_role(graph: Graph, name: str) -> str:
+    n = graph.node(name)
+    if n.op == "conv2d" and n.attrs["groups"] > 1 and n.attrs["groups"] == n.spec.shape[1] == \
+            graph.spec(graph.inputs_of(name)[0]).shape[1]:
+        return "depthwise conv2d"
+    return n.op
 
 
 def _role(graph: Graph, name: str, tail: Value, out_shape: tuple[int, ...]) -> str:
@@ -37,6 +47,12 @@ def _role(graph: Graph, name: str, tail: Value, out_shape: tuple[int, ...]) -> s
     return n.op
 
 
+def _row_kernel(graph: Graph, red: str) -> bool:
+    """Whether ``fuse_reductions`` will build a row kernel (and so can take a prologue) for ``red``."""
+    shape, dims = graph.spec(graph.inputs_of(red)[0]).shape, graph.node(red).attrs["dims"]
+    return bool(dims) and math.prod(shape[d] for d in dims) > 1
+
+
 def _prologue_leaves(graph: Graph, gset: set[str], anchor: str) -> list[tuple[str, str]]:
     """Leaves of the epilogue (no user inside it) whose only users are reductions and whose inputs from the
     group are stored anyway: (node, reduction) pairs to hand to ``fuse_reductions`` as its prologue."""
@@ -45,7 +61,7 @@ def _prologue_leaves(graph: Graph, gset: set[str], anchor: str) -> list[tuple[st
         users = graph.consumers(u)
         if graph.is_output(u) or not users or any(c in gset for c in users):
             continue
-        if not all(get_op(graph.node(c).op).kind == "reduction" for c in users):
+        if not all(get_op(graph.node(c).op).kind == "reduction" and _row_kernel(graph, c) for c in users):
             continue
         tails = [v for v in graph.inputs_of(u) if v.node in gset]
         if all(graph.is_output(v) or any(w not in gset and w != u for w, _ in graph.users(v)) for v in tails):
@@ -59,7 +75,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             continue
         rule_name = GEMM if graph.node(anchor).op == "matmul" else CONV
         out_shape = graph.node(anchor).spec.shape
-        group, gset, parts, reasons = [anchor], {anchor}, [graph.node(anchor).op], []
+        group, gset, parts, reasons = [anchor], {anchor}, [_anchor_role(graph, anchor)], []
         changed = True
         while changed:
             changed = False

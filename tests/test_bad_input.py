@@ -251,3 +251,28 @@ def test_non_contiguous_engine_inputs(gen):
     for name, t in variants.items():
         assert not t.is_contiguous() or name == "offset", name
         assert_close_rel(engine(t).double(), ref(t.double()), tol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------- unbatched
+UNBATCHED = {
+    "conv2d": (lambda x, w: F.conv2d(x, w, padding=1), (4, 3, 3, 3)),
+    "conv_transpose2d": (lambda x, w: F.conv_transpose2d(x, w, stride=2), (3, 4, 3, 3)),
+    "max_pool2d": (lambda x: F.max_pool2d(x, 2), None),
+    "avg_pool2d": (lambda x: F.avg_pool2d(x, 3, 2, 1), None),
+    "adaptive_avg_pool2d": (lambda x: F.adaptive_avg_pool2d(x, (4, 3)), None),
+    "interpolate": (lambda x: F.interpolate(x.unsqueeze(0), scale_factor=2, mode="bilinear")[0], None),
+}
+
+
+@pytest.mark.parametrize("name", list(UNBATCHED))
+def test_unbatched_inputs(name, gen):
+    """torch takes [C, H, W] for these too (a template used to fail on the missing batch dim)."""
+    fn, wshape = UNBATCHED[name]
+    model = Fn(fn, *([torch.randn(wshape, generator=gen)] if wshape else []))
+    matches(model, torch.randn(3, 9, 11, generator=gen))
+
+
+def test_unbatched_attention(gen):
+    q, k, v = (torch.randn(5, 8, generator=gen) for _ in range(3))
+    engine = matches(Fn(lambda q, k, v: F.scaled_dot_product_attention(q, k, v)), q, k, v)
+    assert "attention" in templates(engine)

@@ -106,7 +106,7 @@ def test_depthwise_conv_act_is_one_kernel(act, k, gen):
     assert template == "conv" and ops[0] == "conv2d" and ops[-1] != "add"
     conv = next(b for n in engine.graph if n.op == "fused_gemm" for b in n.attrs["body"] if b.op == "conv2d")
     assert conv.attrs["groups"] == c
-    assert events(engine, CONV_RULE)
+    assert events(engine, CONV_RULE)[0]["detail"].startswith("depthwise conv2d + bias + ")
 
 
 # --------------------------------------------------------------------------------- linear + activation

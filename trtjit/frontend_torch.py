@@ -362,7 +362,23 @@ def _addmm(c: Ctx, a: dict[str, Any]) -> Value:
     return c.add("add", [y, bias])
 
 
+def _batch_optional(key: str, rank: int) -> Callable[[Converter], Converter]:
+    """torch also takes these ops unbatched (one dim fewer): convert with a size-1 batch dim and drop it."""
+    def deco(fn: Converter) -> Converter:
+        def conv(c: Ctx, a: dict[str, Any]) -> Any:
+            x = a.get(key)
+            if not isinstance(x, Value) or c.rank(x) != rank - 1:
+                return fn(c, a)
+            out = fn(c, {**a, key: c.add("unsqueeze", [x], dim=0)})
+            if isinstance(out, tuple) and not isinstance(out, Value):  # (values, unsupported outputs)
+                return (c.add("squeeze", [out[0]], dims=[0]), *out[1:])
+            return c.add("squeeze", [out], dims=[0])
+        return conv
+    return deco
+
+
 @converter("aten.scaled_dot_product_attention")
+@_batch_optional("query", 3)
 def _sdpa(c: Ctx, a: dict[str, Any]) -> Value:
     if a.get("dropout_p", 0.0):
         raise BuildError(f"node {c.name!r}: scaled_dot_product_attention with dropout_p > 0")
@@ -380,6 +396,7 @@ def _pair(v: Any) -> list[int]:
 
 
 @converter("aten.conv2d", "aten.convolution")
+@_batch_optional("input", 4)
 def _conv2d(c: Ctx, a: dict[str, Any]) -> Value:
     x, w = a["input"], a["weight"]
     if a.get("transposed"):
@@ -410,6 +427,7 @@ def _conv2d(c: Ctx, a: dict[str, Any]) -> Value:
 
 
 @converter("aten.conv_transpose2d")
+@_batch_optional("input", 4)
 def _conv_transpose2d(c: Ctx, a: dict[str, Any]) -> Value:
     x, w = a["input"], a["weight"]
     if c.rank(x) != 4:
@@ -424,6 +442,7 @@ def _conv_transpose2d(c: Ctx, a: dict[str, Any]) -> Value:
 
 
 @converter("aten.upsample_nearest2d", "aten.upsample_bilinear2d")
+@_batch_optional("input", 4)
 def _upsample(c: Ctx, a: dict[str, Any]) -> Value:
     x = a["input"]
     out = c.node_val_shape
@@ -461,6 +480,7 @@ def _pad(c: Ctx, a: dict[str, Any]) -> Value:
 
 
 @converter("aten.max_pool2d", "aten.max_pool2d_with_indices")
+@_batch_optional("input", 4)
 def _max_pool(c: Ctx, a: dict[str, Any]) -> Any:
     k = _pair(a["kernel_size"])
     s = _pair(a.get("stride") or k)
@@ -471,6 +491,7 @@ def _max_pool(c: Ctx, a: dict[str, Any]) -> Any:
 
 
 @converter("aten.avg_pool2d")
+@_batch_optional("input", 4)
 def _avg_pool(c: Ctx, a: dict[str, Any]) -> Value:
     k = _pair(a["kernel_size"])
     s = _pair(a.get("stride") or k)
@@ -480,6 +501,7 @@ def _avg_pool(c: Ctx, a: dict[str, Any]) -> Value:
 
 
 @converter("aten.adaptive_avg_pool2d", "aten._adaptive_avg_pool2d")
+@_batch_optional("input", 4)
 def _adaptive_avg(c: Ctx, a: dict[str, Any]) -> Value:
     x = a["input"]
     h, w = c.spec(x).shape[-2:]
