@@ -69,7 +69,56 @@ def _prologue_leaves(graph: Graph, gset: set[str], anchor: str) -> list[tuple[st
     return out
 
 
+FLAT = rule("reshape + matmul (+ bias) + reshape => batched matmul", "fuse_gemm_epilogue",
+            "addmm on flattened rows (GPT-2's Conv1D) reads the rows in place, so the epilogue reaches the "
+            "activation and residual add after the view back")
+
+
+def _single_use(graph: Graph, name: str) -> bool:
+    return len(graph.users(Value(name))) == 1 and not graph.is_output(name)
+
+
+def _unflatten(graph: Graph, ctx: PassContext) -> None:
+    """``reshape(matmul(a, W) (+ b), [*lead, N])`` with ``a`` of shape [M, K], ``M = prod(lead)``, becomes
+    ``matmul(reshape(a, [*lead, K]), W) (+ b)``: the same GEMM (the batch folds into M) with no view between
+    it and what follows. The new reshape reads ``a``'s own source when ``a`` is a reshape (usually a view)."""
+    for name in graph.topo_order():
+        if name not in graph or graph.node(name).op != "matmul":
+            continue
+        a, w = graph.inputs_of(name)
+        if len(graph.spec(w).shape) != 2 or len(graph.spec(a).shape) != 2:
+            continue
+        chain, tail, bias = [name], name, None
+        users = [u for u, _ in graph.users(Value(name))]
+        if _single_use(graph, name) and graph.node(users[0]).op == "add":
+            other = [v for v in graph.inputs_of(users[0]) if v != Value(name)]
+            if len(other) == 1 and len(graph.spec(other[0]).shape) <= 1:
+                bias, tail = other[0], users[0]
+                chain.append(tail)
+        if not _single_use(graph, tail):
+            continue
+        back = graph.node(graph.users(Value(tail))[0][0])
+        (m, k), n_out = graph.spec(a).shape, graph.node(name).spec.shape[1]
+        lead = back.spec.shape[:-1]
+        if back.op != "reshape" or len(lead) < 2 or back.spec.shape[-1] != n_out or math.prod(lead) != m:
+            continue
+        src = graph.node(name).source
+        flat = graph.node(a.node)
+        x = graph.inputs_of(flat.name)[0] if flat.op == "reshape" else a
+        if graph.spec(x).shape != tuple(lead) + (k,):
+            x = Value(graph.add("reshape", [x], {"shape": [*lead, k]}, name=f"{name}.rows", source=src).name)
+        y = Value(graph.add("matmul", [x, w], name=f"{name}.batched", source=src).name)
+        if bias is not None:
+            y = Value(graph.add("add", [y, bias], name=f"{tail}.batched", source=graph.node(tail).source).name)
+        graph.replace_all_uses(Value(back.name), y)
+        for n in [back.name, *reversed(chain), a.node]:
+            if n in graph and not graph.users(n) and not graph.is_output(n) and graph.node(n).op != "input":
+                graph.remove_node(n)
+        ctx.fired(FLAT, y.node, f"{list(lead)} rows of {name}")
+
+
 def run(graph: Graph, ctx: PassContext) -> Graph:
+    _unflatten(graph, ctx)
     for anchor in graph.topo_order():
         if anchor not in graph or graph.node(anchor).op not in ("matmul", "conv2d", "conv_transpose2d"):
             continue

@@ -344,3 +344,44 @@ def test_fuse_attention_repeat_kv_becomes_grouped_query(gen):
     assert fired(rec, GQA) == ["att"] and rec.fired[0]["detail"] == "2 query heads per kv head"
     assert not g.node("odd").attrs["enable_gqa"]
     assert skipped(rec, GQA)["odd"] == ["K and V are repeated 2 and 4 times"]
+
+
+# -------------------------------------------------------------- flattened rows (GPT-2's Conv1D): one kernel
+class Conv1D(nn.Module):
+    """GPT-2's linear: addmm on rows flattened to 2-D, viewed back."""
+
+    def __init__(self, nx: int, nf: int) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(nx, nf) * 0.2), nn.Parameter(torch.randn(nf) * 0.1)
+
+    def forward(self, x):
+        y = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        return y.view(x.size()[:-1] + (self.weight.size(-1),))
+
+
+def test_flattened_addmm_then_activation_and_residual_is_one_kernel_each(gen):
+    FLAT = rule_name("fuse_gemm_epilogue", "FLAT")
+
+    class MLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c_fc, self.c_proj = Conv1D(16, 48), Conv1D(48, 16)
+
+        def forward(self, x):
+            h = self.c_fc(x)
+            h = 0.5 * h * (1.0 + torch.tanh(0.7978845608028654 * (h + 0.044715 * torch.pow(h, 3.0))))  # gelu_new
+            return x + self.c_proj(h)
+
+    engine = compile_checked(MLP(), torch.randn(2, 5, 16, generator=gen))
+    ks = kernels(engine)
+    assert [t for t, _ in ks] == ["gemm", "gemm"]
+    assert "tanh" in ks[0][1] and ks[1][1] == ["matmul", "add", "add"]  # bias, then the residual add
+    assert len(events(engine, FLAT)) == 2
+
+
+def test_gpt2_mlp_of_transformers(gen):
+    gpt2 = pytest.importorskip("transformers.models.gpt2.modeling_gpt2")
+    cfg = pytest.importorskip("transformers").GPT2Config(n_embd=16, n_head=2)
+    torch.manual_seed(0)
+    engine = compile_checked(gpt2.GPT2MLP(64, cfg), torch.randn(2, 5, 16, generator=gen))
+    assert [t for t, _ in kernels(engine)] == ["gemm", "gemm"]  # c_fc + gelu_new, c_proj
