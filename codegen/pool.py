@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from trtjit.codegen.common import (
     KernelInput,
     KernelSpec,
@@ -17,9 +18,13 @@ from trtjit.codegen.common import (
     check_index_range,
     element_bytes,
     flat_index,
+    int_literal,
     next_pow2,
     store_cast,
+    tl_dtype,
 )
+
+from trtjit.errors import BuildError
 
 
 def generate(kin: KernelInput, name: str) -> KernelSpec:
@@ -45,11 +50,17 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     check_index_range(node.name, numel)
     block = min(1024, next_pow2(numel))
     is_max = node.op == "max_pool2d"
+    exact = not X.dtype.is_floating_point  # integers compare in their own type: fp32 would round them
+    if exact and (not is_max or X.dtype == torch.bool):
+        raise BuildError(f"node {node.name!r}: {node.op} of {X.dtype} tensors is not supported (integer "
+                         "pooling other than max)")
     w = Writer()
     flat_index(w, spec.shape, kin.out_layouts[0].strides, ["n", "c", "oh", "ow"])
     w(f"base = {X.pointer} + {X.layout.offset} + n * {sxn} + c * {sxc}")
     init = "float('-inf')" if is_max else "0.0"
-    w(f"acc = tl.full((BLOCK,), {init}, tl.float32)")
+    if exact:
+        init = int_literal(torch.iinfo(X.dtype).min)
+    w(f"acc = tl.full((BLOCK,), {init}, {tl_dtype(X.dtype) if exact else 'tl.float32'})")
     if not is_max:
         w("cnt = tl.zeros((BLOCK,), dtype=tl.float32)")
     if adaptive:
@@ -67,8 +78,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         w(f"        ih = oh * {sh} - {ph} + kh * {dh}")
         w(f"        iw = ow * {sw} - {pw} + kw * {dw}")
         w(f"        ok = mask & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
-    other = "float('-inf')" if is_max else "0.0"
-    w(f"        x = tl.load(base + ih * {sxh} + iw * {sxw}, mask=ok, other={other}).to(tl.float32)")
+    other = init if exact else "float('-inf')" if is_max else "0.0"
+    w(f"        x = tl.load(base + ih * {sxh} + iw * {sxw}, mask=ok, other={other}){'' if exact else '.to(tl.float32)'}")
     if is_max:
         w("        acc = tl.maximum(acc, x)")
     else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from trtjit.fusion import creates_cycle, fuse_group, rule
-from trtjit.ir import Graph, Value
+from trtjit.ir import Graph, TensorSpec, Value
 from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
 
@@ -81,19 +81,19 @@ def _single_use(graph: Graph, name: str) -> bool:
 def _unflatten(graph: Graph, ctx: PassContext) -> None:
     """``reshape(matmul(a, W) (+ b), [*lead, N])`` with ``a`` of shape [M, K], ``M = prod(lead)``, becomes
     ``matmul(reshape(a, [*lead, K]), W) (+ b)``: the same GEMM (the batch folds into M) with no view between
-    it and what follows. The new reshape reads ``a``'s own source when ``a`` is a reshape (usually a view)."""
+    it and what follows."""
     for name in graph.topo_order():
         if name not in graph or graph.node(name).op != "matmul":
             continue
         a, w = graph.inputs_of(name)
         if len(graph.spec(w).shape) != 2 or len(graph.spec(a).shape) != 2:
             continue
-        chain, tail, bias = [name], name, None
+        chain, tail = [name], name
         users = [u for u, _ in graph.users(Value(name))]
         if _single_use(graph, name) and graph.node(users[0]).op == "add":
             other = [v for v in graph.inputs_of(users[0]) if v != Value(name)]
             if len(other) == 1 and len(graph.spec(other[0]).shape) <= 1:
-                bias, tail = other[0], users[0]
+                tail = users[0]
                 chain.append(tail)
         if not _single_use(graph, tail):
             continue
@@ -102,19 +102,13 @@ def _unflatten(graph: Graph, ctx: PassContext) -> None:
         lead = back.spec.shape[:-1]
         if back.op != "reshape" or len(lead) < 2 or back.spec.shape[-1] != n_out or math.prod(lead) != m:
             continue
-        src = graph.node(name).source
-        flat = graph.node(a.node)
-        x = graph.inputs_of(flat.name)[0] if flat.op == "reshape" else a
-        if graph.spec(x).shape != tuple(lead) + (k,):
-            x = Value(graph.add("reshape", [x], {"shape": [*lead, k]}, name=f"{name}.rows", source=src).name)
-        y = Value(graph.add("matmul", [x, w], name=f"{name}.batched", source=src).name)
-        if bias is not None:
-            y = Value(graph.add("add", [y, bias], name=f"{tail}.batched", source=graph.node(tail).source).name)
-        graph.replace_all_uses(Value(back.name), y)
-        for n in [back.name, *reversed(chain), a.node]:
-            if n in graph and not graph.users(n) and not graph.is_output(n) and graph.node(n).op != "input":
-                graph.remove_node(n)
-        ctx.fired(FLAT, y.node, f"{list(lead)} rows of {name}")
+        rows = graph.add("reshape", [a], {"shape": [*lead, k]}, name=f"{name}.rows", source=graph.node(name).source)
+        graph.set_input(name, 0, Value(rows.name))
+        for n in chain:  # same nodes and names, batched shapes: traces (trtjit.explore) still find them
+            graph.node(n).outputs = [TensorSpec(tuple(lead) + (n_out,), graph.node(n).spec.dtype)]
+        graph.replace_all_uses(Value(back.name), Value(tail))
+        graph.remove_node(back.name)
+        ctx.fired(FLAT, name, f"{list(lead)} rows, the view {back.name!r} dropped")
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
