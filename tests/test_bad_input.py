@@ -276,3 +276,35 @@ def test_unbatched_attention(gen):
     q, k, v = (torch.randn(5, 8, generator=gen) for _ in range(3))
     engine = matches(Fn(lambda q, k, v: F.scaled_dot_product_attention(q, k, v)), q, k, v)
     assert "attention" in templates(engine)
+
+
+# --------------------------------------------------------------------------------------- integer tensors
+INTEGER = {
+    "max_pool2d": lambda x: F.max_pool2d(x, 3, 2, 1),
+    "nearest": lambda x: F.interpolate(x, scale_factor=2, mode="nearest"),
+    "sum": lambda x: x.sum(-1),
+    "amax": lambda x: x.amax((2, 3)),
+    "amin": lambda x: x.amin(1),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8], ids=str)
+@pytest.mark.parametrize("name", list(INTEGER))
+def test_integer_tensors_stay_exact(name, dtype, gen):
+    """Integers beyond 2**24 used to be rounded through fp32 in these templates."""
+    info = torch.iinfo(dtype)
+    lo, hi = (2**40, 2**41) if dtype == torch.int64 else (info.min, info.max)
+    x = torch.randint(lo, hi, (2, 3, 5, 6), generator=gen, dtype=dtype)
+    if name == "sum" and dtype != torch.int64:
+        x = x // 8  # torch sums int32 / uint8 into int64: keep the reference free of its own overflow
+    engine = trtjit.compile(Fn(INTEGER[name]), (x,), verify=True)
+    ref = INTEGER[name](x) if name != "nearest" else x.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    assert torch.equal(engine(x), ref)
+
+
+@pytest.mark.parametrize("fn,op", [(lambda x: F.avg_pool2d(x, 2), "avg_pool2d"),
+                                   (lambda x: F.interpolate(x, scale_factor=2, mode="bilinear"), "resize_bilinear")])
+def test_integer_averaging_is_refused_naming_the_node(fn, op, gen):
+    x = torch.randint(0, 9, (1, 2, 4, 4), generator=gen)
+    with pytest.raises(TrtjitError, match=rf"node '[^']*'.*{op} of torch.int64"):
+        trtjit.compile(Fn(fn), (x,))
