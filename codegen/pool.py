@@ -1,8 +1,8 @@
 """Pooling template: max and average pooling over NCHW windows.
 
 One flat index over the output (n, c, oh, ow); the window is unrolled at compile time
-(``tl.static_range``) with bounds masks, matching torch's padding, dilation, ceil_mode and
-count_include_pad semantics.
+(``tl.static_range``; a plain loop for windows of more than ``UNROLL`` elements) with bounds masks,
+matching torch's padding, dilation, ceil_mode and count_include_pad semantics.
 """
 
 from __future__ import annotations
@@ -26,12 +26,16 @@ from trtjit.codegen.common import (
 
 from trtjit.errors import BuildError
 
+UNROLL = 64
+
 
 def generate(kin: KernelInput, name: str) -> KernelSpec:
     node = kin.node
     (inp,) = [n.name for n in kin.body if n.op == "input"]
     X = kin.operands[inp]
     (ptr, spec), = kin.outputs
+    if len(spec.shape) != 4 or len(X.layout.shape) != 4:
+        raise BuildError(f"node {node.name!r}: {node.op} needs NCHW (4-D) tensors, got {list(X.layout.shape)}")
     N, C, OH, OW = spec.shape
     _, _, H, W = X.layout.shape
     sxn, sxc, sxh, sxw = X.layout.strides
@@ -68,8 +72,9 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         w(f"he = ((oh + 1) * {H} + {OH - 1}) // {OH}")
         w(f"ws = (ow * {W}) // {OW}")
         w(f"we = ((ow + 1) * {W} + {OW - 1}) // {OW}")
-    w(f"for kh in tl.static_range({KH}):")
-    w(f"    for kw in tl.static_range({KW}):")
+    loop = "tl.static_range" if KH * KW <= UNROLL else "range"  # huge windows: a loop, not 10**4 copies
+    w(f"for kh in {loop}({KH}):")
+    w(f"    for kw in {loop}({KW}):")
     if adaptive:
         w("        ih = hs + kh")
         w("        iw = ws + kw")

@@ -28,6 +28,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     (inp,) = [n.name for n in kin.body if n.op == "input"]
     X = kin.operands[inp]
     (ptr, spec), = kin.outputs
+    if len(spec.shape) != 4 or len(X.layout.shape) != 4:
+        raise BuildError(f"node {node.name!r}: {node.op} needs NCHW (4-D) tensors, got {list(X.layout.shape)}")
     N, C, OH, OW = spec.shape
     H, W = X.layout.shape[-2:]
     sxn, sxc, sxh, sxw = X.layout.strides

@@ -11,6 +11,7 @@ from torch import nn
 
 import trtjit
 from trtjit.errors import BuildError, TrtjitError, UnsupportedOpError
+from trtjit.ir import Value
 
 
 class Fn(nn.Module):
@@ -308,3 +309,22 @@ def test_integer_averaging_is_refused_naming_the_node(fn, op, gen):
     x = torch.randint(0, 9, (1, 2, 4, 4), generator=gen)
     with pytest.raises(TrtjitError, match=rf"node '[^']*'.*{op} of torch.int64"):
         trtjit.compile(Fn(fn), (x,))
+
+
+def test_large_pooling_windows_loop_instead_of_unrolling(gen):
+    """A 16x16 window (or adaptive pooling 61 -> 3) is a loop in the kernel, not hundreds of unrolled loads."""
+    x = torch.randn(1, 2, 32, 61, generator=gen)
+    for fn in (lambda x: F.avg_pool2d(x, 16), lambda x: F.max_pool2d(x, (16, 20), 8),
+               lambda x: F.adaptive_avg_pool2d(x, (3, 5))):
+        engine = matches(Fn(fn), x)
+        (k,) = engine.kernels
+        assert "for kh in range(" in k.source and "static_range" not in k.source
+
+
+def test_pool_and_resize_templates_refuse_other_ranks():
+    """A graph built by hand (or another frontend) with a 3-D pooling input is refused at build time."""
+    g = trtjit.Graph()
+    x = g.add_input("x", trtjit.TensorSpec((3, 8, 8), torch.float32))
+    g.outputs = [Value(g.add("max_pool2d", [x], {"kernel": [2, 2], "stride": [2, 2]}, name="pool").name)]
+    with pytest.raises(BuildError, match=r"node 'pool': max_pool2d needs NCHW \(4-D\) tensors, got \[3, 8, 8\]"):
+        trtjit.build(g)
