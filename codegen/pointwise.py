@@ -66,9 +66,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         op = kin.operands[inp]
         lay = op.layout
         if shifted:
-            d, start, sel = shifted[-1]
-            off, used = offset_expr(lay, shape, lambda j: f"({var(j)} - {start})" if j == d and start else var(j))
-            masked = f", mask={sel}"
+            off, used = offset_expr(lay, shape, lambda j: shifted_var(var, shifted, j))
+            masked = f", mask={shifted[-1][2]}"
         elif lay.shape == shape and lay.strides == strides:
             off = "offs" + (f" + {lay.offset}" if lay.offset else "")
             masked = ", mask=mask"
@@ -81,13 +80,12 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         return var_name
 
     em = BodyEmitter(w, kin, load)
-    cones = {n.name: _cones(kin.body, n) for n in kin.body if n.op == "cat"}
-    in_cone = {c.name for per_input in cones.values() for cone in per_input for c in cone}
+    in_cone = _only_for_cats(kin.body)
     for node in kin.body:
         if node.op in ("input", "constant") or node.name in in_cone:
             continue
         if node.op == "cat":
-            _emit_cat(w, em, kin, node, cones[node.name], var, shifted)
+            _emit_cat(w, em, kin, node, var, shifted)
         else:
             em.emit(node)
     for (ptr, spec), v in zip(kin.outputs, kin.body.outputs):
@@ -99,42 +97,63 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
                       num_warps=4 if block >= 512 else 2, flops=numel * len(kin.covers), bytes=element_bytes(kin))
 
 
-def _cones(body: Graph, cat: Node) -> list[list[Node]]:
-    """Per cat input, the body ops computing it (in order); the fusion pass made them exclusive to it."""
-    out = []
-    for v in body.inputs_of(cat.name):
-        todo, cone = [v.node], set()
-        while todo:
-            n = todo.pop()
-            if n in cone or body.node(n).op in ("input", "constant"):
-                continue
-            cone.add(n)
-            todo.extend(body.producers(n))
-        out.append([n for n in body if n.name in cone])
-    return out
+def _only_for_cats(body: Graph) -> set[str]:
+    """Body ops whose every use is a cat input (directly or through such ops): they are computed inside the
+    cat, at its inputs' shifted indices, never over the whole output."""
+    outs = {v.node for v in body.outputs}
+    only: set[str] = set()
+    for n in reversed(body.topo_order()):
+        node = body.node(n)
+        users = body.consumers(n)
+        if node.op not in ("input", "constant") and n not in outs and users and all(
+                body.node(u).op == "cat" or u in only for u in users):
+            only.add(n)
+    return only
 
 
-def _emit_cat(w: Writer, em: BodyEmitter, kin: KernelInput, cat: Node, cones: list[list[Node]],
-              var: Callable[[int], str], shifted: list[tuple[int, int, str]]) -> None:
-    """``v = input k at (i_dim - start_k)`` where ``start_k <= i_dim < start_k + size_k``."""
+def shifted_var(var: Callable[[int], str], shifted: list[tuple[int, int, str]], j: int) -> str:
+    """Index of dim ``j`` inside nested cat inputs: the output index less each enclosing input's start."""
+    start = sum(s for d, s, _ in shifted if d == j)
+    return f"({var(j)} - {start})" if start else var(j)
+
+
+def _emit_cat(w: Writer, em: BodyEmitter, kin: KernelInput, cat: Node, var: Callable[[int], str],
+              shifted: list[tuple[int, int, str]]) -> str:
+    """``v = input k at (i_dim - start_k)`` where ``start_k <= i_dim < start_k + size_k``; each input's ops
+    (an inner cat too) are emitted on demand under that shifted index, loads masked to what it covers."""
+    body = kin.body
+
+    def compute(name: str) -> None:
+        node = body.node(name)
+        if node.op in ("input", "constant") or Value(name) in em.vars:
+            return
+        if node.op == "cat":
+            em.vars[Value(name)] = _emit_cat(w, em, kin, node, var, shifted)
+            return
+        for p in body.producers(name):
+            compute(p)
+        em.emit(node)
+
     d = cat.attrs["dim"] % len(cat.spec.shape)
     dt = cat.spec.dtype
     out = em.fresh("cat")
     w(f"{out} = tl.zeros((BLOCK,), dtype={'tl.float32' if dt.is_floating_point else tl_dtype(dt)})  # {cat.name}: cat")
+    outer = shifted[-1][2] if shifted else "mask"
     start = 0
-    for v, cone in zip(kin.body.inputs_of(cat.name), cones):
-        size = kin.body.spec(v).shape[d]
+    for v in body.inputs_of(cat.name):
+        size = body.spec(v).shape[d]
         if size == 0:
             continue
         sel = em.fresh("sel")
-        w(f"{sel} = mask & ({var(d)} >= {start}) & ({var(d)} < {start + size})")
+        idx = shifted_var(var, shifted, d)
+        w(f"{sel} = {outer} & ({idx} >= {start}) & ({idx} < {start + size})")
         saved = dict(em.vars)
         shifted.append((d, start, sel))
-        for node in cone:
-            em.emit(node)
+        compute(v.node)
         val = em.value(v, cat)
         shifted.pop()
         em.vars = saved
         w(f"{out} = tl.where({sel}, {val}, {out})")
         start += size
     em.vars[Value(cat.name)] = out
+    return out

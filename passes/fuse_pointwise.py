@@ -29,11 +29,16 @@ def _is_pointwise(graph: Graph, name: str) -> bool:
     return get_op(graph.node(name).op).kind == "pointwise" and len(graph.node(name).outputs) == 1
 
 
-def cat_cone(graph: Graph, cat: str) -> set[str] | None:
-    """The pointwise ops computed only for ``cat``'s inputs (its cone), or None if the cat cannot become
-    pointwise (inputs of another dtype)."""
+def _selectable(graph: Graph, cat: str) -> bool:
+    """A cat can select per element when its inputs have its dtype (else the concat kernel converts)."""
     n = graph.node(cat)
-    if any(graph.spec(v).dtype != n.spec.dtype for v in graph.inputs_of(cat)):
+    return n.op == "cat" and all(graph.spec(v).dtype == n.spec.dtype for v in graph.inputs_of(cat))
+
+
+def cat_cone(graph: Graph, cat: str) -> set[str] | None:
+    """The ops computed only for ``cat``'s inputs (its cone): pointwise ops and inner selectable cats (the
+    rotated half of a partial rotary embedding), or None if the cat cannot become pointwise."""
+    if not _selectable(graph, cat):
         return None
     cone: set[str] = set()
     changed = True
@@ -41,8 +46,8 @@ def cat_cone(graph: Graph, cat: str) -> set[str] | None:
         changed = False
         for c in [cat, *cone]:
             for p in graph.producers(c):
-                if p not in cone and _is_pointwise(graph, p) and not graph.is_output(p) and all(
-                        u == cat or u in cone for u in graph.consumers(p)):
+                if p not in cone and (_is_pointwise(graph, p) or _selectable(graph, p)) and not graph.is_output(p) \
+                        and all(u == cat or u in cone for u in graph.consumers(p)):
                     cone.add(p)
                     changed = True
     return cone
@@ -59,6 +64,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             else:
                 cones[name] = cone
     in_cone = {c for cone in cones.values() for c in cone}
+    cones = {c: cone for c, cone in cones.items() if c not in in_cone}  # inner cats run inside the outer one
     for name in graph.topo_order():
         if name in cones:
             group_of[name] = {name} | cones[name]

@@ -219,6 +219,20 @@ def test_rope_of_transformers_llama(gen):
     assert all("cat" in ops for _, ops in kernels(engine))
 
 
+def test_partial_rotary_is_one_kernel(gen):
+    """GPT-NeoX / Phi: RoPE on the first dims, the rest passed through: a cat of a cat, one kernel."""
+
+    class Partial(nn.Module):
+        def forward(self, q, cos, sin):
+            rot, rest = q[..., :4], q[..., 4:]
+            return torch.cat([rot * cos + rotate_half(rot) * sin, rest], dim=-1)
+
+    cos, sin = _rope_inputs(gen, dh=4)
+    engine = compile_checked(Partial(), torch.randn(2, 5, 10, generator=gen), cos, sin)
+    ((template, ops),) = kernels(engine)
+    assert template == "pointwise" and ops.count("cat") == 2
+
+
 def test_fuse_pointwise_cat_cone(gen):
     """The cat's exclusive pointwise producers run per input at the shifted index; a producer also used
     elsewhere is read from memory; a cat with no pointwise neighbour stays a concat kernel."""
