@@ -49,6 +49,10 @@ CONVS = {
     "valid": (dict(padding="valid"), (4, 3, 3, 3)),
     "stride3_dilation_asym_pads": (dict(stride=3, padding=(1, 2), dilation=(2, 1)), (4, 3, 3, 3)),
     "grouped_strided": (dict(stride=(2, 1), padding=1, groups=3), (6, 1, 3, 3)),
+    "depthwise_multiplier_dilated": (dict(padding=2, dilation=2, groups=3), (6, 1, 3, 3)),
+    "kernel_larger_than_input": (dict(padding=(5, 2)), (4, 3, 11, 13)),
+    "stride_larger_than_kernel": (dict(stride=4), (4, 3, 2, 2)),
+    "one_row_kernel": (dict(padding=(0, 1)), (4, 3, 1, 3)),
 }
 
 
