@@ -262,6 +262,13 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     sxn, sxc, sxh, sxw = X.layout.strides
     swo, swc, swh, sww = Wt.layout.strides
     M, K = N * OH * OW, Cg * KH * KW
+    names = {0: "n", 1: "oc", 2: "oh", 3: "ow"}
+    if not transposed and Cg == 1 and OCg == 1:  # depthwise: channels across the tile, no tensor-core dot
+        bm, bn, bk, warps, stages = _pick_tile(kin, M, C, KH * KW, 1, X.dtype)
+        _depthwise_mainloop(w, X, Wt, anchor, out_shape, (H, W, KH, KW))
+        return names.__getitem__, (cdiv(M, bm), cdiv(C, bn), 1), {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, \
+            M, C, 2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, \
+            {"M": M, "N": C, "K": KH * KW, "batch": 1}
     bm, bn, bk, warps, stages = _pick_tile(kin, M, OCg, K, groups, X.dtype)
     w("pid_m = tl.program_id(0)")
     w("pid_n = tl.program_id(1)")
@@ -281,9 +288,14 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     w(f"for k in range(0, {K}, BLOCK_K):")
     w("    rk = k + tl.arange(0, BLOCK_K)")
-    w(f"    c = rk // {KH * KW}")
-    w(f"    kh = (rk // {KW}) % {KH}")
-    w(f"    kw = rk % {KW}")
+    if sxc == 1 and Cg > 1 and not transposed:  # channels-last input: K runs channel-fastest, loads contiguous
+        w(f"    c = rk % {Cg}")
+        w(f"    kw = (rk // {Cg}) % {KW}")
+        w(f"    kh = rk // {Cg * KW}")
+    else:
+        w(f"    c = rk // {KH * KW}")
+        w(f"    kh = (rk // {KW}) % {KH}")
+        w(f"    kw = rk % {KW}")
     if transposed:  # output (oh, ow) gathers input (ih, iw) with oh = ih * stride - pad + kh * dilation
         w(f"    th = oh + {ph} - kh[None, :] * {dh}")
         w(f"    tw = ow + {pw} - kw[None, :] * {dw}")
@@ -299,7 +311,40 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     w(f"    b_mask = (rk[:, None] < {K}) & (rn < {OCg})")
     w(f"    b = tl.load(w_base + c[:, None] * {swc} + kh[:, None] * {swh} + kw[:, None] * {sww}, mask=b_mask, other=0.0)")
     w(_dot(prec))
-    names = {0: "n", 1: "oc", 2: "oh", 3: "ow"}
     grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
     return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
         2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, {"M": M, "N": OCg, "K": K, "batch": groups}
+
+
+def _depthwise_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: tuple[int, ...],
+                        sizes: tuple[int, int, int, int]) -> None:
+    """Depthwise convolution (one input channel per output channel): a BLOCK_M x BLOCK_N tile of (output
+    pixel, channel) accumulates KH * KW products, its loads contiguous across channels in NHWC. As an implicit
+    GEMM it would waste all but one column of every tensor-core tile."""
+    N, C, OH, OW = out_shape
+    H, W, KH, KW = sizes
+    sh, sw = anchor.attrs["stride"]
+    ph, pw = anchor.attrs["padding"]
+    dh, dw = anchor.attrs["dilation"]
+    sxn, sxc, sxh, sxw = X.layout.strides
+    swo, _, swh, sww = Wt.layout.strides
+    M = N * OH * OW
+    w("pid_m = tl.program_id(0)")
+    w("pid_n = tl.program_id(1)")
+    w("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]")
+    w("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
+    w(f"n = rm // {OH * OW}")
+    w(f"oh = (rm // {OW}) % {OH}")
+    w(f"ow = rm % {OW}")
+    w("oc = rn")
+    w(f"x_base = {X.pointer} + {X.layout.offset} + n * {sxn} + rn * {sxc}")
+    w(f"w_base = {Wt.pointer} + {Wt.layout.offset} + rn * {swo}")
+    w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+    w(f"for kh in tl.static_range({KH}):")
+    w(f"    for kw in tl.static_range({KW}):")
+    w(f"        ih = oh * {sh} - {ph} + kh * {dh}")
+    w(f"        iw = ow * {sw} - {pw} + kw * {dw}")
+    w(f"        a_mask = (rm < {M}) & (rn < {C}) & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
+    w(f"        a = tl.load(x_base + ih * {sxh} + iw * {sxw}, mask=a_mask, other=0.0)")
+    w(f"        b = tl.load(w_base + kh * {swh} + kw * {sww}, mask=rn < {C}, other=0.0)")
+    w("        acc += a.to(tl.float32) * b.to(tl.float32)")
