@@ -399,3 +399,48 @@ def test_gpt2_mlp_of_transformers(gen):
     torch.manual_seed(0)
     engine = compile_checked(gpt2.GPT2MLP(64, cfg), torch.randn(2, 5, 16, generator=gen))
     assert [t for t, _ in kernels(engine)] == ["gemm", "gemm"]  # c_fc + gelu_new, c_proj
+
+
+# ------------------------------------------------------------------------------------- random cat programs
+class RandomCat(nn.Module):
+    """cat along ``dim`` of pieces of x (narrow), each through a few pointwise ops or an inner cat, then an
+    epilogue: the shapes the pointwise-select lowering must get right."""
+
+    def __init__(self, dim: int, cuts: list[int], ops: list[str], post: str) -> None:
+        super().__init__()
+        self.dim, self.cuts, self.ops, self.post = dim, cuts, ops, post
+
+    def forward(self, x, y):
+        parts, start, d = [], 0, self.dim
+        for c, o in zip(self.cuts, self.ops):
+            p = x.narrow(d, start, c)
+            if o == "neg":
+                p = -p
+            elif o == "exp2":
+                p = torch.exp(p) * 2
+            elif o == "y":
+                p = p + y.narrow(d, 0, c)
+            elif o == "bcast":
+                p = p * y.narrow(d, 0, 1)
+            elif o == "inner" and c > 1:
+                p = torch.cat([-p.narrow(d, c // 2, c - c // 2), p.narrow(d, 0, c // 2)], d)
+            parts.append(p)
+            start += c
+        out = torch.cat(parts, d)
+        return {"mul": lambda: out * y, "tanh": lambda: torch.tanh(out) + x, "none": lambda: out + 0.0}[self.post]()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_cat_programs(seed):
+    import random
+
+    rnd = random.Random(seed)
+    shape = [rnd.randint(2, 5) for _ in range(3)]
+    dim = rnd.randint(0, 2)
+    bounds = sorted({0, shape[dim], *rnd.sample(range(1, shape[dim]), rnd.randint(0, shape[dim] - 1))})
+    cuts = [b - a for a, b in zip(bounds, bounds[1:])]
+    model = RandomCat(dim, cuts, [rnd.choice(["none", "neg", "exp2", "y", "bcast", "inner"]) for _ in cuts],
+                      rnd.choice(["mul", "tanh", "none"]))
+    gen = torch.Generator().manual_seed(seed)
+    engine = compile_checked(model, torch.randn(shape, generator=gen), torch.randn(shape, generator=gen))
+    assert [t for t, _ in kernels(engine)] == ["pointwise"]  # every such program is one kernel

@@ -617,6 +617,14 @@ def _slice(c: Ctx, a: dict[str, Any]) -> Value:
     return c.add("slice", [x], dim=d, start=start, end=max(end, start), step=int(step))
 
 
+@converter("aten.narrow")
+def _narrow(c: Ctx, a: dict[str, Any]) -> Value:
+    x = a["input"]
+    d = _dim(a["dim"], c.rank(x))
+    start = int(a["start"]) % c.spec(x).shape[d] if int(a["start"]) < 0 else int(a["start"])
+    return c.add("slice", [x], dim=d, start=start, end=start + int(a["length"]), step=1)
+
+
 @converter("aten.embedding")
 def _embedding(c: Ctx, a: dict[str, Any]) -> Value:
     if a.get("max_norm") is not None:
