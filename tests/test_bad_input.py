@@ -332,3 +332,14 @@ def test_pool_and_resize_templates_refuse_other_ranks():
     g.outputs = [Value(g.add("max_pool2d", [x], {"kernel": [2, 2], "stride": [2, 2]}, name="pool").name)]
     with pytest.raises(BuildError, match=r"node 'pool': max_pool2d needs NCHW \(4-D\) tensors, got \[3, 8, 8\]"):
         trtjit.build(g)
+
+
+def test_mask_combinators_and_new_constants(gen):
+    """``a & b`` of boolean masks is logical (Mistral's sliding window), of integers bitwise; ``new_ones``
+    and friends are constants of the argument's dtype."""
+    a, b = torch.rand(4, 5, generator=gen) > 0.5, torch.rand(4, 5, generator=gen) > 0.5
+    i, j = torch.randint(0, 64, (4, 5), generator=gen), torch.randint(0, 64, (4, 5), generator=gen)
+    fn = Fn(lambda a, b, i, j: ((a & b) | ~a, (i & j) | 3, i.new_ones(4, 5) + i.new_zeros(5) + i.new_full((4, 1), 7)))
+    engine = trtjit.compile(fn, (a, b, i, j), verify=True)
+    for got, want in zip(engine(a, b, i, j), fn(a, b, i, j)):
+        assert got.dtype == want.dtype and torch.equal(got, want)

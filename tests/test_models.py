@@ -363,3 +363,21 @@ def test_layout_stays_nchw_where_nhwc_would_cost_a_copy(gen):
     assert not any(n.attrs.get("out_perm") for n in engine.graph if n.op == "fused_gemm")
     rec = next(r for r in engine.build_log if r.name == "layout_nhwc")
     assert any(not e["fired"] and "reshape need a copy" in e["detail"] for e in rec.events)
+
+
+ROPE_FAMILY = {
+    "mistral": ("MistralModel", "MistralConfig", dict(num_key_value_heads=2)),  # sliding-window mask (a & b), GQA
+    "phi": ("PhiModel", "PhiConfig", dict(partial_rotary_factor=0.5)),  # RoPE on half the head dims
+    "gpt_neox": ("GPTNeoXModel", "GPTNeoXConfig", dict(rotary_pct=0.5)),
+}
+
+
+@pytest.mark.parametrize("name", list(ROPE_FAMILY))
+def test_rotary_decoders(name, gen):
+    model_cls, cfg_cls, extra = ROPE_FAMILY[name]
+    model = _hf(getattr(transformers, model_cls), getattr(transformers, cfg_cls), hidden_size=32,
+                num_attention_heads=4, num_hidden_layers=1, intermediate_size=64, vocab_size=64,
+                max_position_embeddings=32, **extra)
+    engine = check(model, (torch.randint(0, 64, (2, 8), generator=gen),))
+    rope = [n for n in engine.graph if n.op == "fused_pointwise" and "cat" in {b.op for b in n.attrs["body"]}]
+    assert len(rope) == 2 and "cat" not in [k.template for k in engine.kernels]  # q and k: one kernel each

@@ -107,6 +107,25 @@ def _bitwise_not(c: Ctx, a: dict[str, Any]) -> Value:
     return c.add("logical_not" if c.spec(x).dtype == torch.bool else "bitwise_not", [x])
 
 
+@converter("aten.__and__", "aten.__or__", "aten.bitwise_and", "aten.bitwise_or")
+def _and_or(c: Ctx, a: dict[str, Any]) -> Value:
+    """``mask_a & mask_b`` (Mistral's sliding-window mask): logical on booleans, bitwise on integers."""
+    x = a["input"]
+    y = c.scalar(a["other"], x)
+    logical = c.spec(x).dtype == torch.bool and c.spec(y).dtype == torch.bool
+    op = ("logical_" if logical else "bitwise_") + ("and" if "and" in c.target else "or")
+    return c.add(op, [x, y])
+
+
+@converter("aten.new_ones", "aten.new_zeros", "aten.new_full")
+def _new_filled(c: Ctx, a: dict[str, Any]) -> Value:
+    """A constant of the given size; the tensor argument only lends its dtype."""
+    dtype = a.get("dtype") or c.spec(a["input"]).dtype
+    fill = {"aten.new_ones": 1, "aten.new_zeros": 0}.get(c.target, a.get("fill_value"))
+    return c.g.add_constant(f"{c.name}.filled", torch.full([int(n) for n in a["size"]], fill, dtype=dtype),
+                            source=c.source)
+
+
 def _binary(op: str) -> Converter:
     def conv(c: Ctx, a: dict[str, Any]) -> Value:
         x, y = a["input"], a["other"]
