@@ -343,3 +343,14 @@ def test_mask_combinators_and_new_constants(gen):
     engine = trtjit.compile(fn, (a, b, i, j), verify=True)
     for got, want in zip(engine(a, b, i, j), fn(a, b, i, j)):
         assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_integer_indexing_and_repeat_interleave(gen):
+    x = torch.randn(6, 4, 5, generator=gen)
+    idx, cols = torch.tensor([[0, 5, 2], [1, 1, 3]]), torch.tensor([3, 0, 1, 3])
+    fn = Fn(lambda x, i, j: (x[i], x[:, j], x.repeat_interleave(2, dim=1)))
+    engine = trtjit.compile(fn, (x, idx, cols), verify=True)
+    for got, want in zip(engine(x, idx, cols), fn(x, idx, cols)):
+        assert_close_rel(got, want)
+    with pytest.raises(BuildError, match=r"node '[^']*'.*boolean mask"):
+        trtjit.compile(Fn(lambda x, m: x[m]), (x, torch.rand(6, generator=gen) > 0.5))

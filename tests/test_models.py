@@ -381,3 +381,11 @@ def test_rotary_decoders(name, gen):
     engine = check(model, (torch.randint(0, 64, (2, 8), generator=gen),))
     rope = [n for n in engine.graph if n.op == "fused_pointwise" and "cat" in {b.op for b in n.attrs["body"]}]
     assert len(rope) == 2 and "cat" not in [k.template for k in engine.kernels]  # q and k: one kernel each
+
+
+def test_gptj_interleaved_rotary(gen):
+    """GPT-J: rotary on every other element (stack + flatten), sin/cos picked by position (indexing) and
+    repeated (repeat_interleave). Compiled and matched; its rotation is not one kernel yet."""
+    model = _hf(transformers.GPTJModel, transformers.GPTJConfig, n_embd=32, n_head=4, n_layer=1, rotary_dim=4,
+                vocab_size=64, n_positions=32, bos_token_id=0, eos_token_id=0)
+    check(model, (torch.randint(0, 64, (2, 8), generator=gen),))

@@ -657,6 +657,33 @@ def _index_select(c: Ctx, a: dict[str, Any]) -> Value:
     return c.add("index_select", [x, a["index"]], dim=_dim(a["dim"], c.rank(x)))
 
 
+@converter("aten.index")
+def _index(c: Ctx, a: dict[str, Any]) -> Value:
+    """``x[..., idx, ...]`` with one index tensor (``embed_positions[position_ids]``): an index_select."""
+    x, idx = a["input"], list(a["indices"])
+    given = [i for i, t in enumerate(idx) if t is not None]
+    if len(given) != 1 or c.spec(idx[given[0]]).dtype == torch.bool:
+        raise BuildError(f"node {c.name!r}: indexing with {len(given)} index tensors (or a boolean mask) is not "
+                         "supported; one integer index tensor is")
+    d, t = given[0], idx[given[0]]
+    shape = list(c.spec(x).shape)
+    flat = c.add("reshape", [t], shape=[c.spec(t).numel])
+    rows = c.add("index_select", [x, flat], dim=d)
+    return c.add("reshape", [rows], shape=shape[:d] + list(c.spec(t).shape) + shape[d + 1:])
+
+
+@converter("aten.repeat_interleave")
+def _repeat_interleave(c: Ctx, a: dict[str, Any]) -> Value:
+    x, reps = a["input"], a.get("repeats")
+    if not isinstance(reps, int) or a.get("dim") is None:
+        raise BuildError(f"node {c.name!r}: repeat_interleave needs an integer repeat count and a dim")
+    d = _dim(a["dim"], c.rank(x))
+    shape = list(c.spec(x).shape)
+    u = c.add("unsqueeze", [x], dim=d + 1)
+    e = c.add("expand", [u], shape=shape[:d + 1] + [reps] + shape[d + 1:])
+    return c.add("reshape", [e], shape=shape[:d] + [shape[d] * reps] + shape[d + 1:])
+
+
 @converter("aten.gather")
 def _gather(c: Ctx, a: dict[str, Any]) -> Value:
     x = a["input"]
