@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.fx
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from torch.fx.operator_schemas import normalize_function
 from torch.utils import _pytree as pytree
 
@@ -926,7 +927,11 @@ def import_exported(ep: torch.export.ExportedProgram, batch: Any = None) -> Grap
             used_paths.add(path)
             ctx.source, ctx.target = path or node.name, name
             val = node.meta.get("val")
-            ctx.node_val_shape = _spec_of(val, batch, ctx.name).shape if isinstance(val, torch.Tensor) else ()
+            try:
+                ctx.node_val_shape = _spec_of(val, batch, ctx.name).shape if isinstance(val, torch.Tensor) else ()
+            except GuardOnDataDependentSymNode:
+                raise BuildError(f"node {ctx.name!r} ({name}): its output shape depends on the input values "
+                                 "(boolean-mask indexing, nonzero, ...); trtjit engines have static shapes") from None
             a = _normalize(node, args)
             try:
                 out = CONVERTERS[name](ctx, a)
