@@ -3,6 +3,8 @@ PyTorch reference, or refused at build time with an error naming the node (never
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -245,8 +247,8 @@ def test_non_contiguous_engine_inputs(gen):
     read correctly."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
     x = torch.randn(2, 3, 6, 5, generator=gen)
-    engine = trtjit.compile(model, (x,))
-    ref = model.double()
+    engine = trtjit.compile(model.to(DEVICE), (x.to(DEVICE),))
+    ref = copy.deepcopy(model).double().cpu()
     variants = {
         "transposed": torch.randn(2, 3, 5, 6, generator=gen).transpose(2, 3),
         "channels_last": x.to(memory_format=torch.channels_last) + 1.0,
@@ -255,7 +257,7 @@ def test_non_contiguous_engine_inputs(gen):
     }
     for name, t in variants.items():
         assert not t.is_contiguous() or name == "offset", name
-        assert_close_rel(engine(t).double(), ref(t.double()), tol=1e-4)
+        assert_close_rel(engine(t.to(DEVICE)).double().cpu(), ref(t.double()), tol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------- unbatched
@@ -302,9 +304,9 @@ def test_integer_tensors_stay_exact(name, dtype, gen):
     x = torch.randint(lo, hi, (2, 3, 5, 6), generator=gen, dtype=dtype)
     if name == "sum" and dtype != torch.int64:
         x = x // 8  # torch sums int32 / uint8 into int64: keep the reference free of its own overflow
-    engine = trtjit.compile(Fn(INTEGER[name]), (x,), verify=True)
+    engine = trtjit.compile(Fn(INTEGER[name]), (x.to(DEVICE),), verify=True)
     ref = INTEGER[name](x) if name != "nearest" else x.repeat_interleave(2, 2).repeat_interleave(2, 3)
-    assert torch.equal(engine(x), ref)
+    assert torch.equal(engine(x.to(DEVICE)).cpu(), ref)
 
 
 @pytest.mark.parametrize("fn,op", [(lambda x: F.avg_pool2d(x, 2), "avg_pool2d"),
@@ -340,17 +342,17 @@ def test_mask_combinators_and_new_constants(gen):
     a, b = torch.rand(4, 5, generator=gen) > 0.5, torch.rand(4, 5, generator=gen) > 0.5
     i, j = torch.randint(0, 64, (4, 5), generator=gen), torch.randint(0, 64, (4, 5), generator=gen)
     fn = Fn(lambda a, b, i, j: ((a & b) | ~a, (i & j) | 3, i.new_ones(4, 5) + i.new_zeros(5) + i.new_full((4, 1), 7)))
-    engine = trtjit.compile(fn, (a, b, i, j), verify=True)
-    for got, want in zip(engine(a, b, i, j), fn(a, b, i, j)):
-        assert got.dtype == want.dtype and torch.equal(got, want)
+    engine = trtjit.compile(fn, tuple(t.to(DEVICE) for t in (a, b, i, j)), verify=True)
+    for got, want in zip(engine(*(t.to(DEVICE) for t in (a, b, i, j))), fn(a, b, i, j)):
+        assert got.dtype == want.dtype and torch.equal(got.cpu(), want)
 
 
 def test_integer_indexing_and_repeat_interleave(gen):
     x = torch.randn(6, 4, 5, generator=gen)
     idx, cols = torch.tensor([[0, 5, 2], [1, 1, 3]]), torch.tensor([3, 0, 1, 3])
     fn = Fn(lambda x, i, j: (x[i], x[:, j], x.repeat_interleave(2, dim=1)))
-    engine = trtjit.compile(fn, (x, idx, cols), verify=True)
-    for got, want in zip(engine(x, idx, cols), fn(x, idx, cols)):
-        assert_close_rel(got, want)
+    engine = trtjit.compile(fn, tuple(t.to(DEVICE) for t in (x, idx, cols)), verify=True)
+    for got, want in zip(engine(*(t.to(DEVICE) for t in (x, idx, cols))), fn(x, idx, cols)):
+        assert_close_rel(got.cpu(), want)
     with pytest.raises(BuildError, match=r"node '[^']*'.*(boolean mask|depends on the input values)"):
         trtjit.compile(Fn(lambda x, m: x[m]), (x, torch.rand(6, generator=gen) > 0.5))
