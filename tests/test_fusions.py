@@ -444,3 +444,41 @@ def test_random_cat_programs(seed):
     gen = torch.Generator().manual_seed(seed)
     engine = compile_checked(model, torch.randn(shape, generator=gen), torch.randn(shape, generator=gen))
     assert [t for t, _ in kernels(engine)] == ["pointwise"]  # every such program is one kernel
+
+
+# ----------------------------------------------------------------------------------- random MLP blocks
+class RandomBlock(nn.Module):
+    """A residual MLP block of random make: nn.Linear (with or without bias) or GPT-2's Conv1D, an
+    activation or SwiGLU, LayerNorm / RMSNorm / none, before or after: the epilogue, gating, flattened-rows
+    and norm-prologue rules meet here in every combination."""
+
+    def __init__(self, rnd, d: int) -> None:
+        super().__init__()
+        self.lin, self.act = rnd.choice(["linear", "conv1d", "nobias"]), rnd.choice(["gelu", "silu", "tanh", "swiglu"])
+        self.order, norm = rnd.choice(["pre", "post"]), rnd.choice(["ln", "rms", "none"])
+
+        def make(i: int, o: int) -> nn.Module:
+            return Conv1D(i, o) if self.lin == "conv1d" else nn.Linear(i, o, bias=self.lin == "linear")
+
+        self.fc1, self.fc2, self.up = make(d, 2 * d), make(2 * d, d), make(d, 2 * d)
+        self.norm = {"ln": nn.LayerNorm(d), "rms": nn.RMSNorm(d), "none": nn.Identity()}[norm]
+
+    def forward(self, x):
+        h = self.norm(x) if self.order == "pre" else x
+        a = self.fc1(h)
+        a = F.silu(a) * self.up(h) if self.act == "swiglu" else {"gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}[self.act](a)
+        y = x + self.fc2(a)
+        return self.norm(y) if self.order == "post" else y
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_mlp_blocks(seed):
+    import random
+
+    rnd = random.Random(seed)
+    torch.manual_seed(seed)
+    d = rnd.choice([8, 12, 16])
+    model = nn.Sequential(*[RandomBlock(rnd, d) for _ in range(rnd.randint(1, 2))])
+    gen = torch.Generator().manual_seed(seed)
+    engine = compile_checked(model, torch.randn(rnd.randint(1, 3), rnd.randint(2, 5), d, generator=gen))
+    assert "pointwise" not in [t for t, _ in kernels(engine)]  # every activation, gate and residual is fused
