@@ -51,7 +51,8 @@ ONNX_DTYPES: dict[int, torch.dtype] = {
     TensorProto.FLOAT: torch.float32, TensorProto.DOUBLE: torch.float64, TensorProto.FLOAT16: torch.float16,
     TensorProto.BFLOAT16: torch.bfloat16, TensorProto.INT64: torch.int64, TensorProto.INT32: torch.int32,
     TensorProto.INT16: torch.int16, TensorProto.INT8: torch.int8, TensorProto.UINT8: torch.uint8,
-    TensorProto.BOOL: torch.bool,
+    TensorProto.BOOL: torch.bool, TensorProto.UINT16: torch.uint16, TensorProto.UINT32: torch.uint32,
+    TensorProto.UINT64: torch.uint64,
 }
 TORCH_TO_ONNX = {v: k for k, v in ONNX_DTYPES.items()}
 
@@ -154,11 +155,13 @@ def _itemsize(dt: int) -> int:
 
 def np_to_torch(arr: Any, what: str = "tensor") -> torch.Tensor:
     arr = np.asarray(arr)
+    if arr.dtype.name in NARROW_BY_NP:
+        return NARROW_BY_NP[arr.dtype.name].to_storage(arr)
     if arr.dtype == object or arr.dtype.kind in "USO":
         raise Unsupported(f"{what} holds strings or objects, which trtjit does not support")
     if arr.dtype.name == "bfloat16":
         return torch.from_numpy(np.array(arr, order="C", copy=True).view(np.int16)).view(torch.bfloat16)
-    if arr.dtype.kind == "u" and arr.dtype.itemsize > 1 or arr.dtype.kind == "V" or arr.dtype.name not in _NP_OK:
+    if arr.dtype.kind == "V" or arr.dtype.name not in _NP_OK:
         raise Unsupported(f"{what} has dtype {arr.dtype.name}, which trtjit does not support")
     try:
         return torch.from_numpy(np.array(arr, order="C", copy=True))
@@ -166,7 +169,8 @@ def np_to_torch(arr: Any, what: str = "tensor") -> torch.Tensor:
         raise Unsupported(f"{what} has numpy dtype {arr.dtype}, which trtjit does not support") from None
 
 
-_NP_OK = {"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"}
+_NP_OK = {"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool", "uint16", "uint32",
+          "uint64"}
 
 
 def torch_to_np(t: torch.Tensor) -> np.ndarray:
@@ -229,6 +233,7 @@ class Importer:
         self.const_values: dict[int, Value] = {}
         self.const_names: dict[int, str] = {}
         self.dims: dict[str, int] = {}
+        self.narrow: dict[str, int] = {}  # value name -> ONNX narrow element type (see NARROW)
         self.registry = registry
         self.opsets = {(o.domain or ""): o.version for o in model.opset_import}
         if "ai.onnx" in self.opsets:
@@ -252,6 +257,8 @@ class Importer:
         for t in g.initializer:
             self.env[t.name] = self._tensor(t, f"initializer {t.name!r}")
             self.const_names[id(self.env[t.name])] = t.name
+            if t.data_type in NARROW:
+                self.narrow[t.name] = t.data_type
         for t in g.sparse_initializer:
             self.env[t.values.name] = self._sparse(t)
         for vi in real:
@@ -270,6 +277,9 @@ class Importer:
             names.append(vi.name)
         self.g.outputs = outs
         self.g.meta["output_names"] = names
+        narrow_out = {n: NARROW[self.narrow[n]].name for n in names if n in self.narrow}
+        if narrow_out:
+            self.g.meta["onnx_narrow_outputs"] = narrow_out  # stored as NARROW[...].storage
         self.g.meta["input_names"] = list(self.g.inputs)
         self.g.meta["out_spec"] = None
         self.g.meta["frontend"] = "onnx"
@@ -303,10 +313,12 @@ class Importer:
         if tt is None:
             raise InputError(f"graph input {name!r} is not a tensor ({vi.type.WhichOneof('value')}); trtjit "
                              "engines take tensor inputs only")
-        if tt.elem_type not in ONNX_DTYPES:
+        if tt.elem_type in NARROW:
+            self.narrow[name] = tt.elem_type
+        elif tt.elem_type not in ONNX_DTYPES:
             raise InputError(f"graph input {name!r} has element type {onnx_type_name(tt.elem_type)}, which "
                              "trtjit does not support")
-        dtype = ONNX_DTYPES[tt.elem_type]
+        dtype = NARROW[tt.elem_type].storage if tt.elem_type in NARROW else ONNX_DTYPES[tt.elem_type]
         declared = list(tt.shape.dim) if tt.HasField("shape") else None
         if given is None:
             if declared is None or any(not d.HasField("dim_value") for d in declared):
@@ -394,6 +406,14 @@ class Importer:
         if any(x is MISSING for x in ins):
             if not known and not self._schema_function(node, opset, domain):
                 self.unsupported.setdefault(key, []).append(name)
+            self._set_outputs(node, [MISSING] * len(node.output))
+            return
+        narrow_in = [n for n in node.input if n in self.narrow]
+        if narrow_in and (domain or node.op_type not in NARROW_OPS):
+            t = NARROW[self.narrow[narrow_in[0]]].name
+            self.unsupported.setdefault(key, []).append(
+                f"{name} (input {narrow_in[0]!r} has element type {t}, which trtjit takes only in "
+                f"{', '.join(NARROW_OPS)})")
             self._set_outputs(node, [MISSING] * len(node.output))
             return
         ctx = NodeCtx(self, node, name, ins, opset if not domain else self.opsets.get(domain, 1), domain)
@@ -853,7 +873,7 @@ _A = {
                  "left_window_size right_window_size",
     "AveragePool": "auto_pad ceil_mode count_include_pad dilations kernel_shape pads strides",
     "BatchNormalization": "epsilon momentum training_mode", "BitShift": "direction",
-    "Cast": "to saturate round_mode", "CastLike": "saturate round_mode", "Celu": "alpha", "Concat": "axis",
+    "Cast": "to saturate round_mode", "BitCast": "to", "CastLike": "saturate round_mode", "Celu": "alpha", "Concat": "axis",
     "Constant": "sparse_value value value_float value_floats value_int value_ints", "ConstantOfShape": "value",
     "Conv": "auto_pad dilations group kernel_shape pads strides", "CumSum": "exclusive reverse", "CumProd": "exclusive reverse",
     "DepthToSpace": "blocksize mode", "DequantizeLinear": "axis block_size output_dtype", "Dropout": "seed ratio",
@@ -934,6 +954,9 @@ def _constant(c: NodeCtx) -> torch.Tensor:
 
 @converter("Identity")
 def _identity(c: NodeCtx) -> Entry:
+    t = narrow_of(c, 0)
+    if t is not None:
+        _set_narrow(c, t)
     return c.input(0)
 
 
@@ -1143,12 +1166,25 @@ def _clip(c: NodeCtx) -> Entry:
 @converter("Cast")
 def _cast(c: NodeCtx) -> Entry:
     to = c.attr("to")
+    if to in NARROW or narrow_of(c, 0) is not None:
+        return narrow_cast(c, c.input(0), narrow_of(c, 0), to)
     if to not in ONNX_DTYPES:
         raise Unsupported(f"cast to {onnx_type_name(to)} (dtype not supported)")
     x = c.input(0)
     if c.dtype(x) == ONNX_DTYPES[to]:
         return x
     return _cast_to(c, x, ONNX_DTYPES[to])
+
+
+@converter("BitCast")
+def _bitcast(c: NodeCtx) -> Entry:
+    to, x = c.attr("to"), c.input(0)
+    if to not in ONNX_DTYPES or ONNX_DTYPES[to] == torch.bool or c.dtype(x) == torch.bool:
+        raise Unsupported(f"bit cast to {onnx_type_name(to)} (dtype not supported)")
+    dt = ONNX_DTYPES[to]
+    if dt.itemsize != c.dtype(x).itemsize:
+        raise BuildError(f"BitCast from {c.dtype(x)} to {dt} changes the element size")
+    return x if dt == c.dtype(x) else c.add("bitcast", [x], dtype=dtype_name(dt))
 
 
 def _cast_to(c: NodeCtx, x: Entry, dt: torch.dtype) -> Entry:
@@ -1158,6 +1194,10 @@ def _cast_to(c: NodeCtx, x: Entry, dt: torch.dtype) -> Entry:
 
 @converter("CastLike")
 def _cast_like(c: NodeCtx) -> Entry:
+    target = narrow_of(c, 1)
+    if target is not None or narrow_of(c, 0) is not None:
+        to = target.onnx_type if target is not None else TORCH_TO_ONNX[c.dtype(c.input(1))]
+        return narrow_cast(c, c.input(0), narrow_of(c, 0), to)
     return _cast_to(c, c.input(0), c.dtype(c.input(1)))
 
 
@@ -2181,7 +2221,7 @@ def _qparams(c: NodeCtx, x: Entry, i_scale: int, i_zp: int) -> tuple[Entry, Entr
 @converter("DequantizeLinear")
 def _dequantize(c: NodeCtx) -> Entry:
     x = c.input(0)
-    if c.dtype(x) not in (torch.int8, torch.uint8, torch.int32, torch.int16):
+    if c.dtype(x) not in (torch.int8, torch.uint8, torch.int32, torch.int16, torch.uint16):
         raise Unsupported(f"input dtype {c.dtype(x)}")
     scale, zp, _ = _qparams(c, x, 1, 2)
     out_dt = c.dtype(scale)
@@ -2200,6 +2240,7 @@ def _round_even(c: NodeCtx, x: Entry) -> Entry:
 
 
 _QRANGE = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.int16: (-32768, 32767)}
+_QRANGE[torch.uint16] = (0, 65535)
 
 
 @converter("QuantizeLinear")
@@ -3151,6 +3192,248 @@ def _grid_sample(c: NodeCtx) -> Entry:
             vals = c.add("mul", [vals, c.reshape(weight, [n, 1, npts])])
         out = vals if out is None else c.add("add", [out, vals])
     return c.reshape(out, [n, ch] + out_sp)
+
+
+# ------------------------------------------------------------------------------ narrow element types
+# FLOAT8 (E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ), FLOAT4E2M1, INT4, UINT4, INT2, UINT2: torch has no kernels for
+# them, so a value of such a type lives in the IR in a storage dtype (the float codes' bits as uint8, the
+# integer values as int8/uint8) and the importer remembers its ONNX type by value name. Only Cast, CastLike,
+# QuantizeLinear, DequantizeLinear and Identity take or make them; decoding is a gather from the table of
+# the type's values, encoding rounds to nearest-even on the fp32 bits (all table ops).
+class NarrowType:
+    """One narrow ONNX element type: how it is stored and, for float codes, its format."""
+
+    def __init__(self, onnx_type: int, np_name: str, storage: torch.dtype, bits: int, exp: int = 0,
+                 man: int = 0, bias: int = 0, has_inf: bool = False, nan: int | None = None,
+                 neg_zero: bool = True) -> None:
+        self.onnx_type, self.np_name, self.storage, self.bits = onnx_type, np_name, storage, bits
+        self.exp, self.man, self.bias, self.has_inf, self.nan, self.neg_zero = exp, man, bias, has_inf, nan, neg_zero
+        self.is_float = exp > 0
+        self.name = onnx_type_name(onnx_type)
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        import ml_dtypes  # onnx depends on it
+
+        return np.dtype(getattr(ml_dtypes, self.np_name))
+
+    def values(self) -> torch.Tensor:
+        """fp32 value of every code (float formats)."""
+        codes = np.arange(1 << self.bits, dtype=np.uint8)
+        return torch.from_numpy(codes.view(self.np_dtype).astype(np.float32))
+
+    @property
+    def max(self) -> float:
+        v = self.values()
+        return float(v[torch.isfinite(v)].max())
+
+    def int_range(self) -> tuple[int, int]:
+        return (-(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1) if self.storage == torch.int8 else \
+            (0, (1 << self.bits) - 1)
+
+    def to_storage(self, arr: np.ndarray) -> torch.Tensor:
+        a = np.ascontiguousarray(arr)
+        if self.is_float:
+            return torch.from_numpy(a.view(np.uint8).copy())
+        return torch.from_numpy(a.astype(np.int8 if self.storage == torch.int8 else np.uint8))
+
+    def from_storage(self, t: torch.Tensor) -> np.ndarray:
+        a = t.detach().cpu().numpy()
+        return a.view(self.np_dtype) if self.is_float else a.astype(self.np_dtype)
+
+
+_T = TensorProto
+NARROW: dict[int, NarrowType] = {t.onnx_type: t for t in (
+    NarrowType(_T.FLOAT8E4M3FN, "float8_e4m3fn", torch.uint8, 8, 4, 3, 7, nan=0x7F),
+    NarrowType(_T.FLOAT8E4M3FNUZ, "float8_e4m3fnuz", torch.uint8, 8, 4, 3, 8, nan=0x80, neg_zero=False),
+    NarrowType(_T.FLOAT8E5M2, "float8_e5m2", torch.uint8, 8, 5, 2, 15, has_inf=True, nan=0x7E),
+    NarrowType(_T.FLOAT8E5M2FNUZ, "float8_e5m2fnuz", torch.uint8, 8, 5, 2, 16, nan=0x80, neg_zero=False),
+    NarrowType(_T.FLOAT4E2M1, "float4_e2m1fn", torch.uint8, 4, 2, 1, 1, nan=None),
+    NarrowType(_T.FLOAT8E8M0, "float8_e8m0fnu", torch.uint8, 8, 8, 0, 127, nan=0xFF, neg_zero=False),
+    NarrowType(_T.INT4, "int4", torch.int8, 4), NarrowType(_T.UINT4, "uint4", torch.uint8, 4),
+    NarrowType(_T.INT2, "int2", torch.int8, 2), NarrowType(_T.UINT2, "uint2", torch.uint8, 2),
+)}
+NARROW_BY_NP = {t.np_name: t for t in NARROW.values()}
+NARROW_OPS = ("Cast", "CastLike", "QuantizeLinear", "DequantizeLinear", "Identity")
+
+
+def narrow_of(c: NodeCtx, i: int) -> NarrowType | None:
+    """The narrow type of input ``i`` of the node, if it has one."""
+    if i >= len(c.node.input) or not c.node.input[i]:
+        return None
+    t = c.imp.narrow.get(c.node.input[i])
+    return NARROW[t] if t is not None else None
+
+
+def _set_narrow(c: NodeCtx, t: NarrowType) -> None:
+    c.imp.narrow[c.node.output[0]] = t.onnx_type
+
+
+def narrow_decode(c: NodeCtx, x: Entry, t: NarrowType) -> Entry:
+    """fp32 values (float codes: a gather from the value table) or the stored integers (int types)."""
+    if not t.is_float:
+        return x
+    shape = list(c.shape(x))
+    idx = c.reshape(c.cast(x, torch.int64), [math.prod(shape)])
+    return c.reshape(c.add("index_select", [t.values(), idx], dim=0), shape)
+
+
+def _i32(v: int) -> torch.Tensor:
+    return torch.tensor(v, dtype=torch.int32)
+
+
+def _f32(v: float) -> torch.Tensor:
+    return torch.tensor(v, dtype=torch.float32)
+
+
+def _pow2(c: NodeCtx, e: Entry) -> Entry:
+    """2**e as fp32 for int32 exponents in [-126, 127], built from the exponent bits (exact)."""
+    return c.add("bitcast", [c.add("bitwise_left_shift", [c.add("add", [e, _i32(127)]), _i32(23)])],
+                 dtype="float32")
+
+
+def narrow_encode_float(c: NodeCtx, x: Entry, t: NarrowType, saturate: bool) -> Entry:
+    """ONNX Cast of floats to float code ``t``: round to nearest even; out of range -> max (saturate),
+    else inf or NaN as the format has them; NaN -> NaN (FLOAT4E2M1: no NaN or inf, always saturates)."""
+    x = c.cast(x, torch.float32)
+    bits = c.add("bitcast", [x], dtype="int32")
+    neg = c.add("lt", [bits, _i32(0)])
+    a = c.add("abs", [x])
+    emin = 1 - t.bias
+    ex = c.add("sub", [c.add("bitwise_and", [c.add("bitwise_right_shift", [bits, _i32(23)]), _i32(255)]), _i32(127)])
+    quantum = _pow2(c, c.add("sub", [c.add("maximum", [ex, _i32(emin)]), _i32(t.man)]))
+    y = c.add("mul", [_round_even(c, c.add("div", [a, quantum])), quantum])
+    mx = t.max
+    finite = c.add("le", [y, _f32(mx)])  # false for NaN and for what rounds past the largest value
+    y = c.add("where", [finite, y, _f32(0.0)])
+    ybits = c.add("bitcast", [y], dtype="int32")
+    ey = c.add("sub", [c.add("bitwise_and", [c.add("bitwise_right_shift", [ybits, _i32(23)]), _i32(255)]),
+                       _i32(127)])
+    normal = c.add("bitwise_or", [
+        c.add("bitwise_left_shift", [c.add("add", [ey, _i32(t.bias)]), _i32(t.man)]),
+        c.add("bitwise_and", [c.add("bitwise_right_shift", [ybits, _i32(23 - t.man)]), _i32((1 << t.man) - 1)])])
+    sub = c.cast(c.add("mul", [y, _f32(2.0 ** (t.man - emin))]), torch.int32)
+    code = c.add("where", [c.add("ge", [y, _f32(2.0 ** emin)]), normal, sub])
+    sign = 1 << (t.bits - 1)
+    top = int(np.flatnonzero(t.values().numpy() == mx)[0])
+    over = top if saturate or t.nan is None else (0x7C if t.has_inf else t.nan)
+    code = c.add("where", [finite, code, _i32(over)])
+    signed = c.add("logical_and", [neg, c.add("ne", [code, _i32(0)])]) if not t.neg_zero else neg
+    if t.nan is not None and not t.neg_zero:
+        signed = c.add("logical_and", [signed, c.add("ne", [code, _i32(t.nan)])])
+    code = c.add("where", [signed, c.add("bitwise_or", [code, _i32(sign)]), code])
+    isnan = c.add("ne", [x, x])
+    code = c.add("where", [isnan, _i32(t.nan if t.nan is not None else sign), code])
+    return c.cast(code, torch.uint8)
+
+
+def narrow_encode_e8m0(c: NodeCtx, x: Entry, saturate: bool, mode: str) -> Entry:
+    """ONNX Cast to FLOAT8E8M0 (a power of two, the fp32 exponent byte), rounding ``mode`` up, down or
+    nearest on the fp32 mantissa as onnx's reference does; NaN and inf -> 0xFF."""
+    bits = c.add("bitcast", [c.cast(x, torch.float32)], dtype="int32")
+    e = c.add("bitwise_and", [c.add("bitwise_right_shift", [bits, _i32(23)]), _i32(255)])
+    special = c.add("eq", [e, _i32(255)])
+
+    def nonzero(mask: int) -> Entry:
+        return c.add("ne", [c.add("bitwise_and", [bits, _i32(mask)]), _i32(0)])
+
+    if mode == "up":
+        inc = nonzero(0x7FFFFF)
+    elif mode == "nearest":
+        lsb = c.add("gt", [e, _i32(0)])
+        inc = c.add("logical_and", [nonzero(0x400000), c.add("logical_or", [
+            c.add("logical_or", [nonzero(0x200000), nonzero(0x1FFFFF)]), lsb])])
+    elif mode == "down":
+        inc = None
+    else:
+        raise Unsupported(f"round_mode={mode!r}")
+    if inc is not None:
+        if saturate:
+            inc = c.add("logical_and", [inc, c.add("ne", [e, _i32(254)])])
+        e = c.add("add", [e, c.cast(inc, torch.int32)])
+    return c.cast(c.add("where", [special, _i32(255), e]), torch.uint8)
+
+
+def narrow_encode_int(c: NodeCtx, x: Entry, t: NarrowType) -> Entry:
+    """ONNX Cast to a 2/4-bit integer type: truncate toward zero, then wrap around as the bits do."""
+    q = c.cast(x, torch.int32) if c.dtype(x) != torch.bool else c.cast(c.cast(x, torch.uint8), torch.int32)
+    q = c.add("bitwise_and", [q, _i32((1 << t.bits) - 1)])
+    if t.storage == torch.int8:
+        half = 1 << (t.bits - 1)
+        q = c.add("sub", [c.add("bitwise_xor", [q, _i32(half)]), _i32(half)])
+    return c.cast(q, t.storage)
+
+
+def narrow_cast(c: NodeCtx, x: Entry, src: NarrowType | None, to: int) -> Entry:
+    """Cast between any supported type and a narrow one (``src`` is the narrow type of ``x``, if any)."""
+    dst = NARROW.get(to)
+    if src is not None:
+        if dst is not None and dst.onnx_type == src.onnx_type:
+            return x
+        x = narrow_decode(c, x, src)
+    if dst is None:
+        if to not in ONNX_DTYPES:
+            raise Unsupported(f"cast to {onnx_type_name(to)} (dtype not supported)")
+        return c.cast(x, ONNX_DTYPES[to])
+    _set_narrow(c, dst)
+    if dst.onnx_type == TensorProto.FLOAT8E8M0:
+        return narrow_encode_e8m0(c, x, bool(c.attr("saturate", 1)), c.attr("round_mode", "up"))
+    if dst.is_float:
+        return narrow_encode_float(c, x, dst, bool(c.attr("saturate", 1)))
+    return narrow_encode_int(c, x, dst)
+
+
+def _narrow_q_type(c: NodeCtx) -> NarrowType | None:
+    zt = narrow_of(c, 2)
+    if zt is not None:
+        return zt
+    if c.has(2):
+        return None
+    return NARROW.get(c.attr("output_dtype", 0))
+
+
+def _quantize_narrow(c: NodeCtx, t: NarrowType) -> Entry:
+    """QuantizeLinear to a narrow type: x / scale (+ zero point), rounded and saturated to the type."""
+    x = c.input(0)
+    scale, zp, _ = _qparams(c, x, 1, 2)
+    v = c.add("div", [c.cast(x, torch.float32), c.cast(scale, torch.float32)])
+    _set_narrow(c, t)
+    if t.onnx_type == TensorProto.FLOAT8E8M0:
+        raise Unsupported("quantization to FLOAT8E8M0")
+    if t.is_float:
+        if zp is not None:
+            v = c.add("add", [v, narrow_decode(c, zp, t)])
+        return narrow_encode_float(c, v, t, bool(c.attr("saturate", 1)))
+    lo, hi = t.int_range()
+    q = _round_even(c, v)
+    if zp is not None:
+        q = c.add("add", [q, c.cast(zp, torch.float32)])
+    return c.cast(c.add("clamp", [q], min=float(lo), max=float(hi)), t.storage)
+
+
+def _dequantize_narrow(c: NodeCtx, t: NarrowType) -> Entry:
+    x = c.input(0)
+    scale, zp, _ = _qparams(c, x, 1, 2)
+    xf = c.cast(narrow_decode(c, x, t), torch.float32)
+    if zp is not None:
+        xf = c.add("sub", [xf, c.cast(narrow_decode(c, zp, t), torch.float32)])
+    out_dt = c.dtype(scale)
+    return c.cast(c.add("mul", [xf, c.cast(scale, torch.float32)]), out_dt)
+
+
+_quantize_plain, _dequantize_plain = CONVERTERS["QuantizeLinear"], CONVERTERS["DequantizeLinear"]
+
+
+@converter("QuantizeLinear")
+def _quantize_any(c: NodeCtx) -> Entry:
+    t = _narrow_q_type(c)
+    return _quantize_plain(c) if t is None else _quantize_narrow(c, t)
+
+
+@converter("DequantizeLinear")
+def _dequantize_any(c: NodeCtx) -> Entry:
+    t = narrow_of(c, 0)
+    return _dequantize_plain(c) if t is None else _dequantize_narrow(c, t)
 
 
 # ---------------------------------------------------------------------------------------- plugins

@@ -44,9 +44,12 @@ def _to_torch(x: Any, device: torch.device) -> torch.Tensor:
         raise InputError(f"{e} (input element type not supported)") from None
 
 
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    from trtjit.frontend_onnx import torch_to_np
+def _to_numpy(t: torch.Tensor, narrow: str | None = None) -> np.ndarray:
+    """numpy of an engine output; ``narrow``: the ONNX type (FLOAT8E4M3FN, INT4 ...) its storage holds."""
+    from trtjit.frontend_onnx import NARROW, torch_to_np
 
+    if narrow is not None:
+        return NARROW[onnx.TensorProto.DataType.Value(narrow)].from_storage(t)
     return torch_to_np(t.detach().cpu())
 
 
@@ -126,7 +129,9 @@ class TrtjitRep(BackendRep):
             engine = self._engine(tensors)
         self._last = engine
         outs = engine.run(*tensors)
-        return namedtupledict("Outputs", self.output_names)(*[_to_numpy(o) for o in outs])
+        narrow = engine.graph.meta.get("onnx_narrow_outputs") or {}
+        arrays = [_to_numpy(o, narrow.get(n)) for n, o in zip(self.output_names, outs)]
+        return namedtupledict("Outputs", self.output_names)(*arrays)
 
 
 class Backend(_OnnxBackend):
