@@ -645,29 +645,51 @@ def expand_function(node: onnx.NodeProto, fn: onnx.FunctionProto, prefix: str) -
     def rename(n: str) -> str:
         return io[n] if n in io else ("" if not n else prefix + n)
 
-    out = []
-    for inner in fn.node:
-        nn = onnx.NodeProto()
-        nn.CopyFrom(inner)
-        del nn.input[:]
-        del nn.output[:]
-        del nn.attribute[:]
-        nn.input.extend(rename(n) for n in inner.input)
-        nn.output.extend(rename(n) for n in inner.output)
-        for a in inner.attribute:
-            if a.ref_attr_name:
-                if a.ref_attr_name in attrs:
-                    na = AttributeProto()
-                    na.CopyFrom(attrs[a.ref_attr_name])
-                    na.name = a.name
-                    nn.attribute.append(na)
-            else:
-                if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
-                    raise Unsupported("function bodies with subgraphs are not expanded")
-                nn.attribute.append(a)
-        if nn.name:
-            nn.name = prefix + nn.name
-        out.append(nn)
+    return [_rename_node(inner, rename, attrs, prefix) for inner in fn.node]
+
+
+def _rename_node(inner: onnx.NodeProto, rename: Callable[[str], str], attrs: dict[str, AttributeProto],
+                 prefix: str) -> onnx.NodeProto:
+    """A copy of function-body node ``inner`` with its value names renamed and attribute references
+    resolved, in the subgraphs it holds (the branches of an If ...) too."""
+    nn = onnx.NodeProto()
+    nn.CopyFrom(inner)
+    del nn.input[:]
+    del nn.output[:]
+    del nn.attribute[:]
+    nn.input.extend(rename(n) for n in inner.input)
+    nn.output.extend(rename(n) for n in inner.output)
+    for a in inner.attribute:
+        if a.ref_attr_name:
+            if a.ref_attr_name in attrs:
+                na = AttributeProto()
+                na.CopyFrom(attrs[a.ref_attr_name])
+                na.name = a.name
+                nn.attribute.append(na)
+            continue
+        na = AttributeProto()
+        na.CopyFrom(a)
+        if a.type == AttributeProto.GRAPH:
+            na.g.CopyFrom(_rename_graph(a.g, rename, attrs, prefix))
+        elif a.type == AttributeProto.GRAPHS:
+            del na.graphs[:]
+            na.graphs.extend(_rename_graph(sg, rename, attrs, prefix) for sg in a.graphs)
+        nn.attribute.append(na)
+    if nn.name:
+        nn.name = prefix + nn.name
+    return nn
+
+
+def _rename_graph(g: onnx.GraphProto, rename: Callable[[str], str], attrs: dict[str, AttributeProto],
+                  prefix: str) -> onnx.GraphProto:
+    out = onnx.GraphProto()
+    out.CopyFrom(g)
+    del out.node[:]
+    out.node.extend(_rename_node(n, rename, attrs, prefix) for n in g.node)
+    for vi in list(out.input) + list(out.output) + list(out.value_info):
+        vi.name = rename(vi.name)
+    for t in out.initializer:
+        t.name = rename(t.name)
     return out
 
 
@@ -902,7 +924,9 @@ _A = {
     "LSTM": "activation_alpha activation_beta activations clip direction hidden_size input_forget layout",
     "GRU": "activation_alpha activation_beta activations clip direction hidden_size layout linear_before_reset",
     "RNN": "activation_alpha activation_beta activations clip direction hidden_size layout",
-    "DFT": "axis inverse onesided", "GridSample": "align_corners mode padding_mode",
+    "DFT": "axis inverse onesided", "Loop": "body",
+    "Scan": "body num_scan_inputs scan_input_axes scan_input_directions scan_output_axes scan_output_directions "
+            "directions", "GridSample": "align_corners mode padding_mode",
 }
 for _k in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare",
            "ReduceLogSum", "ReduceLogSumExp", "ReduceProd"):
@@ -2144,6 +2168,134 @@ def _if(c: NodeCtx) -> list[Entry]:
         raise BuildError(f"If condition has {cond.numel()} elements")
     branch = c.attr("then_branch") if bool(cond.reshape(-1)[0]) else c.attr("else_branch")
     return c.imp.inline_graph(branch, f"{c.name}::{'then' if bool(cond.reshape(-1)[0]) else 'else'}::", c.opset)
+
+
+# ------------------------------------------------------------------------- loops (unrolled at build time)
+UNROLL_MAX = 512  # Scan/Loop iterations unrolled at most (each iteration inlines the body once)
+
+
+def _run_body(c: NodeCtx, body: onnx.GraphProto, args: Sequence[Entry], scope: str) -> list[Entry]:
+    """Inline ``body`` once with its inputs bound to ``args``; the body's own names are unbound after, so
+    the next iteration (and the outer graph) sees the values it should."""
+    env = c.imp.env
+    names = [vi.name for vi in body.input] + [o for n in body.node for o in n.output if o] + \
+        [t.name for t in body.initializer]
+    saved = {n: env[n] for n in names if n in env}
+    if len(args) != len(body.input):
+        raise BuildError(f"the body takes {len(body.input)} inputs, the node passes {len(args)}")
+    for vi, a in zip(body.input, args):
+        env[vi.name] = a
+    outs = c.imp.inline_graph(body, scope, c.opset)
+    for n in names:
+        env.pop(n, None)
+    env.update(saved)
+    if any(o is MISSING for o in outs):
+        raise Unsupported("the body has nodes trtjit cannot convert (listed separately)")
+    return outs
+
+
+def _stack(c: NodeCtx, parts: list[Entry], axis: int) -> Entry:
+    if not parts:
+        raise Unsupported("zero iterations (an empty output)")
+    shape = list(c.shape(parts[0]))
+    ax = _axis(axis, len(shape) + 1, "scan output axis")
+    ups = [c.reshape(p, shape[:ax] + [1] + shape[ax:]) for p in parts]
+    return ups[0] if len(ups) == 1 else c.add("cat", ups, dim=ax)
+
+
+@converter("Scan")
+def _scan(c: NodeCtx) -> list[Entry]:
+    body = c.attr("body")
+    m = int(c.attr("num_scan_inputs"))
+    if c.opset < 9:
+        return _scan8(c, body, m)
+    ins = [c.input(i) for i in range(c.n_in())]
+    return _scan_core(c, body, ins[:len(ins) - m], ins[len(ins) - m:], c.name)
+
+
+def _scan_core(c: NodeCtx, body: onnx.GraphProto, states: list[Entry], xs: list[Entry], scope: str) -> list[Entry]:
+    m = len(xs)
+    in_axes = [_axis(a, c.rank(x), "scan_input_axes") for a, x in zip(c.attr("scan_input_axes") or [0] * m, xs)]
+    in_dirs = c.attr("scan_input_directions") or [0] * m
+    lens = {c.shape(x)[a] for x, a in zip(xs, in_axes)}
+    if len(lens) != 1:
+        raise BuildError(f"scan inputs have different sequence lengths {sorted(lens)}")
+    steps = lens.pop()
+    if steps > UNROLL_MAX:
+        raise Unsupported(f"a sequence of {steps} steps (unrolled up to {UNROLL_MAX})")
+    n_out = len(body.output) - len(states)
+    out_axes = c.attr("scan_output_axes") or [0] * n_out
+    out_dirs = c.attr("scan_output_directions") or [0] * n_out
+    per_step: list[list[Entry]] = [[] for _ in range(n_out)]
+    for t in range(steps):
+        sl = [c.add("select", [x], dim=a, index=(steps - 1 - t) if d else t) for x, a, d in zip(xs, in_axes, in_dirs)]
+        outs = _run_body(c, body, list(states) + sl, f"{scope}::step{t}::")
+        states = outs[:len(states)]
+        for k in range(n_out):
+            per_step[k].append(outs[len(states) + k])
+    scans = [_stack(c, parts[::-1] if d else parts, a) for parts, a, d in zip(per_step, out_axes, out_dirs)]
+    return list(states) + scans
+
+
+def _scan8(c: NodeCtx, body: onnx.GraphProto, m: int) -> list[Entry]:
+    """Scan-8: a leading batch axis on every input and output, the scan axis after it, an optional
+    ``sequence_lens`` (only full lengths)."""
+    ins = [c.input(i) if c.has(i) else None for i in range(c.n_in())]
+    if ins[0] is not None:
+        lens = c.ints(0, "sequence_lens")
+        xs0 = ins[len(ins) - m:]
+        if any(n != c.shape(xs0[0])[1] for n in lens):
+            raise Unsupported("sequence_lens shorter than the scan inputs")
+    rest = ins[1:]
+    n_state = len(rest) - m
+    batch = c.shape(rest[0])[0]
+    dirs = c.attr("directions") or [0] * m
+    results: list[list[Entry]] = []
+    for b in range(batch):
+        sel = [c.add("select", [x], dim=0, index=b) for x in rest]
+        states, xs = sel[:n_state], sel[n_state:]
+        steps = c.shape(xs[0])[0]
+        n_out = len(body.output) - n_state
+        per_step: list[list[Entry]] = [[] for _ in range(n_out)]
+        for t in range(steps):
+            sl = [c.add("select", [x], dim=0, index=(steps - 1 - t) if d else t) for x, d in zip(xs, dirs)]
+            outs = _run_body(c, body, list(states) + sl, f"{c.name}::b{b}::step{t}::")
+            states = outs[:n_state]
+            for k in range(n_out):
+                per_step[k].append(outs[n_state + k])
+        results.append(list(states) + [_stack(c, p, 0) for p in per_step])
+    return [_stack(c, [r[k] for r in results], 0) for k in range(len(results[0]))]
+
+
+@converter("Loop")
+def _loop(c: NodeCtx) -> list[Entry]:
+    """Loop with a trip count and condition known at build time, unrolled (the condition the body computes
+    must be known at build time too)."""
+    body = c.attr("body")
+    trips = c.ints(0, "trip count M")[0] if c.has(0) else None
+    cond = bool(c.const(1, "cond").reshape(-1)[0]) if c.has(1) else True
+    if trips is None and c.has(1) is False:
+        raise Unsupported("a Loop without trip count or condition (infinite)")
+    carried = [c.input(i) for i in range(2, c.n_in())]
+    n_scan = len(body.output) - 1 - len(carried)
+    per_step: list[list[Entry]] = [[] for _ in range(n_scan)]
+    i = 0
+    while cond and (trips is None or i < trips):
+        if i >= UNROLL_MAX:
+            raise Unsupported(f"more than {UNROLL_MAX} iterations (unrolled at build time)")
+        outs = _run_body(c, body, [torch.tensor(i, dtype=torch.int64), torch.tensor(cond)] + carried,
+                         f"{c.name}::iter{i}::")
+        co = outs[0]
+        if not isinstance(co, torch.Tensor):
+            co = c.imp.evaluate(co)
+            if co is None:
+                raise Unsupported("the loop condition is computed at run time")
+        cond = bool(co.reshape(-1)[0])
+        carried = outs[1:1 + len(carried)]
+        for k in range(n_scan):
+            per_step[k].append(outs[1 + len(carried) + k])
+        i += 1
+    return carried + [_stack(c, p, 0) for p in per_step]
 
 
 # ------------------------------------------------------------------------------- cumulative sums
