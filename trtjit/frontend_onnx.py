@@ -924,7 +924,8 @@ _A = {
     "LSTM": "activation_alpha activation_beta activations clip direction hidden_size input_forget layout",
     "GRU": "activation_alpha activation_beta activations clip direction hidden_size layout linear_before_reset",
     "RNN": "activation_alpha activation_beta activations clip direction hidden_size layout",
-    "DFT": "axis inverse onesided", "Loop": "body",
+    "DFT": "axis inverse onesided", "Loop": "body", "ScatterElements": "axis reduction", "Scatter": "axis",
+    "ScatterND": "reduction", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
     "Scan": "body num_scan_inputs scan_input_axes scan_input_directions scan_output_axes scan_output_directions "
             "directions", "GridSample": "align_corners mode padding_mode",
 }
@@ -3344,6 +3345,167 @@ def _grid_sample(c: NodeCtx) -> Entry:
             vals = c.add("mul", [vals, c.reshape(weight, [n, 1, npts])])
         out = vals if out is None else c.add("add", [out, vals])
     return c.reshape(out, [n, ch] + out_sp)
+
+
+# ------------------------------------------------------------------------------------ scatter, top-k
+BROADCAST_SELECT_MAX = 1 << 22  # elements of the one-hot comparison a scatter or top-k builds, at most
+
+
+def _lowest(dt: torch.dtype) -> float | int:
+    return float("-inf") if dt.is_floating_point else (torch.iinfo(dt).min if dt != torch.bool else 0)
+
+
+def _highest(dt: torch.dtype) -> float | int:
+    return float("inf") if dt.is_floating_point else (torch.iinfo(dt).max if dt != torch.bool else 1)
+
+
+def _scatter_reduce(c: NodeCtx, data: Entry, onehot: Entry, upd: Entry, reduction: str) -> Entry:
+    """data [P, R] with the updates upd [Q, 1, R] of every q where onehot [Q, P, R or 1] holds, combined by
+    ``reduction`` (none: the update replaces the value; add, mul, max, min: combined with it)."""
+    if math.prod(c.shape(onehot)[:2]) * c.shape(upd)[-1] > BROADCAST_SELECT_MAX:
+        raise Unsupported(f"a scatter this large (more than {BROADCAST_SELECT_MAX} index/position pairs)")
+    dt = c.dtype(data)
+    hit = c.add("ne", [c.add("amax", [c.cast(onehot, torch.int32)], dims=[0], keepdim=False), _i32(0)])
+    if reduction in ("none", "add"):
+        val = c.add("sum", [c.add("where", [onehot, upd, c.scalar(0, dt)])], dims=[0], keepdim=False)
+        val = c.cast(val, dt)
+        return c.add("where", [hit, val, data]) if reduction == "none" else c.add("add", [data, val])
+    if reduction == "mul":
+        return c.add("mul", [data, _reduce_prod(c, c.add("where", [onehot, upd, c.scalar(1, dt)]), [0], False)])
+    if reduction in ("max", "min"):
+        fill = _lowest(dt) if reduction == "max" else _highest(dt)
+        red = c.add("amax" if reduction == "max" else "amin", [c.add("where", [onehot, upd, c.scalar(fill, dt)])],
+                    dims=[0], keepdim=False)
+        comb = c.add("maximum" if reduction == "max" else "minimum", [data, red])
+        return c.add("where", [hit, comb, data])
+    raise Unsupported(f"reduction={reduction!r}")
+
+
+def _normalized_index(c: NodeCtx, idx: Entry, n: int) -> Entry:
+    idx = c.cast(idx, torch.int64)
+    zero = torch.tensor(0, dtype=torch.int64)
+    return c.add("where", [c.add("lt", [idx, zero]), c.add("add", [idx, torch.tensor(n, dtype=torch.int64)]), idx])
+
+
+@converter("ScatterElements", "Scatter")
+def _scatter_elements(c: NodeCtx) -> Entry:
+    data, idx, upd = c.input(0), c.input(1), c.input(2)
+    shape, ishape = list(c.shape(data)), list(c.shape(idx))
+    rank = len(shape)
+    ax = _axis(c.attr("axis", 0), rank)
+    n = shape[ax]
+    idx = _normalized_index(c, idx, n)
+    for j in range(rank):  # indices shorter than data off the axis: pad with a position that never matches
+        if j != ax and ishape[j] < shape[j]:
+            idx = _pad_axis(c, idx, j, 0, shape[j] - ishape[j], fill=n)
+            upd = _pad_axis(c, upd, j, 0, shape[j] - ishape[j], fill=0)
+    q = c.shape(idx)[ax]
+    perm = [ax] + [d for d in range(rank) if d != ax]
+    inv = [perm.index(d) for d in range(rank)]
+    rest = math.prod(shape) // n
+    d2 = c.reshape(c.add("permute", [data], dims=perm), [n, rest])
+    i3 = c.reshape(c.add("permute", [idx], dims=perm), [q, 1, rest])
+    u3 = c.reshape(c.add("permute", [upd], dims=perm), [q, 1, rest])
+    onehot = c.add("eq", [i3, torch.arange(n, dtype=torch.int64).reshape(1, n, 1)])
+    out = _scatter_reduce(c, d2, onehot, u3, c.attr("reduction", "none"))
+    return c.add("permute", [c.reshape(out, [n] + [shape[d] for d in perm[1:]])], dims=inv)
+
+
+@converter("ScatterND")
+def _scatter_nd(c: NodeCtx) -> Entry:
+    data, idx, upd = c.input(0), c.input(1), c.input(2)
+    shape, ishape = list(c.shape(data)), list(c.shape(idx))
+    k = ishape[-1]
+    p = math.prod(shape[:k])
+    rest = math.prod(shape[k:])
+    nq = math.prod(ishape[:-1])
+    strides = [math.prod(shape[j + 1:k]) for j in range(k)]
+    idx2 = c.reshape(c.cast(idx, torch.int64), [nq, k])
+    lin = None
+    for j in range(k):
+        col = _normalized_index(c, c.add("select", [idx2], dim=1, index=j), shape[j])
+        term = c.add("mul", [col, torch.tensor(strides[j], dtype=torch.int64)]) if strides[j] != 1 else col
+        lin = term if lin is None else c.add("add", [lin, term])
+    onehot = c.add("eq", [c.reshape(lin, [nq, 1, 1]), torch.arange(p, dtype=torch.int64).reshape(1, p, 1)])
+    out = _scatter_reduce(c, c.reshape(data, [p, rest]), onehot, c.reshape(upd, [nq, 1, rest]),
+                          c.attr("reduction", "none"))
+    return c.reshape(out, shape)
+
+
+@converter("TensorScatter")
+def _tensor_scatter(c: NodeCtx) -> Entry:
+    """past_cache with ``update`` written along ``axis`` at write_indices[b] (+ i, wrapping in circular
+    mode) for each batch row b."""
+    past, upd = c.input(0), c.input(1)
+    shape, ushape = list(c.shape(past)), list(c.shape(upd))
+    rank = len(shape)
+    ax = _axis(c.attr("axis", -2), rank)
+    if ax == 0:
+        raise BuildError("TensorScatter axis must not be the batch axis 0")
+    mode = c.attr("mode", "linear")
+    if mode not in ("linear", "circular"):
+        raise Unsupported(f"mode={mode!r}")
+    b, s, u = shape[0], shape[ax], ushape[ax]
+    wi = c.cast(c.input(2), torch.int64) if c.has(2) else torch.zeros(b, dtype=torch.int64)
+    pos = c.add("add", [c.reshape(wi, [b, 1]), torch.arange(u, dtype=torch.int64).reshape(1, u)])  # [b, u]
+    if mode == "circular":
+        pos = c.add("sub", [pos, c.add("mul", [c.add("floor", [c.add("div", [
+            c.cast(pos, torch.float64), torch.tensor(float(s), dtype=torch.float64)])]), torch.tensor(float(s), dtype=torch.float64)])])
+        pos = c.cast(pos, torch.int64)
+    # move axis next to the batch axis: [b, s, rest] and [b, u, rest]
+    perm = [0, ax] + [d for d in range(1, rank) if d != ax]
+    inv = [perm.index(d) for d in range(rank)]
+    rest = math.prod(shape) // (b * s)
+    p3 = c.reshape(c.add("permute", [past], dims=perm), [b, s, rest])
+    u4 = c.reshape(c.add("permute", [upd], dims=perm), [b, u, 1, rest])
+    onehot = c.add("eq", [c.reshape(pos, [b, u, 1, 1]), torch.arange(s, dtype=torch.int64).reshape(1, 1, s, 1)])
+    hit = c.add("ne", [c.add("amax", [c.cast(onehot, torch.int32)], dims=[1], keepdim=False), _i32(0)])
+    val = c.add("sum", [c.add("where", [onehot, u4, c.scalar(0, c.dtype(past))])], dims=[1], keepdim=False)
+    out = c.add("where", [hit, c.cast(val, c.dtype(past)), p3])
+    return c.add("permute", [c.reshape(out, [shape[d] for d in perm])], dims=inv)
+
+
+@converter("TopK")
+def _topk(c: NodeCtx) -> list[Entry]:
+    """Values and indices of the k largest (smallest) along ``axis``, ties to the lower index: each
+    element's rank is counted by comparing it with every other one along the axis."""
+    x = c.input(0)
+    k = c.ints(1, "K")[0] if c.has(1) else int(c.attr("k"))
+    shape = list(c.shape(x))
+    ax = _axis(c.attr("axis", -1), len(shape))
+    n = shape[ax]
+    if not 0 <= k <= n:
+        raise BuildError(f"k={k} for an axis of size {n}")
+    if k == 0:
+        raise Unsupported("k=0 (empty outputs)")
+    if math.prod(shape) * n > BROADCAST_SELECT_MAX:
+        raise Unsupported(f"TopK over an axis of {n} for {math.prod(shape)} elements (the rank count compares "
+                          f"every pair, at most {BROADCAST_SELECT_MAX})")
+    largest = bool(c.attr("largest", 1))
+    dt = c.dtype(x)
+
+    def top(xl: Entry) -> tuple[Entry, Entry]:
+        lead = list(c.shape(xl))[:-1]
+        xi = c.reshape(xl, lead + [n, 1])
+        xj = c.reshape(xl, lead + [1, n])
+        beats = c.add("gt" if largest else "lt", [xj, xi])
+        j_first = torch.arange(n).reshape(1, n) < torch.arange(n).reshape(n, 1)  # j < i
+        ties = c.add("logical_and", [c.add("eq", [xj, xi]), j_first])
+        rank = c.add("sum", [c.cast(c.add("logical_or", [beats, ties]), torch.int64)], dims=[len(lead) + 1],
+                     keepdim=True)  # [..., n, 1]
+        sel = c.add("eq", [rank, torch.arange(k, dtype=torch.int64).reshape(1, k)])  # [..., n, k]
+        vals = c.add("sum", [c.add("where", [sel, xi, c.scalar(0, dt)])], dims=[len(lead)], keepdim=False)
+        pos = torch.arange(n, dtype=torch.int64).reshape(n, 1)
+        idx = c.add("sum", [c.add("where", [sel, pos, torch.tensor(0, dtype=torch.int64)])], dims=[len(lead)],
+                    keepdim=False)
+        return c.cast(vals, dt), idx
+
+    rank = len(shape)
+    if ax == rank - 1:
+        return list(top(x))
+    perm = [d for d in range(rank) if d != ax] + [ax]
+    inv = [perm.index(d) for d in range(rank)]
+    return [c.add("permute", [y], dims=inv) for y in top(c.add("permute", [x], dims=perm))]
 
 
 # ------------------------------------------------------------------------------ narrow element types
