@@ -925,7 +925,7 @@ _A = {
     "GRU": "activation_alpha activation_beta activations clip direction hidden_size layout linear_before_reset",
     "RNN": "activation_alpha activation_beta activations clip direction hidden_size layout",
     "DFT": "axis inverse onesided", "Loop": "body", "ScatterElements": "axis reduction", "Scatter": "axis",
-    "ScatterND": "reduction", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
+    "ScatterND": "reduction", "MaxUnpool": "kernel_shape pads strides", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
     "Scan": "body num_scan_inputs scan_input_axes scan_input_directions scan_output_axes scan_output_directions "
             "directions", "GridSample": "align_corners mode padding_mode",
 }
@@ -1681,18 +1681,19 @@ def _conv(c: NodeCtx) -> Entry:
 
 def _pool(c: NodeCtx, kind: str) -> Entry:
     x = c.input(0)
-    _need_float(c, x)
-    if len(c.node.output) > 1 and c.node.output[1]:
-        raise Unsupported("the Indices output of MaxPool")
     rank = c.rank(x)
-    if rank not in (3, 4):
-        raise Unsupported(f"{rank - 2}-D pooling (only 1-D and 2-D)")
     nsp = rank - 2
     k = list(c.attr("kernel_shape"))
     s = list(c.attr("strides") or [1] * nsp)
     d = list(c.attr("dilations") or [1] * nsp)
     ceil = bool(c.attr("ceil_mode", 0))
     incl = bool(c.attr("count_include_pad", 0))
+    indices = len(c.node.output) > 1 and bool(c.node.output[1])
+    if indices or rank not in (3, 4) or not c.dtype(x).is_floating_point or kind == "avg" and any(v != 1 for v in d):
+        if kind == "avg":
+            _need_float(c, x)
+        begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
+        return _pool_windows(c, x, kind, k, s, d, begin, end, ceil, incl, indices, int(c.attr("storage_order", 0)))
     try:
         pads = _spatial_pads(c, c.shape(x)[2:], k, s, d, ceil)
         if any(p * 2 > kk for p, kk in zip(pads, k)):
@@ -1700,7 +1701,8 @@ def _pool(c: NodeCtx, kind: str) -> Entry:
     except Unsupported:
         # pad explicitly (-inf for max, zeros for an average that counts the padding) and pool unpadded
         if ceil or (kind == "avg" and not incl):
-            raise
+            begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
+            return _pool_windows(c, x, kind, k, s, d, begin, end, ceil, incl)
         begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
         fill = float("-inf") if kind == "max" else 0.0
         for i in range(nsp):
@@ -1720,10 +1722,80 @@ def _pool(c: NodeCtx, kind: str) -> Entry:
     return y
 
 
+def _pool_out_sizes(sp: Sequence[int], k: Sequence[int], s: Sequence[int], d: Sequence[int],
+                    begin: Sequence[int], end: Sequence[int], ceil: bool) -> list[int]:
+    outs = []
+    for i in range(len(sp)):
+        span = (k[i] - 1) * d[i] + 1
+        tot = sp[i] + begin[i] + end[i] - span
+        o = (-(-tot // s[i]) if ceil else tot // s[i]) + 1
+        if ceil and (o - 1) * s[i] >= sp[i] + begin[i]:
+            o -= 1  # the last window must start inside the input or its begin padding
+        outs.append(o)
+    return outs
+
+
+def _pool_windows(c: NodeCtx, x: Entry, kind: str, k: list[int], s: list[int], d: list[int], begin: list[int],
+                  end: list[int], ceil: bool, incl: bool, indices: bool = False,
+                  storage_order: int = 0) -> Entry | tuple[Entry, Entry]:
+    """N-d max/average pooling as the maximum/sum of one strided slice per kernel offset, any padding,
+    dilation and ceil mode (the pooling template covers the common 1-D and 2-D cases); ``indices``: also
+    the flat input index of each maximum (row-major, or column-major for storage_order=1)."""
+    shape = list(c.shape(x))
+    sp, nsp = shape[2:], len(k)
+    if math.prod(k) > 512:
+        raise Unsupported(f"a pooling window of {math.prod(k)} elements outside the pooling template")
+    outs = _pool_out_sizes(sp, k, s, d, begin, end, ceil)
+    dt = c.dtype(x)
+    fill = _lowest(dt) if kind == "max" else 0
+    xp = x
+    for i in range(nsp):
+        need = (outs[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1
+        xp = _pad_axis(c, xp, 2 + i, begin[i], need - sp[i] - begin[i], fill)
+    acc = best = None
+    flat_strides = [math.prod(sp[i + 1:]) for i in range(nsp)]
+    if storage_order:
+        if nsp != 2:
+            raise Unsupported(f"storage_order=1 for {nsp}-D pooling")
+        flat_strides = [1, sp[0]]
+    base = (torch.arange(shape[0] * shape[1], dtype=torch.int64) * math.prod(sp)).reshape(shape[0], shape[1],
+                                                                                          *[1] * nsp)
+    for offs in itertools.product(*[range(kk) for kk in k]):
+        sl = xp
+        for i, o in enumerate(offs):
+            st = o * d[i]
+            sl = c.add("slice", [sl], dim=2 + i, start=st, end=st + (outs[i] - 1) * s[i] + 1, step=s[i])
+        idx = None
+        if indices:
+            idx = base
+            for i, o in enumerate(offs):
+                pos = torch.arange(outs[i], dtype=torch.int64) * s[i] + o * d[i] - begin[i]
+                idx = idx + (pos * flat_strides[i]).reshape([1, 1] + [outs[i] if j == i else 1 for j in range(nsp)])
+        if acc is None:
+            acc, best = sl, idx
+        elif kind == "max":
+            if indices:
+                best = c.add("where", [c.add("gt", [sl, acc]), idx, best])
+            acc = c.add("maximum", [acc, sl])
+        else:
+            acc = c.add("add", [acc, sl])
+    if kind == "avg":
+        per_dim = []
+        for i in range(nsp):
+            valid = np.zeros((outs[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 + begin[i] + sp[i] + end[i])
+            lo, hi = (0, begin[i] + sp[i] + end[i]) if incl else (begin[i], begin[i] + sp[i])
+            valid[lo:hi] = 1
+            per_dim.append(np.array([sum(valid[o * s[i] + j * d[i]] for j in range(k[i])) for o in range(outs[i])]))
+        cnt = per_dim[0]
+        for v in per_dim[1:]:
+            cnt = np.multiply.outer(cnt, v)
+        cnt = torch.from_numpy(np.maximum(cnt, 1)).to(dt).reshape([1, 1] + outs)
+        acc = c.add("div", [acc, cnt])
+    return (acc, best) if indices else acc
+
+
 @converter("MaxPool")
 def _maxpool(c: NodeCtx) -> Entry:
-    if c.attr("storage_order", 0) and len(c.node.output) > 1:
-        raise Unsupported("storage_order")
     return _pool(c, "max")
 
 
@@ -3430,6 +3502,28 @@ def _scatter_nd(c: NodeCtx) -> Entry:
     out = _scatter_reduce(c, c.reshape(data, [p, rest]), onehot, c.reshape(upd, [nq, 1, rest]),
                           c.attr("reduction", "none"))
     return c.reshape(out, shape)
+
+
+@converter("MaxUnpool")
+def _maxunpool(c: NodeCtx) -> Entry:
+    """Zeros with each value of X at its flat index from I (a scatter)."""
+    x, i = c.input(0), c.input(1)
+    shape = list(c.shape(x))
+    nsp = len(shape) - 2
+    k = list(c.attr("kernel_shape"))
+    s = list(c.attr("strides") or [1] * nsp)
+    pads = list(c.attr("pads") or [0] * (2 * nsp))
+    out = shape[:2] + [(shape[2 + j] - 1) * s[j] + k[j] - pads[j] - pads[nsp + j] for j in range(nsp)]
+    p, nq = math.prod(out), math.prod(shape)
+    onehot = c.add("eq", [c.reshape(c.cast(i, torch.int64), [nq, 1, 1]),
+                          torch.arange(p, dtype=torch.int64).reshape(1, p, 1)])
+    zeros = torch.zeros([p, 1], dtype=c.dtype(x))
+    y = c.reshape(_scatter_reduce(c, zeros, onehot, c.reshape(x, [nq, 1, 1]), "none"), out)
+    if c.has(2):  # a larger output_shape: the unpooled values at the start of each axis, zeros after
+        want = c.ints(2, "output_shape")
+        for j in range(2, len(out)):
+            y = _pad_axis(c, y, j, 0, want[j] - out[j])
+    return y
 
 
 @converter("TensorScatter")
