@@ -336,3 +336,36 @@ def test_opset_range():
     for opset in (7, 13, onnx.defs.onnx_opset_version()):
         m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2])], [vi("y", [2])], opset=opset)
         assert trtjit.compile(m, [(2,)])(torch.tensor([-1.0, 2.0])).tolist() == [0.0, 2.0]
+
+
+# ------------------------------------------------------------------------------ recurrent layers
+def _recurrent_model(op: str, direction: str, seq: int, batch: int, inp: int, hidden: int, gen, **attrs):
+    """One LSTM/GRU node with weights, biases, sequence lengths and initial states as initializers."""
+    nd = 2 if direction == "bidirectional" else 1
+    gates = {"LSTM": 4, "GRU": 3}[op]
+    w = torch.randn(nd, gates * hidden, inp, generator=gen).numpy() * 0.5
+    r = torch.randn(nd, gates * hidden, hidden, generator=gen).numpy() * 0.5
+    b = torch.randn(nd, 2 * gates * hidden, generator=gen).numpy() * 0.5
+    h0 = torch.randn(nd, batch, hidden, generator=gen).numpy()
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in ((w, "W"), (r, "R"), (b, "B"), (h0, "h0"))]
+    ins = ["x", "W", "R", "B", "", "h0"]
+    outs = [vi("y", [seq, nd, batch, hidden]), vi("yh", [nd, batch, hidden])]
+    if op == "LSTM":
+        c0 = torch.randn(nd, batch, hidden, generator=gen).numpy()
+        p = torch.randn(nd, 3 * hidden, generator=gen).numpy() * 0.3
+        inits += [numpy_helper.from_array(c0.astype(np.float32), "c0"), numpy_helper.from_array(p.astype(np.float32), "P")]
+        ins += ["c0", "P"]
+        outs.append(vi("yc", [nd, batch, hidden]))
+    node = helper.make_node(op, ins, [o.name for o in outs], hidden_size=hidden, direction=direction, **attrs)
+    return make_model([node], [vi("x", [seq, batch, inp])], outs, inits, opset=14)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("op,attrs", [("LSTM", {}), ("GRU", {"linear_before_reset": 0}),
+                                      ("GRU", {"linear_before_reset": 1})], ids=["lstm", "gru", "gru_lbr"])
+def test_lstm_gru_match_onnxruntime(op, attrs, direction, gen):
+    """Sequence of 4 steps, batch 2, initial hidden (and cell) states, peepholes for the LSTM: every output
+    (all hidden states, last hidden, last cell) against onnxruntime."""
+    m = _recurrent_model(op, direction, 4, 2, 3, 5, gen, **attrs)
+    x = torch.randn(4, 2, 3, generator=gen).numpy()
+    check(trtjit.compile(m, [(4, 2, 3)]), m, {"x": x})

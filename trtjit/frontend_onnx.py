@@ -402,7 +402,8 @@ class Importer:
             else:
                 raise InputError(f"node {name!r} ({key}): input {n!r} is not a graph input, initializer or output "
                                  "of an earlier node (the model is not in topological order or is malformed)")
-        known = (domain == "" and node.op_type in CONVERTERS) or self._plugin_for(node, domain) is not None
+        known = (domain == "" and node.op_type in CONVERTERS) or key in DOMAIN_CONVERTERS or \
+            self._plugin_for(node, domain) is not None
         if any(x is MISSING for x in ins):
             if not known and not self._schema_function(node, opset, domain):
                 self.unsupported.setdefault(key, []).append(name)
@@ -447,6 +448,8 @@ class Importer:
         if domain == "" and node.op_type in CONVERTERS:
             check_attrs(node, ctx.opset)
             out = CONVERTERS[node.op_type](ctx)
+        elif domain and ctx.key in DOMAIN_CONVERTERS and plugin is None:
+            out = DOMAIN_CONVERTERS[ctx.key](ctx)
         elif plugin is not None:
             out = _convert_plugin(ctx, plugin)
         else:
@@ -925,7 +928,7 @@ _A = {
     "GRU": "activation_alpha activation_beta activations clip direction hidden_size layout linear_before_reset",
     "RNN": "activation_alpha activation_beta activations clip direction hidden_size layout",
     "DFT": "axis inverse onesided", "Loop": "body", "ScatterElements": "axis reduction", "Scatter": "axis",
-    "ScatterND": "reduction", "MaxUnpool": "kernel_shape pads strides", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
+    "Col2Im": "dilations pads strides", "ScatterND": "reduction", "MaxUnpool": "kernel_shape pads strides", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
     "Scan": "body num_scan_inputs scan_input_axes scan_input_directions scan_output_axes scan_output_directions "
             "directions", "GridSample": "align_corners mode padding_mode",
 }
@@ -1118,7 +1121,17 @@ def _pow(c: NodeCtx) -> Entry:
             return _int_power(c, x, int(p))
         return c.add("pow_scalar", [x], exponent=p)
     if not c.dtype(x).is_floating_point:
-        raise Unsupported(f"Pow of {c.dtype(x)} bases with a run-time exponent")
+        if c.dtype(x) == torch.bool or not (c.dtype(y).is_floating_point or c.dtype(y) != torch.bool):
+            raise Unsupported(f"Pow of {c.dtype(x)} bases with a run-time exponent")
+        # integer powers in fp64, rounded: exact while the result fits fp64's 53-bit mantissa
+        xf, yf = c.cast(x, torch.float64), c.cast(y, torch.float64)
+        r = _pow_float(c, xf, yf)
+        r = c.add("where", [c.add("eq", [yf, c.scalar(0.0, yf)]), c.scalar(1.0, yf), r])
+        return c.cast(_round_even(c, r), c.dtype(x))
+    return _pow_float(c, x, y)
+
+
+def _pow_float(c: NodeCtx, x: Entry, y: Entry) -> Entry:
     y = c.cast(y, c.dtype(x))
     # exp2(y*log2|x|) with the sign of x for odd integer exponents, NaN for negative x and fractional y
     ax = c.add("abs", [x])
@@ -1833,12 +1846,34 @@ def _lppool(c: NodeCtx) -> Entry:
 @converter("BatchNormalization")
 def _batchnorm(c: NodeCtx) -> Entry:
     if c.attr("training_mode", 0) or len([o for o in c.node.output if o]) > 1:
-        raise Unsupported("training mode (running statistics outputs)")
+        if c.opset < 14:
+            raise Unsupported("training mode before opset 14 (saved statistics outputs)")
+        return _batchnorm_training(c)
     x, scale, b, mean, var = (c.input(i) for i in range(5))
     _need_float(c, x)
     dt = c.dtype(x)
     return c.add("batch_norm", [x, c.cast(mean, dt), c.cast(var, dt), c.cast(scale, dt), c.cast(b, dt)],
                  eps=float(c.attr("epsilon", 1e-5)))
+
+
+def _batchnorm_training(c: NodeCtx) -> list[Entry]:
+    """Training-mode BatchNormalization: normalized with the batch statistics; the running statistics
+    outputs are momentum * input + (1 - momentum) * batch statistic (population variance)."""
+    x, scale, b, mean, var = (c.input(i) for i in range(5))
+    _need_float(c, x)
+    dt = c.dtype(x)
+    eps, mom = float(c.attr("epsilon", 1e-5)), float(c.attr("momentum", 0.9))
+    dims = [0] + list(range(2, c.rank(x)))
+    bm = c.add("mean", [x], dims=dims, keepdim=False)
+    bshape = [1, c.shape(x)[1]] + [1] * (c.rank(x) - 2)
+    diff = c.add("sub", [x, c.reshape(bm, bshape)])
+    bv = c.add("mean", [c.add("mul", [diff, diff])], dims=dims, keepdim=False)
+    inv = c.add("rsqrt", [c.add("add", [bv, c.scalar(eps, bv)])])
+    y = c.add("add", [c.add("mul", [c.add("mul", [diff, c.reshape(inv, bshape)]), c.reshape(c.cast(scale, dt), bshape)]),
+                      c.reshape(c.cast(b, dt), bshape)])
+    rm = c.add("add", [c.add("mul", [c.cast(mean, dt), c.scalar(mom, bm)]), c.add("mul", [bm, c.scalar(1 - mom, bm)])])
+    rv = c.add("add", [c.add("mul", [c.cast(var, dt), c.scalar(mom, bv)]), c.add("mul", [bv, c.scalar(1 - mom, bv)])])
+    return [y, rm, rv]
 
 
 def _normalize(c: NodeCtx, x: Entry, dims: list[int], eps: float) -> tuple[Entry, Entry, Entry]:
@@ -1975,7 +2010,9 @@ def _lrn(c: NodeCtx) -> Entry:
 def _dropout(c: NodeCtx) -> list[Entry]:
     x = c.input(0)
     if c.has(2) and bool(c.const(2, "training_mode").reshape(-1)[0]):
-        raise Unsupported("training_mode=True")
+        ratio = float(c.const(1, "ratio").reshape(-1)[0]) if c.has(1) else 0.5
+        if ratio != 0.0:
+            raise Unsupported("training_mode=True with a ratio > 0 (random masks)")
     outs = [x]
     if len(c.node.output) > 1 and c.node.output[1]:
         outs.append(torch.ones(c.shape(x), dtype=torch.bool))
@@ -3103,6 +3140,39 @@ def _pad_axis(c: NodeCtx, x: Entry, ax: int, lo: int, hi: int, fill: float = 0.0
     return c.add("cat", seq, dim=ax) if len(seq) > 1 else x
 
 
+@converter("Col2Im")
+def _col2im(c: NodeCtx) -> Entry:
+    """Columns [N, C*prod(block), L] summed back into the image [N, C, *image_shape]: each block offset's
+    columns spread out by the strides (zeros between), shifted to the offset, and added."""
+    x = c.input(0)
+    image, block = c.ints(1, "image_shape"), c.ints(2, "block_shape")
+    nsp = len(image)
+    d = list(c.attr("dilations") or [1] * nsp)
+    s = list(c.attr("strides") or [1] * nsp)
+    pads = list(c.attr("pads") or [0] * (2 * nsp))
+    n, ck, length = c.shape(x)
+    kn = math.prod(block)
+    if ck % kn:
+        raise BuildError(f"input dimension 1 ({ck}) is not a multiple of the block size {kn}")
+    ch = ck // kn
+    padded = [image[i] + pads[i] + pads[nsp + i] for i in range(nsp)]
+    outs = [(padded[i] - ((block[i] - 1) * d[i] + 1)) // s[i] + 1 for i in range(nsp)]
+    if math.prod(outs) != length:
+        raise BuildError(f"{length} columns, but image {image} with block {block} has {math.prod(outs)} blocks")
+    x4 = c.reshape(x, [n, ch, kn, length])
+    acc = None
+    for kidx, offs in enumerate(itertools.product(*[range(b) for b in block])):
+        part = c.reshape(c.add("select", [x4], dim=2, index=kidx), [n, ch] + outs)
+        for i, o in enumerate(offs):
+            part = _zero_insert(c, part, 2 + i, s[i])
+            lo = o * d[i]
+            part = _pad_axis(c, part, 2 + i, lo, padded[i] - lo - ((outs[i] - 1) * s[i] + 1))
+        acc = part if acc is None else c.add("add", [acc, part])
+    for i in range(nsp):
+        acc = _pad_axis(c, acc, 2 + i, -pads[i], -pads[nsp + i])
+    return acc
+
+
 @converter("ConvTranspose")
 def _conv_transpose(c: NodeCtx) -> Entry:
     """Transposed convolution = zero-insertion (stride), padding by k-1-pad, convolution with the flipped,
@@ -3216,7 +3286,11 @@ def _recurrent(c: NodeCtx) -> list[Entry]:
         else:
             wb = rb = torch.zeros(ngates * hidden, dtype=dt)
         if kind == "GRU" and c.attr("linear_before_reset", 0):
-            xw = c.add("add", [xw, wb])
+            # the recurrence bias of the update and reset gates adds as usual; the hidden gate's goes
+            # inside the reset product (below)
+            rb_zr = c.add("cat", [c.add("slice", [rb], dim=0, start=0, end=2 * hidden, step=1),
+                                  torch.zeros(hidden, dtype=dt)], dim=0)
+            xw = c.add("add", [xw, c.add("add", [wb, rb_zr])])
         else:
             xw = c.add("add", [xw, c.add("add", [wb, rb])])
         rt = c.add("permute", [rd], dims=[1, 0])  # (H, G*H)
@@ -3526,6 +3600,35 @@ def _maxunpool(c: NodeCtx) -> Entry:
     return y
 
 
+DET_MAX_N = 5  # Det by the Leibniz formula: n! products of n entries
+
+
+@converter("Det")
+def _det(c: NodeCtx) -> Entry:
+    x = c.input(0)
+    _need_float(c, x)
+    shape = list(c.shape(x))
+    n = shape[-1]
+    if len(shape) < 2 or shape[-2] != n:
+        raise BuildError(f"Det needs square matrices in the last two dims, got shape {shape}")
+    if n > DET_MAX_N:
+        raise Unsupported(f"Det of {n}x{n} matrices (the Leibniz expansion goes up to {DET_MAX_N}x{DET_MAX_N})")
+    r = len(shape)
+    entry = {(i, j): c.add("select", [c.add("select", [x], dim=r - 2, index=i)], dim=r - 2, index=j)
+             for i in range(n) for j in range(n)}
+    total = None
+    for perm in itertools.permutations(range(n)):
+        inversions = sum(1 for a in range(n) for b in range(a + 1, n) if perm[a] > perm[b])
+        term = entry[(0, perm[0])]
+        for i in range(1, n):
+            term = c.add("mul", [term, entry[(i, perm[i])]])
+        if total is None:
+            total = term if inversions % 2 == 0 else c.add("neg", [term])
+        else:
+            total = c.add("sub" if inversions % 2 else "add", [total, term])
+    return total
+
+
 @converter("TensorScatter")
 def _tensor_scatter(c: NodeCtx) -> Entry:
     """past_cache with ``update`` written along ``axis`` at write_indices[b] (+ i, wrapping in circular
@@ -3600,6 +3703,89 @@ def _topk(c: NodeCtx) -> list[Entry]:
     perm = [d for d in range(rank) if d != ax] + [ax]
     inv = [perm.index(d) for d in range(rank)]
     return [c.add("permute", [y], dims=inv) for y in top(c.add("permute", [x], dims=perm))]
+
+
+# ------------------------------------------------------------------ ai.onnx.preview.training optimizers
+DOMAIN_CONVERTERS: dict[str, Converter] = {}  # "domain::OpType" -> converter, for ops outside the default domain
+_TRAINING = "ai.onnx.preview.training"
+
+
+def _domain_converter(*keys: str) -> Callable[[Converter], Converter]:
+    def deco(fn: Converter) -> Converter:
+        for k in keys:
+            DOMAIN_CONVERTERS[k] = fn
+        return fn
+    return deco
+
+
+def _optimizer_groups(c: NodeCtx, groups: int) -> tuple[Entry, float, list[list[Entry]]]:
+    """R (run-time scalar), T (its build-time value: a shape tensor) and the per-tensor input groups."""
+    n = (c.n_in() - 2) // groups
+    if n < 1 or c.n_in() != 2 + groups * n:
+        raise BuildError(f"expects R, T and {groups} groups of tensors, got {c.n_in()} inputs")
+    t = float(c.const(1, "T (the iteration count)").reshape(-1)[0])
+    return c.input(0), t, [[c.input(2 + g * n + i) for g in range(groups)] for i in range(n)]
+
+
+def _fscalar(c: NodeCtx, v: float, like: Entry) -> torch.Tensor:
+    return c.scalar(float(v), like)
+
+
+@_domain_converter(f"{_TRAINING}::Adagrad")
+def _adagrad(c: NodeCtx) -> list[Entry]:
+    r, t, groups = _optimizer_groups(c, 3)
+    decay, eps, norm = (float(c.attr(k, d)) for k, d in (("decay_factor", 0.0), ("epsilon", 0.0),
+                                                         ("norm_coefficient", 0.0)))
+    xs, hs = [], []
+    for x, g, h in groups:
+        rr = c.add("div", [c.cast(r, c.dtype(x)), _fscalar(c, 1.0 + t * decay, x)])
+        gr = c.add("add", [c.add("mul", [x, _fscalar(c, norm, x)]), g])
+        hn = c.add("add", [h, c.add("mul", [gr, gr])])
+        hs_ = c.add("add", [c.add("sqrt", [hn]), _fscalar(c, eps, x)])
+        xs.append(c.add("sub", [x, c.add("div", [c.add("mul", [rr, gr]), hs_])]))
+        hs.append(hn)
+    return xs + hs
+
+
+@_domain_converter(f"{_TRAINING}::Momentum")
+def _momentum(c: NodeCtx) -> list[Entry]:
+    r, t, groups = _optimizer_groups(c, 3)
+    alpha, beta, norm = (float(c.attr(k, 0.0)) for k in ("alpha", "beta", "norm_coefficient"))
+    mode = c.attr("mode", "standard")
+    if mode not in ("standard", "nesterov"):
+        raise Unsupported(f"mode={mode!r}")
+    xs, vs = [], []
+    for x, g, v in groups:
+        rr = c.cast(r, c.dtype(x))
+        gr = c.add("add", [c.add("mul", [x, _fscalar(c, norm, x)]), g])
+        vn = c.add("add", [c.add("mul", [v, _fscalar(c, alpha, x)]),
+                           c.add("mul", [gr, _fscalar(c, beta if t > 0 else 1.0, x)])])
+        step = vn if mode == "standard" else c.add("add", [gr, c.add("mul", [vn, _fscalar(c, alpha, x)])])
+        xs.append(c.add("sub", [x, c.add("mul", [rr, step])]))
+        vs.append(vn)
+    return xs + vs
+
+
+@_domain_converter(f"{_TRAINING}::Adam")
+def _adam(c: NodeCtx) -> list[Entry]:
+    r, t, groups = _optimizer_groups(c, 4)
+    alpha, beta = float(c.attr("alpha", 0.9)), float(c.attr("beta", 0.999))
+    eps, norm = float(c.attr("epsilon", 1e-6)), float(c.attr("norm_coefficient", 0.0))
+    post = float(c.attr("norm_coefficient_post", 0.0))
+    adj = math.sqrt(1 - beta ** t) / (1 - alpha ** t) if t > 0 else 1.0
+    xs, vs, hs = [], [], []
+    for x, g, v, h in groups:
+        rr = c.add("mul", [c.cast(r, c.dtype(x)), _fscalar(c, adj, x)])
+        gr = c.add("add", [c.add("mul", [x, _fscalar(c, norm, x)]), g])
+        vn = c.add("add", [c.add("mul", [v, _fscalar(c, alpha, x)]), c.add("mul", [gr, _fscalar(c, 1 - alpha, x)])])
+        hn = c.add("add", [c.add("mul", [h, _fscalar(c, beta, x)]),
+                           c.add("mul", [c.add("mul", [gr, gr]), _fscalar(c, 1 - beta, x)])])
+        hsq = c.add("add", [c.add("sqrt", [hn]), _fscalar(c, eps, x)])
+        xn = c.add("sub", [x, c.add("mul", [rr, c.add("div", [vn, hsq])])])
+        xs.append(c.add("mul", [xn, _fscalar(c, 1 - post, x)]) if post else xn)
+        vs.append(vn)
+        hs.append(hn)
+    return xs + vs + hs
 
 
 # ------------------------------------------------------------------------------ narrow element types
@@ -3872,6 +4058,7 @@ def import_onnx(model: Any, inputs: Any = None, base_dir: str | os.PathLike | No
         except Exception as e:
             if "2GB" not in str(e) and "2 GB" not in str(e):
                 raise InputError(f"invalid ONNX model: {type(e).__name__}: {_first_line(e)}") from None
+    m = _upgrade_old_opset(m)
     if m.functions:
         try:
             from onnx import inliner
@@ -3879,6 +4066,20 @@ def import_onnx(model: Any, inputs: Any = None, base_dir: str | os.PathLike | No
         except Exception as e:
             raise InputError(f"cannot inline the model's local functions: {_first_line(e)}") from None
     return Importer(m, base, inputs, registry).run()
+
+
+def _upgrade_old_opset(m: onnx.ModelProto) -> onnx.ModelProto:
+    """A model of a default-domain opset older than MIN_OPSET converted to MIN_OPSET with onnx's version
+    converter (when it cannot, the importer's opset error stands)."""
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), MAX_OPSET)
+    if opset >= MIN_OPSET:
+        return m
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(m, MIN_OPSET)
+    except Exception:
+        return m
 
 
 def _without_external_data(m: onnx.ModelProto) -> onnx.ModelProto:

@@ -258,6 +258,50 @@ def _node_tests() -> list[Any]:
     return load_model_tests(kind="node")
 
 
+# onnx's model test kinds besides the node tests: their models and data ship in the onnx package ("real"
+# runs the light versions of the zoo models with the outputs stored next to them)
+MODEL_KINDS = {"real": "Real", "simple": "Simple", "pytorch-converted": "PyTorchConverted",
+               "pytorch-operator": "PyTorchOperator"}
+
+
+def model_tests(kinds: Sequence[str] = tuple(MODEL_KINDS)) -> dict[str, Any]:
+    """{test name: test function} of onnx's model tests of ``kinds`` (as ``onnx.backend.test.BackendTest``
+    runs them; the functions take the unittest instance, which they do not use)."""
+    from collections import defaultdict
+
+    from onnx.backend.test.loader import load_model_tests
+    from onnx.backend.test.runner import Runner
+
+    class _Models(Runner):
+        def __init__(self) -> None:  # noqa: D107 - not Runner.__init__, which loads every kind
+            self.backend = Backend
+            self._parent_module = __name__
+            self._include_patterns, self._exclude_patterns, self._xfail_patterns = set(), set(), set()
+            self._test_kwargs = {}
+            self._test_items = defaultdict(dict)
+            for kind in kinds:
+                for case in load_model_tests(kind=kind):
+                    self._add_model_test(case, MODEL_KINDS[kind])
+
+    runner = _Models()
+    return {n[:-len("_cpu")]: it.func for cat in runner._test_items.values() for n, it in cat.items()
+            if n.endswith("_cpu")}
+
+
+def run_model_test(fn: Any) -> tuple[str, str, float]:
+    """(status, cause, seconds) of one model test function from ``model_tests``."""
+    import time
+
+    t0 = time.perf_counter()
+    try:
+        fn(None)
+        return "pass", "", time.perf_counter() - t0
+    except BaseException as e:  # noqa: BLE001 - classify every failure
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return "fail", classify(e), time.perf_counter() - t0
+
+
 def run_case(case: Any, device: str = "CPU") -> tuple[str, str, float]:
     """(status, cause, seconds) of one onnx node test case: status is 'pass' or 'fail'."""
     import time
@@ -279,11 +323,11 @@ def run_case(case: Any, device: str = "CPU") -> tuple[str, str, float]:
         return "fail", classify(e), time.perf_counter() - t0
 
 
-def _worker(args: tuple[list[str], str, int]) -> list[tuple[str, str, str, float]]:
+def _worker(args: tuple[list[str], str, int, bool]) -> list[tuple[str, str, str, float]]:
     import warnings
 
     warnings.filterwarnings("ignore")
-    names, device, seed = args
+    names, device, seed, progress = args
     np.random.seed(seed)  # onnx draws the node tests' inputs from numpy's global generator
     wanted = set(names)
     out = []
@@ -291,10 +335,19 @@ def _worker(args: tuple[list[str], str, int]) -> list[tuple[str, str, str, float
         if case.name in wanted:
             status, cause, sec = run_case(case, device)
             out.append((case.name, status, cause, sec))
+            if progress:
+                print(f"{status:4s} {sec:6.2f}s {case.name} {cause}", flush=True)
+    if wanted - {r[0] for r in out}:
+        for name, fn in model_tests().items():
+            if name in wanted:
+                status, cause, sec = run_model_test(fn)
+                out.append((name, status, cause, sec))
+                if progress:
+                    print(f"{status:4s} {sec:6.2f}s {name} {cause}", flush=True)
     return out
 
 
-def conformance(pattern: str = "", jobs: int = 1, device: str = "CPU", seed: int = 0,
+def conformance(pattern: str = "", jobs: int = 1, device: str = "CPU", seed: int = 0, progress: bool = False,
                 ) -> list[tuple[str, str, str, float]]:
     """Run every node test whose name matches ``pattern``: (name, status, cause, seconds) each; ``seed``
     seeds the random inputs onnx generates."""
@@ -302,13 +355,14 @@ def conformance(pattern: str = "", jobs: int = 1, device: str = "CPU", seed: int
 
     warnings.filterwarnings("ignore")
     names = [c.name for c in _node_tests() if re.search(pattern, c.name)]
+    names += [n for n in model_tests() if re.search(pattern, n)]
     if jobs <= 1:
-        return _worker((names, device, seed))
+        return _worker((names, device, seed, progress))
     import multiprocessing as mp
 
     chunks = [names[i::jobs] for i in range(jobs)]
     with mp.get_context("spawn").Pool(jobs) as pool:
-        parts = pool.map(_worker, [(c, device, seed) for c in chunks])
+        parts = pool.map(_worker, [(c, device, seed, progress) for c in chunks])
     res = [r for p in parts for r in p]
     return sorted(res)
 
@@ -386,11 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--write-excludes", default=None, help="write the excludes file for the failing tests")
     p.add_argument("--verbose", action="store_true", help="print each test's status")
+    p.add_argument("--progress", action="store_true", help="print each test's status as it finishes")
     p.add_argument("--repeat", type=int, default=1, help="run N times (onnx draws fresh random inputs each "
                    "process): tests that pass only sometimes are reported as flaky")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    runs = [conformance(args.pattern, args.jobs, seed=r) for r in range(max(args.repeat, 1))]
+    runs = [conformance(args.pattern, args.jobs, seed=r, progress=args.progress) for r in range(max(args.repeat, 1))]
     res = combine_runs(runs)
     wall = (time.perf_counter() - t0) / len(runs)
     passed = sum(1 for r in res if r[1] == "pass")
