@@ -266,17 +266,25 @@ class Importer:
         self.convert_nodes(list(g.node), self.opset)
         if self.unsupported:
             raise UnsupportedOpError(self.unsupported)
-        outs, names = [], []
+        outs, names, seqs = [], [], {}
         for vi in g.output:
             e = self.env.get(vi.name)
             if e is None:
                 raise InputError(f"graph output {vi.name!r} is not produced by any node")
+            if isinstance(e, Seq):  # a sequence output: its tensors as outputs "name.0", "name.1" ...
+                seqs[vi.name] = len(e)
+                for i, t in enumerate(e):
+                    outs.append(self.value(t, f"{vi.name}.{i}") if isinstance(t, torch.Tensor) else t)
+                    names.append(f"{vi.name}.{i}")
+                continue
             v = self.value(e, vi.name)
             self._check_declared(vi, v)
             outs.append(v)
             names.append(vi.name)
         self.g.outputs = outs
         self.g.meta["output_names"] = names
+        if seqs:
+            self.g.meta["onnx_sequence_outputs"] = seqs
         narrow_out = {n: NARROW[self.narrow[n]].name for n in names if n in self.narrow}
         if narrow_out:
             self.g.meta["onnx_narrow_outputs"] = narrow_out  # stored as NARROW[...].storage
@@ -407,6 +415,11 @@ class Importer:
         if any(x is MISSING for x in ins):
             if not known and not self._schema_function(node, opset, domain):
                 self.unsupported.setdefault(key, []).append(name)
+            self._set_outputs(node, [MISSING] * len(node.output))
+            return
+        if any(isinstance(x, Seq) for x in ins) and (domain or node.op_type not in SEQUENCE_OPS):
+            self.unsupported.setdefault(key, []).append(f"{name} (a sequence input; trtjit takes sequences only in "
+                                                        f"{', '.join(SEQUENCE_OPS)})")
             self._set_outputs(node, [MISSING] * len(node.output))
             return
         narrow_in = [n for n in node.input if n in self.narrow]
@@ -928,7 +941,8 @@ _A = {
     "GRU": "activation_alpha activation_beta activations clip direction hidden_size layout linear_before_reset",
     "RNN": "activation_alpha activation_beta activations clip direction hidden_size layout",
     "DFT": "axis inverse onesided", "Loop": "body", "ScatterElements": "axis reduction", "Scatter": "axis",
-    "Col2Im": "dilations pads strides", "ScatterND": "reduction", "MaxUnpool": "kernel_shape pads strides", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
+    "Col2Im": "dilations pads strides", "ConcatFromSequence": "axis new_axis",
+    "SplitToSequence": "axis keepdims", "SequenceEmpty": "dtype", "ScatterND": "reduction", "MaxUnpool": "kernel_shape pads strides", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
     "Scan": "body num_scan_inputs scan_input_axes scan_input_directions scan_output_axes scan_output_directions "
             "directions", "GridSample": "align_corners mode padding_mode",
 }
@@ -1351,7 +1365,9 @@ def _swish(c: NodeCtx) -> Entry:
 @converter("PRelu")
 def _prelu(c: NodeCtx) -> Entry:
     x, s = c.input(0), c.input(1)
-    if c.opset < 7 and c.rank(s) == 1 and c.rank(x) > 2:
+    legacy = c.opset < 7 or (c.rank(s) == 1 and c.rank(x) > 2 and c.shape(s)[0] not in (1, c.shape(x)[-1])
+                             and c.shape(s)[0] == c.shape(x)[1])  # PRelu-6 semantics kept by an upgraded model
+    if legacy and c.rank(s) == 1 and c.rank(x) > 2:
         s = c.reshape(s, [c.shape(s)[0]] + [1] * (c.rank(x) - 2))
     return c.add("where", [c.add("lt", [x, c.scalar(0, x)]), c.add("mul", [x, s]), x])
 
@@ -3069,10 +3085,41 @@ def _qlinear_matmul(c: NodeCtx) -> Entry:
     return _requantize(c, real, ys, yzp, c.dtype(yzp) if yzp is not None else torch.uint8)
 
 
+def _conv3d(c: NodeCtx, x: Entry, w: Entry, bias: Entry | None) -> Entry:
+    """3-D convolution as one 2-D convolution per kernel depth offset, with the output depths folded into
+    the batch, summed."""
+    k = list(c.attr("kernel_shape") or c.shape(w)[2:])
+    s = list(c.attr("strides") or [1] * 3)
+    d = list(c.attr("dilations") or [1] * 3)
+    begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
+    pads2 = _spatial_pads(c, c.shape(x)[3:], k[1:], s[1:], d[1:]) if begin[1:] == end[1:] else None
+    if pads2 is None:
+        raise Unsupported(f"asymmetric padding begin={begin} end={end}")
+    x = _pad_axis(c, x, 2, begin[0], end[0])
+    n, ch, depth = c.shape(x)[:3]
+    od = (depth - ((k[0] - 1) * d[0] + 1)) // s[0] + 1
+    acc = None
+    for kd in range(k[0]):
+        st = kd * d[0]
+        xs = c.add("slice", [x], dim=2, start=st, end=st + (od - 1) * s[0] + 1, step=s[0])  # [N, C, od, H, W]
+        sp = list(c.shape(xs)[3:])
+        xs = c.reshape(c.add("permute", [xs], dims=[0, 2, 1, 3, 4]), [n * od, ch] + sp)
+        wk = c.add("select", [w], dim=2, index=kd)
+        y = c.add("conv2d", [xs, wk], stride=s[1:], padding=pads2, dilation=d[1:], groups=int(c.attr("group", 1)))
+        acc = y if acc is None else c.add("add", [acc, y])
+    o, ho, wo = c.shape(acc)[1:]
+    y = c.add("permute", [c.reshape(acc, [n, od, o, ho, wo])], dims=[0, 2, 1, 3, 4])
+    if bias is not None:
+        y = c.add("add", [y, c.reshape(bias, [1, -1, 1, 1, 1])])
+    return y
+
+
 def _conv_core(c: NodeCtx, x: Entry, w: Entry, bias: Entry | None) -> Entry:
     rank = c.rank(x)
+    if rank == 5:
+        return _conv3d(c, x, w, bias)
     if rank not in (3, 4):
-        raise Unsupported(f"{rank - 2}-D convolution (only 1-D and 2-D)")
+        raise Unsupported(f"{rank - 2}-D convolution (only 1-D, 2-D and 3-D)")
     nsp = rank - 2
     k = list(c.attr("kernel_shape") or c.shape(w)[2:])
     s = list(c.attr("strides") or [1] * nsp)
@@ -3786,6 +3833,108 @@ def _adam(c: NodeCtx) -> list[Entry]:
         vs.append(vn)
         hs.append(hn)
     return xs + vs + hs
+
+
+# -------------------------------------------------------------------------------------------- sequences
+class Seq(list):
+    """An ONNX sequence inside the graph: a build-time list of tensor entries (positions must be known at
+    build time; graph inputs and outputs stay tensors)."""
+
+
+SEQUENCE_OPS = ("SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceAt", "SequenceErase",
+                "SequenceLength", "ConcatFromSequence", "SplitToSequence", "Identity")
+
+
+def _seq(c: NodeCtx, i: int) -> Seq:
+    s = c.input(i)
+    if not isinstance(s, Seq):
+        raise BuildError(f"input {i} is a tensor, the op takes a sequence")
+    return s
+
+
+def _seq_pos(c: NodeCtx, i: int, n: int, default: int, insert: bool = False) -> int:
+    p = c.ints(i, "position")[0] if c.has(i) else default
+    lo, hi = -n, n if insert else n - 1
+    if not lo <= p <= hi:
+        raise BuildError(f"position {p} is out of range for a sequence of {n}")
+    return p + n if p < 0 else p
+
+
+@converter("SequenceEmpty")
+def _sequence_empty(c: NodeCtx) -> list[Entry]:
+    return [Seq()]
+
+
+@converter("SequenceConstruct")
+def _sequence_construct(c: NodeCtx) -> list[Entry]:
+    return [Seq(c.input(i) for i in range(c.n_in()))]
+
+
+@converter("SequenceInsert")
+def _sequence_insert(c: NodeCtx) -> list[Entry]:
+    s = _seq(c, 0)
+    out = Seq(s)
+    out.insert(_seq_pos(c, 2, len(s), len(s), insert=True), c.input(1))
+    return [out]
+
+
+@converter("SequenceErase")
+def _sequence_erase(c: NodeCtx) -> list[Entry]:
+    s = _seq(c, 0)
+    out = Seq(s)
+    del out[_seq_pos(c, 1, len(s), len(s) - 1)]
+    return [out]
+
+
+@converter("SequenceAt")
+def _sequence_at(c: NodeCtx) -> Entry:
+    s = _seq(c, 0)
+    return s[_seq_pos(c, 1, len(s), 0)]
+
+
+@converter("SequenceLength")
+def _sequence_length(c: NodeCtx) -> Entry:
+    return torch.tensor(len(_seq(c, 0)), dtype=torch.int64)
+
+
+@converter("ConcatFromSequence")
+def _concat_from_sequence(c: NodeCtx) -> Entry:
+    s = _seq(c, 0)
+    if not s:
+        raise BuildError("ConcatFromSequence of an empty sequence")
+    rank = c.rank(s[0])
+    if c.attr("new_axis", 0):
+        ax = _axis(c.attr("axis"), rank + 1)
+        parts = [c.add("unsqueeze", [x], dim=ax) for x in s]
+    else:
+        ax = _axis(c.attr("axis"), rank)
+        parts = list(s)
+    return parts[0] if len(parts) == 1 and isinstance(parts[0], torch.Tensor) else c.add("cat", parts, dim=ax)
+
+
+@converter("SplitToSequence")
+def _split_to_sequence(c: NodeCtx) -> list[Entry]:
+    x = c.input(0)
+    shape = c.shape(x)
+    ax = _axis(c.attr("axis", 0), len(shape))
+    n = shape[ax]
+    keep = bool(c.attr("keepdims", 1))
+    if c.has(1):
+        split = c.const(1, "split")
+        if split.dim() == 0:
+            step = int(split)
+            sizes = [min(step, n - s) for s in range(0, n, step)]
+        else:
+            sizes = [int(v) for v in split.tolist()]
+        keep = True
+    else:
+        sizes = [1] * n
+    out, start = Seq(), 0
+    for sz in sizes:
+        part = c.add("slice", [x], dim=ax, start=start, end=start + sz, step=1)
+        out.append(part if keep else c.add("squeeze", [part], dims=[ax]))
+        start += sz
+    return [out]
 
 
 # ------------------------------------------------------------------------------ narrow element types

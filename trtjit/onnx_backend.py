@@ -130,7 +130,14 @@ class TrtjitRep(BackendRep):
         self._last = engine
         outs = engine.run(*tensors)
         narrow = engine.graph.meta.get("onnx_narrow_outputs") or {}
-        arrays = [_to_numpy(o, narrow.get(n)) for n, o in zip(self.output_names, outs)]
+        seqs = engine.graph.meta.get("onnx_sequence_outputs") or {}
+        arrays: list[Any] = []
+        it = iter(outs)
+        for n in self.output_names:
+            if n in seqs:  # a sequence output comes back as a list of arrays
+                arrays.append([_to_numpy(next(it)) for _ in range(seqs[n])])
+            else:
+                arrays.append(_to_numpy(next(it), narrow.get(n)))
         return namedtupledict("Outputs", self.output_names)(*arrays)
 
 
