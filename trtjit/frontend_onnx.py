@@ -186,7 +186,10 @@ def _is_shape(x: Any) -> bool:
     return isinstance(x, (tuple, list, torch.Size)) and all(isinstance(s, (int, np.integer)) for s in x)
 
 
-def _as_example(x: Any, name: str) -> tuple[tuple[int, ...], torch.Tensor | None]:
+def _as_example(x: Any, name: str) -> tuple[tuple[int, ...], Any]:
+    if isinstance(x, (list, tuple)) and x and all(isinstance(t, (torch.Tensor, np.ndarray)) for t in x):
+        # the tensors of a sequence input
+        return (len(x),), [_as_example(t, f"{name}[{i}]")[1] for i, t in enumerate(x)]
     if isinstance(x, torch.Tensor):
         return tuple(int(s) for s in x.shape), x
     if isinstance(x, np.ndarray) or np.isscalar(x) and not isinstance(x, (int, float)):
@@ -317,6 +320,9 @@ class Importer:
 
     def _add_input(self, vi: onnx.ValueInfoProto, given: tuple[tuple[int, ...], torch.Tensor | None] | None) -> None:
         name = vi.name
+        if vi.type.HasField("sequence_type") and vi.type.sequence_type.elem_type.HasField("tensor_type"):
+            self._add_sequence_input(vi, given)
+            return
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
         if tt is None:
             raise InputError(f"graph input {name!r} is not a tensor ({vi.type.WhichOneof('value')}); trtjit "
@@ -356,6 +362,27 @@ class Importer:
                                              "input")
                         self.dims[d.dim_param] = s
         self.env[name] = self.g.add_input(name, TensorSpec(shape, dtype))
+
+    def _add_sequence_input(self, vi: onnx.ValueInfoProto, given: Any) -> None:
+        """A sequence input: one graph input per tensor of the example sequence ("name.0", "name.1" ...),
+        so an engine is built for a sequence of that length and those shapes."""
+        tt = vi.type.sequence_type.elem_type.tensor_type
+        if tt.elem_type not in ONNX_DTYPES:
+            raise InputError(f"graph input {vi.name!r}: a sequence of {onnx_type_name(tt.elem_type)}, which trtjit "
+                             "does not support")
+        if given is not None and given == ((), None):
+            given = ((0,), [])  # [] given: an empty sequence
+        if given is None or not isinstance(given[1], list):
+            raise InputError(f"graph input {vi.name!r} is a sequence: pass its tensors (a list) as the example")
+        seq = Seq()
+        for i, ex in enumerate(given[1]):
+            if ex.dtype != ONNX_DTYPES[tt.elem_type]:
+                raise InputError(f"input {vi.name!r}[{i}]: the model declares {onnx_type_name(tt.elem_type)}, the "
+                                 f"example tensor is {ex.dtype}")
+            n = f"{vi.name}.{i}"
+            self.examples[n] = ex.detach().cpu()
+            seq.append(self.g.add_input(n, TensorSpec(tuple(ex.shape), ex.dtype)))
+        self.env[vi.name] = seq
 
     def _check_declared(self, vi: onnx.ValueInfoProto, v: Value) -> None:
         spec = self.g.spec(v)
@@ -942,7 +969,7 @@ _A = {
     "RNN": "activation_alpha activation_beta activations clip direction hidden_size layout",
     "DFT": "axis inverse onesided", "Loop": "body", "ScatterElements": "axis reduction", "Scatter": "axis",
     "Col2Im": "dilations pads strides", "ConcatFromSequence": "axis new_axis",
-    "SplitToSequence": "axis keepdims", "SequenceEmpty": "dtype", "ScatterND": "reduction", "MaxUnpool": "kernel_shape pads strides", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
+    "SplitToSequence": "axis keepdims", "SequenceMap": "body", "SequenceEmpty": "dtype", "ScatterND": "reduction", "MaxUnpool": "kernel_shape pads strides", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
     "Scan": "body num_scan_inputs scan_input_axes scan_input_directions scan_output_axes scan_output_directions "
             "directions", "GridSample": "align_corners mode padding_mode",
 }
@@ -999,7 +1026,8 @@ def _identity(c: NodeCtx) -> Entry:
     t = narrow_of(c, 0)
     if t is not None:
         _set_narrow(c, t)
-    return c.input(0)
+    x = c.input(0)
+    return [x] if isinstance(x, list) else x  # a sequence is one output
 
 
 @converter("Shape")
@@ -3842,7 +3870,7 @@ class Seq(list):
 
 
 SEQUENCE_OPS = ("SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceAt", "SequenceErase",
-                "SequenceLength", "ConcatFromSequence", "SplitToSequence", "Identity")
+                "SequenceLength", "ConcatFromSequence", "SplitToSequence", "SequenceMap", "Identity", "Loop", "If")
 
 
 def _seq(c: NodeCtx, i: int) -> Seq:
@@ -3858,6 +3886,23 @@ def _seq_pos(c: NodeCtx, i: int, n: int, default: int, insert: bool = False) -> 
     if not lo <= p <= hi:
         raise BuildError(f"position {p} is out of range for a sequence of {n}")
     return p + n if p < 0 else p
+
+
+@converter("SequenceMap")
+def _sequence_map(c: NodeCtx) -> list[Entry]:
+    """The body applied to each position of the sequence inputs (tensor inputs passed to every call),
+    unrolled; each body output makes one output sequence."""
+    body = c.attr("body")
+    ins = [c.input(i) for i in range(c.n_in())]
+    n = len(_seq(c, 0))
+    if any(isinstance(x, Seq) and len(x) != n for x in ins):
+        raise BuildError("the sequence inputs have different lengths")
+    outs = [Seq() for _ in body.output]
+    for i in range(n):
+        res = _run_body(c, body, [x[i] if isinstance(x, Seq) else x for x in ins], f"{c.name}::at{i}::")
+        for o, r in zip(outs, res):
+            o.append(r)
+    return outs
 
 
 @converter("SequenceEmpty")
