@@ -103,7 +103,11 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         m_lay = mask.layout
         mshape = batch + (L, S)
         mvars = {**names, nb: "offs_m[:, None]", nb + 1: "offs_n[None, :]"}
-        m_off, _ = offset_expr(m_lay, mshape, mvars.__getitem__)
+        m_off, used = offset_expr(m_lay, mshape, mvars.__getitem__)
+        if nb not in used:  # a mask broadcast over the rows still needs a tile of pointers
+            m_off += " + offs_m[:, None] * 0"
+        if nb + 1 not in used:
+            m_off += " + offs_n[None, :] * 0"
         inb = f"(offs_m[:, None] < {L}) & (offs_n[None, :] < {S})"
         if mask.dtype == torch.bool:
             w(f"    keep = tl.load({mask.pointer} + {m_off}, mask={inb}, other=0)")

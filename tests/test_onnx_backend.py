@@ -1,17 +1,20 @@
-"""onnx's own conformance suite (``onnx.backend.test``: the node tests the onnx package generates) against
-trtjit's ONNX backend (``trtjit.onnx_backend.Backend``) on the CPU.
+"""onnx's own conformance suite (``onnx.backend.test``) against trtjit's ONNX backend
+(``trtjit.onnx_backend.Backend``) on the CPU: the node tests the onnx package generates and its model tests
+(pytorch-converted, pytorch-operator, simple, and real: the light zoo models), as
+``onnx.backend.test.BackendTest`` runs them.
 
-Every test trtjit does not pass yet is listed, with its cause, in ``tests/onnx_backend_excludes.txt`` (one
+Every test trtjit does not pass yet (or does not run here: the light zoo models take tens of minutes each
+under the Triton CPU interpreter) is listed, with its cause, in ``tests/onnx_backend_excludes.txt`` (one
 file, grouped by cause) and shows up here as skipped with that cause.
 
-CI time: by default a deterministic quarter of the passing node tests runs (selected by a hash of the test
-name, so it is the same set every run: ~330 tests, ~35 s on one core). Environment:
+CI time: by default a deterministic quarter of the tests runs (selected by a hash of the test name, so it is
+the same set every run). Environment:
 
-* ``TRTJIT_ONNX_BACKEND=full``: every node test (1367 of the 1884 pass; ~2 min on one core);
+* ``TRTJIT_ONNX_BACKEND=full``: every test;
 * ``TRTJIT_ONNX_BACKEND=off``: none;
 * ``TRTJIT_ONNX_BACKEND_SHARD=i/n``: shard ``i`` of ``n`` of the full set (for parallel CI jobs).
 
-``python -m trtjit.onnx_backend --jobs 2`` prints the pass count, the causes and the missing ops ranked by
+``python -m trtjit.onnx_backend --jobs 2`` prints the pass counts, the causes and the missing ops ranked by
 the tests they would unlock; ``--write-excludes tests/onnx_backend_excludes.txt`` regenerates the file.
 """
 

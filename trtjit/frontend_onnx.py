@@ -1150,6 +1150,15 @@ def _mod(c: NodeCtx) -> Entry:
     else:
         q = c.add("floor", [q])
     r = c.add("sub", [fa, c.add("mul", [q, fb])])
+    if dt.is_floating_point and not c.attr("fmod", 0):
+        # numpy's float mod: a zero result takes the divisor's sign; a finite x by an infinite y is x
+        # when their signs agree (or x is 0), else y
+        zero = c.scalar(0.0, r)
+        r = c.add("where", [c.add("eq", [r, zero]), c.add("where", [c.add("lt", [fb, zero]), c.scalar(-0.0, r), zero]), r])
+        inf_y = c.add("eq", [c.add("abs", [fb]), c.scalar(float("inf"), fb)])
+        fin_x = c.add("lt", [c.add("abs", [fa]), c.scalar(float("inf"), fa)])
+        agree = c.add("logical_or", [c.add("eq", [fa, zero]), c.add("eq", [c.add("lt", [fa, zero]), c.add("lt", [fb, zero])])])
+        r = c.add("where", [c.add("logical_and", [inf_y, fin_x]), c.add("where", [agree, fa, fb]), r])
     return c.cast(r, dt)
 
 
@@ -3142,7 +3151,14 @@ def _conv3d(c: NodeCtx, x: Entry, w: Entry, bias: Entry | None) -> Entry:
     return y
 
 
+def _check_kernel(c: NodeCtx, w: Entry) -> None:
+    k = c.attr("kernel_shape")
+    if k is not None and list(k) != list(c.shape(w)[2:]):
+        raise BuildError(f"kernel_shape {list(k)} does not match the weight's spatial shape {list(c.shape(w)[2:])}")
+
+
 def _conv_core(c: NodeCtx, x: Entry, w: Entry, bias: Entry | None) -> Entry:
+    _check_kernel(c, w)
     rank = c.rank(x)
     if rank == 5:
         return _conv3d(c, x, w, bias)
@@ -3863,6 +3879,25 @@ def _adam(c: NodeCtx) -> list[Entry]:
     return xs + vs + hs
 
 
+# ------------------------------------------------------------------------------------------- ai.onnx.ml
+@_domain_converter("ai.onnx.ml::Binarizer")
+def _binarizer(c: NodeCtx) -> Entry:
+    x = c.input(0)
+    t = float(c.attr("threshold", 0.0))
+    return c.cast(c.add("gt", [x, c.scalar(t, x)]), c.dtype(x))
+
+
+@_domain_converter("ai.onnx.ml::ArrayFeatureExtractor")
+def _array_feature_extractor(c: NodeCtx) -> Entry:
+    """X[..., indices] with the indices flattened; a 1-D X gives [1, k]."""
+    x, i = c.input(0), c.input(1)
+    shape = list(c.shape(x))
+    k = math.prod(c.shape(i))
+    flat = c.reshape(c.cast(i, torch.int64), [k])
+    y = c.add("index_select", [x, flat], dim=len(shape) - 1)
+    return c.reshape(y, [1, k] if len(shape) == 1 else shape[:-1] + [k])
+
+
 # -------------------------------------------------------------------------------------------- sequences
 class Seq(list):
     """An ONNX sequence inside the graph: a build-time list of tensor entries (positions must be known at
@@ -4248,7 +4283,7 @@ def import_onnx(model: Any, inputs: Any = None, base_dir: str | os.PathLike | No
         try:
             onnx.checker.check_model(_without_external_data(m))
         except onnx.checker.ValidationError as e:
-            raise InputError(f"invalid ONNX model: {_first_line(e)}") from None
+            raise InputError(f"invalid ONNX model: {checker_message(e)}") from None
         except Exception as e:
             if "2GB" not in str(e) and "2 GB" not in str(e):
                 raise InputError(f"invalid ONNX model: {type(e).__name__}: {_first_line(e)}") from None
@@ -4274,6 +4309,13 @@ def _upgrade_old_opset(m: onnx.ModelProto) -> onnx.ModelProto:
         return version_converter.convert_version(m, MIN_OPSET)
     except Exception:
         return m
+
+
+def checker_message(e: BaseException) -> str:
+    """onnx.checker's message on one line: it names the node (name and OpType) on the lines after the
+    first, and that part is kept."""
+    msg = " ".join(str(e).split())
+    return msg if len(msg) <= 400 else msg[:400] + " ..."
 
 
 def _without_external_data(m: onnx.ModelProto) -> onnx.ModelProto:

@@ -7,12 +7,14 @@
 ``prepare`` checks the model and compiles it for the shapes it declares when they are all static; models
 with dynamic dimensions, or with shape-tensor inputs whose values shape the graph (the ``shape`` input of
 a ``Reshape`` ...), compile on the first ``run`` for the shapes and values given, and again when those
-change (each engine is kept).
+change (each engine is kept). Inputs and outputs of the narrow element types (FLOAT8*, INT4 ...) are the
+ml_dtypes arrays onnx uses; a sequence input or output is a list of arrays.
 
-``python -m trtjit.onnx_backend [--pattern REGEX] [--jobs N] [--write-excludes PATH]`` runs every node test
-of the installed onnx package, classifies each failure by cause and prints the pass count, the causes, and
-the missing ops ranked by the number of tests they would unlock (``--write-excludes`` regenerates
-``tests/onnx_backend_excludes.txt``).
+``python -m trtjit.onnx_backend [--pattern REGEX] [--jobs N] [--progress] [--write-excludes PATH]`` runs
+every node test of the installed onnx package and its pytorch-converted, pytorch-operator and simple model
+tests (``--real`` adds the light zoo models, tens of minutes each without a GPU; ``--device CUDA`` on a
+GPU), classifies each failure by cause and prints the pass counts, the causes, and the missing ops ranked by
+the number of tests they would unlock (``--write-excludes`` regenerates ``tests/onnx_backend_excludes.txt``).
 """
 
 from __future__ import annotations
@@ -161,7 +163,9 @@ class Backend(_OnnxBackend):
         try:
             onnx.checker.check_model(m)
         except onnx.checker.ValidationError as e:
-            raise InputError(f"invalid ONNX model: {str(e).strip().splitlines()[0]}") from None
+            from trtjit.frontend_onnx import checker_message
+
+            raise InputError(f"invalid ONNX model: {checker_message(e)}") from None
         return TrtjitRep(m, device, **kwargs)
 
     @classmethod
