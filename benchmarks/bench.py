@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import trtjit  # noqa: E402
-from benchmarks.models import MODELS  # noqa: E402
+from benchmarks.models import MODELS, randomize  # noqa: E402
 
 GEMM_CEILING_TFLOPS = 756.0  # fp16 dense GEMM measured on the H100 (issue 9)
 
@@ -60,24 +60,10 @@ def compiled(model, inputs, mode: str | None):
     return fn, time.perf_counter() - t0
 
 
-def _no_zero_weights(model: torch.nn.Module) -> torch.nn.Module:
-    """Randomly initialized models may zero some matrices (ViT's head); give them values so the output
-    check compares real numbers."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2 and not p.any():
-                p.normal_(0.0, 0.02)
-        for m in model.modules():  # trained BatchNorms have non-trivial statistics
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                m.running_mean.normal_(0.0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return model
-
-
 def bench_one(name: str, batch: int, args) -> dict:
     torch.manual_seed(0)
     model, inputs = MODELS[name](batch)
-    model = _no_zero_weights(model).eval().cuda().half()
+    model = randomize(model).eval().cuda().half()
     inputs = tuple(t.cuda().half() if t.is_floating_point() else t.cuda() for t in inputs)
     row: dict = {"model": name, "batch": batch, "precision": "fp16"}
     with torch.no_grad():

@@ -123,10 +123,14 @@ def scrape(metrics_url: str) -> dict[tuple[str, str], float]:
 async def run_load(url: str, model: str, *, protocol: str = "http", concurrency: int = 16, requests: int = 200,
                    duration: float = 30.0, batch: int = 1, reference: Any = None, metrics_url: str | None = None,
                    input_name: str = "input", output_name: str = "output_0", features: int = 16,
-                   seed: int = 0, request_timeout: float = 30.0) -> LoadResult:
+                   seed: int = 0, request_timeout: float = 30.0, sample_shape: tuple[int, ...] | None = None,
+                   dtype: Any = np.float32, check: Any = None, pool: list[np.ndarray] | None = None) -> LoadResult:
     """Send ``requests`` requests (or fewer if ``duration`` s pass) from ``concurrency`` concurrent clients;
-    check each answer against ``reference`` (a torch module) when given. A request unanswered after
-    ``request_timeout`` s counts as lost, so the whole run ends by ``duration + request_timeout``."""
+    check each answer against ``reference`` (a torch module) when given, or with ``check(x, y) -> bool``.
+    Each request holds ``batch`` random samples of ``sample_shape`` (default ``(features,)``) in ``dtype``,
+    or the next array of ``pool``.
+    A request unanswered after ``request_timeout`` s counts as lost, so the whole run ends by
+    ``duration + request_timeout``."""
     check_loopback(url)
     if protocol == "http":
         import tritonclient.http as mod
@@ -144,8 +148,11 @@ async def run_load(url: str, model: str, *, protocol: str = "http", concurrency:
     async def worker() -> None:
         while res.sent < requests and time.monotonic() < deadline:
             res.sent += 1
-            x = rng.standard_normal((batch, features)).astype(np.float32)
-            inp = mod.InferInput(input_name, list(x.shape), "FP32")
+            if pool is not None:
+                x = pool[res.sent % len(pool)]
+            else:
+                x = rng.standard_normal((batch, *(sample_shape or (features,)))).astype(dtype)
+            inp = mod.InferInput(input_name, list(x.shape), {np.float32: "FP32", np.float16: "FP16"}[x.dtype.type])
             inp.set_data_from_numpy(x)
             t0 = time.perf_counter()
             try:
@@ -155,8 +162,10 @@ async def run_load(url: str, model: str, *, protocol: str = "http", concurrency:
                 continue
             res.latencies_ms.append((time.perf_counter() - t0) * 1e3)
             y = r.as_numpy(output_name)
-            good = y is not None and y.shape[0] == batch
-            if good and reference is not None:
+            good = y is not None and y.shape[0] == x.shape[0]
+            if good and check is not None:
+                good = bool(check(x, y))
+            elif good and reference is not None:
                 import torch
                 with torch.no_grad():
                     ref = reference(torch.from_numpy(x)).numpy()

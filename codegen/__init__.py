@@ -62,7 +62,8 @@ def kernel_input(graph: Graph, name: str, layouts: dict[Value, Layout], tf32: bo
         args.append(Value(name, i))
         pointers.append(ptr)
     out_layouts = [layouts[Value(name, i)] for i in range(len(body.outputs))]
-    return KernelInput(node, body, operands, outputs, args, pointers, tf32, out_layouts)
+    tile = graph.meta.get("tiles", {}).get(name)
+    return KernelInput(node, body, operands, outputs, args, pointers, tf32, out_layouts, tile)
 
 
 def generate(graph: Graph, name: str, layouts: dict[Value, Layout], kernel_name: str | None = None,

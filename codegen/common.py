@@ -41,12 +41,15 @@ class KernelSpec:
     num_stages: int = 2
     flops: int = 0
     bytes: int = 0
+    problem: dict[str, int] = field(default_factory=dict)  # GEMM/conv: M, N, K, batch (tile candidates use it)
+    tile: str = "heuristic"  # where a GEMM/conv tile came from: "heuristic", "tuned" or "cache"
 
     def to_json(self) -> dict:
         return {"name": self.name, "template": self.template, "node": self.node, "source": self.source,
                 "grid": list(self.grid), "constexprs": self.constexprs, "args": [list(a) for a in self.args],
                 "covers": self.covers, "rules": self.rules, "num_warps": self.num_warps,
-                "num_stages": self.num_stages, "flops": self.flops, "bytes": self.bytes}
+                "num_stages": self.num_stages, "flops": self.flops, "bytes": self.bytes, "problem": self.problem,
+                "tile": self.tile}
 
 
 @dataclass
@@ -69,10 +72,20 @@ class KernelInput:
     pointers: list[str]
     tf32: bool = False
     out_layouts: list[Layout] = field(default_factory=list)  # how each output is stored (see ``out_perm``)
+    tile: dict | None = None  # a chosen GEMM/conv tile (``graph.meta["tiles"]``, from the autotune pass)
 
     @property
     def covers(self) -> list[str]:
         return [n.name for n in self.body if n.op not in ("input", "constant")]
+
+
+def kernel_identity(source: str, name: str) -> str:
+    """What decides a kernel's binary: its source without its name, docstring and comments. Layers that
+    differ only in those (the repeated blocks of a network, whose comments name their nodes) share one
+    compilation and one binary."""
+    s = source.replace(f"def {name}(", "def KERNEL(", 1)
+    s = re.sub(r'^    """.*?"""\n', "", s, count=1, flags=re.M | re.S)
+    return re.sub(r"[ \t]*#[^\"'\n]*$", "", s, flags=re.M)
 
 
 def ident(s: str) -> str:

@@ -55,6 +55,39 @@ def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple
     warps = 8 if bm * bn >= 128 * 128 else 4
     return bm, bn, bk, warps, 3
 
+TILE_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")
+
+# Candidate tiles the autotuner times (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), clipped to the
+# problem; the heuristic's own choice is always among them.
+_CANDIDATES = ((128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
+               (64, 64, 64, 4, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (64, 64, 32, 4, 5),
+               (32, 64, 64, 4, 4), (64, 32, 64, 4, 4))
+
+
+def tile_candidates(problem: dict[str, int], dtype: torch.dtype) -> list[dict[str, int]]:
+    """Distinct tiles worth timing for a GEMM of ``problem`` (M, N, K, batch), heuristic default first."""
+    M, N, K, batch = (problem[k] for k in ("M", "N", "K", "batch"))
+    first = gemm_config(M, N, K, batch, dtype)
+    wide = dtype in (torch.float16, torch.bfloat16)
+    out, seen = [], set()
+    for bm, bn, bk, warps, stages in (first, *_CANDIDATES):
+        cand = (_block(M, bm), _block(N, bn), _block(K, bk if wide else min(bk, 32)), warps, stages)
+        if cand not in seen:
+            seen.add(cand)
+            out.append(dict(zip(TILE_KEYS, cand)))
+    return out
+
+
+def _pick_tile(kin: KernelInput, M: int, N: int, K: int, batch: int, dtype: torch.dtype):
+    """The tile of this kernel: the one chosen for it (autotune pass / tuning cache), else the heuristic's."""
+    if kin.tile:
+        try:
+            return tuple(int(kin.tile[k]) for k in TILE_KEYS)
+        except (KeyError, TypeError, ValueError):
+            raise BuildError(f"node {kin.node.name!r}: malformed tile {kin.tile!r}; needs {TILE_KEYS}") from None
+    return gemm_config(M, N, K, batch, dtype)
+
+
 def _anchor(kin: KernelInput) -> Node:
     for n in kin.body:
         if n.op in ("matmul", "conv2d", "conv_transpose2d"):
@@ -85,11 +118,11 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     if A.dtype == torch.bfloat16 and interpreting():
         prec = "ieee_upcast"  # Triton 3.6's interpreter multiplies bf16 tiles wrongly: upcast them there
     if anchor.op == "matmul":
-        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars = _matmul_mainloop(
-            w, A, B, out_shape, prec)
+        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars, problem = _matmul_mainloop(
+            w, A, B, out_shape, prec, kin)
     else:
-        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars = _conv_mainloop(
-            w, A, B, anchor, out_shape, prec)
+        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars, problem = _conv_mainloop(
+            w, A, B, anchor, out_shape, prec, kin)
     w(f"mask = (rm < {mrows}) & (rn < {n_cols})")
     loaded: dict[str, str] = {}
 
@@ -124,10 +157,11 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     src = w.source(name, kin.pointers, list(consts), f"{anchor.op} {list(out_shape)} with epilogue: {epi}")
     return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
                       kin.args, kin.covers, list(kin.node.attrs.get("rules", [])), num_warps=warps, num_stages=stages,
-                      flops=flops, bytes=element_bytes(kin))
+                      flops=flops, bytes=element_bytes(kin), problem=problem,
+                      tile=str(kin.tile.get("source", "tuned")) if kin.tile else "heuristic")
 
 
-def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ...], prec: str):
+def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ...], prec: str, kin: KernelInput):
     *batch, M, N = out_shape
     K = A.layout.shape[-1]
     nb = len(batch)
@@ -142,7 +176,7 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     fold = nb > 0 and all(bstride(B, b_batch, j) == 0 for j in range(nb))
     mrows = (math.prod(batch) * M) if fold else M
     nbatch = 1 if fold else math.prod(batch)
-    bm, bn, bk, warps, stages = gemm_config(mrows, N, K, nbatch, A.dtype)
+    bm, bn, bk, warps, stages = _pick_tile(kin, mrows, N, K, nbatch, A.dtype)
     w("pid_m = tl.program_id(0)")
     w("pid_n = tl.program_id(1)")
     w("pid_b = tl.program_id(2)")
@@ -182,7 +216,7 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     grid = (cdiv(mrows, bm), cdiv(N, bn), nbatch)
     m_vars = {"rm", "m"} | ({names[j] for j in range(nb)} if fold else set())
     return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
-        (warps, stages), m_vars
+        (warps, stages), m_vars, {"M": mrows, "N": N, "K": K, "batch": nbatch}
 
 
 def full_tile(off: str, m_vars: set[str]) -> str:
@@ -212,7 +246,8 @@ def _drop_dim(op: Operand, d: int):
     return Layout(lay.root, lay.shape[:d] + lay.shape[d + 1:], lay.strides[:d] + lay.strides[d + 1:], lay.offset)
 
 
-def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: tuple[int, ...], prec: str):
+def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: tuple[int, ...], prec: str,
+                   kin: KernelInput):
     N, OC, OH, OW = out_shape
     _, C, H, W = X.layout.shape
     transposed = anchor.op == "conv_transpose2d"
@@ -229,7 +264,14 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     sxn, sxc, sxh, sxw = X.layout.strides
     swo, swc, swh, sww = Wt.layout.strides
     M, K = N * OH * OW, Cg * KH * KW
-    bm, bn, bk, warps, stages = gemm_config(M, OCg, K, groups, X.dtype)
+    names = {0: "n", 1: "oc", 2: "oh", 3: "ow"}
+    if not transposed and Cg == 1 and OCg == 1:  # depthwise: channels across the tile, no tensor-core dot
+        bm, bn, bk, warps, stages = _pick_tile(kin, M, C, KH * KW, 1, X.dtype)
+        _depthwise_mainloop(w, X, Wt, anchor, out_shape, (H, W, KH, KW))
+        return names.__getitem__, (cdiv(M, bm), cdiv(C, bn), 1), {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, \
+            M, C, 2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, \
+            {"M": M, "N": C, "K": KH * KW, "batch": 1}
+    bm, bn, bk, warps, stages = _pick_tile(kin, M, OCg, K, groups, X.dtype)
     w("pid_m = tl.program_id(0)")
     w("pid_n = tl.program_id(1)")
     w("g = tl.program_id(2)")
@@ -248,9 +290,14 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     w(f"for k in range(0, {K}, BLOCK_K):")
     w("    rk = k + tl.arange(0, BLOCK_K)")
-    w(f"    c = rk // {KH * KW}")
-    w(f"    kh = (rk // {KW}) % {KH}")
-    w(f"    kw = rk % {KW}")
+    if sxc == 1 and Cg > 1 and not transposed:  # channels-last input: K runs channel-fastest, loads contiguous
+        w(f"    c = rk % {Cg}")
+        w(f"    kw = (rk // {Cg}) % {KW}")
+        w(f"    kh = rk // {Cg * KW}")
+    else:
+        w(f"    c = rk // {KH * KW}")
+        w(f"    kh = (rk // {KW}) % {KH}")
+        w(f"    kw = rk % {KW}")
     if transposed:  # output (oh, ow) gathers input (ih, iw) with oh = ih * stride - pad + kh * dilation
         w(f"    th = oh + {ph} - kh[None, :] * {dh}")
         w(f"    tw = ow + {pw} - kw[None, :] * {dw}")
@@ -266,7 +313,40 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     w(f"    b_mask = (rk[:, None] < {K}) & (rn < {OCg})")
     w(f"    b = tl.load(w_base + c[:, None] * {swc} + kh[:, None] * {swh} + kw[:, None] * {sww}, mask=b_mask, other=0.0)")
     w(_dot(prec))
-    names = {0: "n", 1: "oc", 2: "oh", 3: "ow"}
     grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
     return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
-        2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}
+        2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, {"M": M, "N": OCg, "K": K, "batch": groups}
+
+
+def _depthwise_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: tuple[int, ...],
+                        sizes: tuple[int, int, int, int]) -> None:
+    """Depthwise convolution (one input channel per output channel): a BLOCK_M x BLOCK_N tile of (output
+    pixel, channel) accumulates KH * KW products, its loads contiguous across channels in NHWC. As an implicit
+    GEMM it would waste all but one column of every tensor-core tile."""
+    N, C, OH, OW = out_shape
+    H, W, KH, KW = sizes
+    sh, sw = anchor.attrs["stride"]
+    ph, pw = anchor.attrs["padding"]
+    dh, dw = anchor.attrs["dilation"]
+    sxn, sxc, sxh, sxw = X.layout.strides
+    swo, _, swh, sww = Wt.layout.strides
+    M = N * OH * OW
+    w("pid_m = tl.program_id(0)")
+    w("pid_n = tl.program_id(1)")
+    w("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]")
+    w("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
+    w(f"n = rm // {OH * OW}")
+    w(f"oh = (rm // {OW}) % {OH}")
+    w(f"ow = rm % {OW}")
+    w("oc = rn")
+    w(f"x_base = {X.pointer} + {X.layout.offset} + n * {sxn} + rn * {sxc}")
+    w(f"w_base = {Wt.pointer} + {Wt.layout.offset} + rn * {swo}")
+    w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+    w(f"for kh in tl.static_range({KH}):")
+    w(f"    for kw in tl.static_range({KW}):")
+    w(f"        ih = oh * {sh} - {ph} + kh * {dh}")
+    w(f"        iw = ow * {sw} - {pw} + kw * {dw}")
+    w(f"        a_mask = (rm < {M}) & (rn < {C}) & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
+    w(f"        a = tl.load(x_base + ih * {sxh} + iw * {sxw}, mask=a_mask, other=0.0)")
+    w(f"        b = tl.load(w_base + kh * {swh} + kw * {sww}, mask=rn < {C}, other=0.0)")
+    w("        acc += a.to(tl.float32) * b.to(tl.float32)")

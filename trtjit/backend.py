@@ -7,12 +7,10 @@ and turns generated source into launchable kernels.
 
 from __future__ import annotations
 
-import hashlib
-import linecache
 import os
-from typing import Any
 
 from trtjit.errors import EngineError
+from trtjit.xc_worker import load_kernel  # noqa: F401  (one loader, shared with the worker script)
 
 
 def interpreting() -> bool:
@@ -28,12 +26,3 @@ def check_device(device_type: str) -> None:
     if device_type not in ("cpu", "cuda"):
         raise EngineError(f"inputs are on a {device_type!r} device; trtjit runs on 'cuda' or 'cpu'")
 
-
-def load_kernel(name: str, source: str) -> Any:
-    """A ``@triton.jit`` function from generated source, registered in linecache so Triton can read it."""
-    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
-    filename = f"<trtjit-kernel {name} {digest}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict[str, Any] = {"__name__": f"trtjit_kernels.{name}"}
-    exec(compile(source, filename, "exec"), namespace)  # our own generated code, never read from a file
-    return namespace[name]

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("example", help="compile a built-in example model, check it against PyTorch, save it")
     e.add_argument("--model", choices=EXAMPLES, default="example_net")
     e.add_argument("--batch", type=int, default=2)
-    e.add_argument("--opt-level", type=int, default=2, choices=(0, 1, 2))
+    e.add_argument("--opt-level", type=int, default=2, choices=(0, 1, 2, 3))
     e.add_argument("-o", "--output", default="example.plan", help="engine file to write")
     e.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
     e.set_defaults(fn=cmd_example)

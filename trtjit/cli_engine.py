@@ -240,21 +240,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"opt_level": args.opt_level, "precision": precision, "targets": targets}
     if args.tf32:
         overrides["tf32"] = True
+    if args.tuning_cache:
+        overrides["tuning_cache"] = args.tuning_cache
     if args.keep_fp32:
         overrides["keep_fp32"] = tuple(args.keep_fp32)
     _progress(f"[2/3] compiling (opt level {args.opt_level}, {precision}"
               f"{', targets ' + ', '.join(targets) if targets else ', no GPU binaries: kernels JIT-compile at load'})")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("      %(message)s"))
-    xlog = logging.getLogger("trtjit.crosscompile")
-    old_level = xlog.level
-    xlog.addHandler(handler)
-    xlog.setLevel(logging.INFO)
+    loggers = [logging.getLogger(n) for n in ("trtjit.crosscompile", "trtjit.autotune")]  # progress lines
+    old_levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
     try:
         engine = trtjit.compile(model, inputs, **overrides)
     finally:
-        xlog.removeHandler(handler)
-        xlog.setLevel(old_level)
+        for lg, lvl in zip(loggers, old_levels):
+            lg.removeHandler(handler)
+            lg.setLevel(lvl)
     _progress(f"      {len(engine.kernels)} kernels in {engine.build_seconds:.1f} s")
     out = Path(args.output)
     _progress(f"[3/3] writing {out}")
@@ -328,7 +332,7 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
         entry = {"name": k.name, "template": k.template, "node": k.node, "fuses": ops, "covers": k.covers,
                  "grid": list(k.grid), "num_warps": k.num_warps, "num_stages": k.num_stages,
                  "constexprs": k.constexprs, "args": args, "rules": k.rules, "flops": k.flops, "bytes": k.bytes,
-                 "binaries": {}}
+                 "tile": k.tile if k.template in ("gemm", "conv") else None, "binaries": {}}
         for t, bins in engine.binaries.items():
             b = bins[engine.kernels.index(k)]
             entry["binaries"][t] = {"symbol": b.symbol, "shared": b.shared, "cubin_bytes": len(b.cubin),
@@ -410,13 +414,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         print("targets: none (kernels are JIT-compiled by Triton on the GPU at first run)")
     print(f"\nkernels ({len(rep['kernels'])}):")
-    rows = [("#", "kernel", "template", "fuses", "grid", "warps", "dtypes")]
+    rows = [("#", "kernel", "template", "fuses", "grid", "warps", "tile", "dtypes")]
     for i, k in enumerate(rep["kernels"]):
         ops = k["fuses"]
         fuses = " + ".join(ops) if len(ops) <= 5 else " + ".join(ops[:5]) + f" (+{len(ops) - 5})"
         dts = sorted({a["dtype"] for a in k["args"]})
+        ce = k["constexprs"]
+        tile = (f"{ce.get('BLOCK_M')}x{ce.get('BLOCK_N')}x{ce.get('BLOCK_K')}/{k['num_stages']}st {k['tile']}"
+                if k["tile"] else "-")
         rows.append((str(i), k["name"], k["template"], fuses, "x".join(map(str, k["grid"])), str(k["num_warps"]),
-                     ",".join(dts)))
+                     tile, ",".join(dts)))
     widths = [min(max(len(r[c]) for r in rows), 48) for c in range(len(rows[0]))]
     for r in rows:
         print("  " + "  ".join(c[:48].ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -613,8 +620,11 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
                                             "file.py:function, optionally with literal arguments")
     b.add_argument("--onnx", metavar="FILE", help="build from an ONNX file (not supported yet)")
     b.add_argument("-o", "--output", default="model.plan", help="engine file to write (default model.plan)")
-    b.add_argument("--opt-level", type=int, default=2, choices=(0, 1, 2),
-                   help="0: one kernel per op; 1: fold and clean up; 2: also fuse (default)")
+    b.add_argument("--opt-level", type=int, default=2, choices=(0, 1, 2, 3),
+                   help="0: one kernel per op; 1: fold and clean up; 2: also fuse (default); 3: also time "
+                        "candidate GEMM/conv tiles on the GPU (slower build)")
+    b.add_argument("--tuning-cache", metavar="FILE",
+                   help="tuning cache to reuse tiles from (and, at --opt-level 3, to add measured tiles to)")
     b.add_argument("--target", action="append", metavar="SM",
                    help="GPU arch to cross-compile cubin + PTX for (sm_80, sm_90, ...); repeat or comma-separate. "
                         "No GPU needed. Without it kernels are JIT-compiled on the GPU at load")

@@ -1,8 +1,8 @@
 """Cross-compilation: cubin + PTX of every generated kernel for GPU archs this machine need not have.
 
 Triton picks interpreter or compiler when it is imported, and an interpreting process (no GPU) cannot
-compile; so ``compile_kernels`` runs ``python -m trtjit.crosscompile`` in subprocesses with
-``TRITON_INTERPRET=0``. A job is JSON (on stdin, or a file named on the command line): the kernels'
+compile; so ``compile_kernels`` runs ``trtjit/xc_worker.py`` as a script in subprocesses with
+``TRITON_INTERPRET=0`` (it imports Triton alone: no torch, so a worker starts in a fraction of a second). A job is JSON (on stdin, or a file named on the command line): the kernels'
 generated sources, their pointer argument dtypes, constexprs and launch options, and the targets. The
 worker compiles each (kernel, target) with ``triton.compile`` for a ``GPUTarget`` and writes the cubin,
 the PTX and the launch metadata (symbol, warps, shared memory, scratch sizes, which parameters are
@@ -16,7 +16,6 @@ Engine files keep these per target in three checksummed sections (``binaries/<ar
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import math
@@ -30,13 +29,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from trtjit.errors import BuildError
+from trtjit.xc_worker import LAUNCH_FIELDS as _LAUNCH_FIELDS
+from trtjit.xc_worker import arch_number, source_hash  # noqa: F401  (re-exported)
 
 log = logging.getLogger("trtjit.crosscompile")
 
 SECTION_PREFIX = "binaries/"
-_LAUNCH_FIELDS = ("num_warps", "num_ctas", "num_stages", "shared", "global_scratch_size", "global_scratch_align",
-                  "profile_scratch_size", "profile_scratch_align", "launch_cooperative_grid", "launch_pdl",
-                  "tmem_size")
 
 
 @dataclass
@@ -81,14 +79,6 @@ class KernelBinary:
         return _binary_from_result(d)
 
 
-def source_hash(source: str) -> str:
-    return hashlib.sha256(source.encode()).hexdigest()
-
-
-def arch_number(target: str) -> int:
-    return int(target.split("_", 1)[1])
-
-
 # ---------------------------------------------------------------------------------------------- parent side
 def _job_kernels(graph: Any, kernels: list[Any]) -> list[dict[str, Any]]:
     from trtjit.ir import dtype_name
@@ -106,9 +96,12 @@ def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | l
     targets = list(targets)
     if not targets or not kernels:
         return {t: [] for t in targets}
-    # kernels identical up to their name (repeated blocks) compile once and share the binary
-    first: dict[str, int] = {}
-    rep = [first.setdefault(k.source.replace(f"def {k.name}(", "def KERNEL(", 1), i) for i, k in enumerate(kernels)]
+    # kernels identical up to their name and comments (repeated blocks) compile once and share the binary
+    from trtjit.codegen.common import kernel_identity
+
+    first: dict[tuple, int] = {}
+    rep = [first.setdefault((kernel_identity(k.source, k.name), json.dumps(k.constexprs, sort_keys=True),
+                             k.num_warps, k.num_stages), i) for i, k in enumerate(kernels)]
     jobs = _job_kernels(graph, kernels)
     tasks = [(i, t) for t in targets for i in sorted(set(rep))]
     n = workers or max(1, min(os.cpu_count() or 1, 8, math.ceil(len(tasks) / 6)))
@@ -121,7 +114,8 @@ def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | l
     with tempfile.TemporaryDirectory(prefix="trtjit-xc-") as tmp:
         procs = []
         for s, shard in enumerate(shards):
-            job = {"targets": targets, "kernels": jobs, "tasks": [[i, t] for i, t in shard]}
+            job = {"targets": targets, "kernels": {str(i): jobs[i] for i, _ in shard},
+                   "tasks": [[i, t] for i, t in shard]}
             out = os.path.join(tmp, f"result{s}.json")
             procs.append((_start_worker(job, out, counter), out, shard))
         errors = []
@@ -153,6 +147,9 @@ def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | l
     return out_map
 
 
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xc_worker.py")
+
+
 def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env["TRITON_INTERPRET"] = "0"
@@ -162,7 +159,8 @@ def _worker_env() -> dict[str, str]:
 
 
 def _start_worker(job: dict[str, Any], out: str, counter: dict[str, int]) -> tuple[subprocess.Popen, Any]:
-    proc = subprocess.Popen([sys.executable, "-m", "trtjit.crosscompile", "-", "--out", out],
+    # the worker runs as a plain script: it imports Triton only, not torch or trtjit (seconds per process)
+    proc = subprocess.Popen([sys.executable, _WORKER, "-", "--out", out],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=_worker_env(), text=True)
     tail: list[str] = []
@@ -182,11 +180,15 @@ def _start_worker(job: dict[str, Any], out: str, counter: dict[str, int]) -> tup
     reader.tail = tail  # type: ignore[attr-defined]
     reader.start()
     assert proc.stdin is not None
-    try:
-        proc.stdin.write(json.dumps(job))
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
+
+    def feed() -> None:  # in a thread: the pipe blocks until the worker reads, and workers start in parallel
+        try:
+            proc.stdin.write(json.dumps(job))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
     return proc, reader
 
 
@@ -326,78 +328,7 @@ def _check_meta(path: Any, target: str, k: Any, m: dict[str, Any], cubin_blob: b
                         **ints)
 
 
-# ---------------------------------------------------------------------------------------------- worker side
-def _compile_one(kern: dict[str, Any], target: str) -> dict[str, Any]:
-    import triton
-    from triton._utils import canonicalize_dtype
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+if __name__ == "__main__":  # the worker, also reachable as a module
+    from trtjit.xc_worker import main as _worker_main
 
-    from trtjit.backend import load_kernel
-
-    fn = load_kernel(kern["name"], kern["source"])
-    if not isinstance(fn, triton.runtime.jit.JITFunction):
-        raise RuntimeError(f"expected a compiled triton.jit function, got {type(fn).__name__} (is TRITON_INTERPRET "
-                           "off in this process?)")
-    constexprs = dict(kern["constexprs"])
-    names = list(fn.arg_names)
-    passed = [n for n in names if n not in constexprs]
-    if len(passed) != len(kern["arg_dtypes"]):
-        raise RuntimeError(f"kernel takes {len(passed)} non-constexpr arguments {passed}, job gives "
-                           f"{len(kern['arg_dtypes'])} buffers")
-    ptr_types = {n: "*" + canonicalize_dtype(dt) for n, dt in zip(passed, kern["arg_dtypes"])}
-    signature = {n: ("constexpr" if n in constexprs else ptr_types[n]) for n in names}
-    # Pointers are assumed 16-byte aligned (as Triton's JIT specializes them); the engine makes sure they are.
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n not in constexprs}
-    arch = arch_number(target)
-    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
-                              target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": kern["num_warps"], "num_stages": kern["num_stages"]})
-    md = compiled.metadata._asdict()
-    meta = {"kernel": kern["name"], "target": target, "symbol": md["name"],
-            "params": [[n, ptr_types[n]] for n in passed], "constexprs": constexprs,
-            "source_sha256": source_hash(kern["source"]), "triton_version": triton.__version__}
-    for f in _LAUNCH_FIELDS:
-        v = md.get(f, 0 if f not in ("num_ctas",) else 1)
-        meta[f] = bool(v) if f.startswith("launch_") else int(v or 0)
-    for f in ("global_scratch_align", "profile_scratch_align"):
-        meta[f] = max(1, meta[f])
-    return {"meta": meta, "cubin_b64": base64.b64encode(compiled.asm["cubin"]).decode(),
-            "ptx": compiled.asm["ptx"]}
-
-
-def worker_main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m trtjit.crosscompile",
-                                description="Compile trtjit kernels for GPU targets (run by trtjit itself).")
-    p.add_argument("job", help="job JSON file, or - for standard input")
-    p.add_argument("--out", required=True, help="where to write the result JSON")
-    args = p.parse_args(argv)
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        result = {"ok": False, "error": "cross-compilation must run with TRITON_INTERPRET=0"}
-    else:
-        job = json.load(sys.stdin) if args.job == "-" else json.load(open(args.job))
-        result = {"ok": True, "results": []}
-        for i, target in job["tasks"]:
-            kern = job["kernels"][i]
-            t0 = time.perf_counter()
-            try:
-                r = _compile_one(kern, target)
-            except Exception as e:  # report which kernel and target, with Triton's message
-                msg = str(e).strip() or type(e).__name__
-                result = {"ok": False, "kernel": kern["name"], "target": target, "error": f"{type(e).__name__}: {msg}"}
-                break
-            r["index"] = i
-            result["results"].append(r)
-            print(f"trtjit-xc: {kern['name']} {target} ({len(base64.b64decode(r['cubin_b64']))} bytes cubin, "
-                  f"{time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, args.out)
-    return 0 if result["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main())
+    sys.exit(_worker_main())

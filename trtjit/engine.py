@@ -17,7 +17,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from trtjit.backend import check_device, interpreting, load_kernel
-from trtjit.codegen.common import KernelSpec
+from trtjit.codegen.common import KernelSpec, kernel_identity
 from trtjit.errors import InputError
 from trtjit.ir import Graph, TensorSpec, Value
 from trtjit.layout import compute_layouts
@@ -81,8 +81,8 @@ class Engine:
 
     # ------------------------------------------------------------------ running
     def _functions(self, device: torch.device | None = None) -> list[Any]:
-        """One launchable function per kernel; kernels identical up to their name share one (and one
-        compilation), as repeated blocks of a network do."""
+        """One launchable function per kernel; kernels identical up to their name and comments share one (and
+        one compilation), as repeated blocks of a network do."""
         if device is not None and device.type == "cuda" and not interpreting() and (self.binaries or not self.allow_jit):
             from trtjit.cuda_launcher import engine_kernels
             cubins = engine_kernels(self, device)  # stored cubins for this arch, launched through the driver
@@ -97,7 +97,7 @@ class Engine:
 
                     fns.append(PluginRunner(self.graph, k))
                     continue
-                key = k.source.replace(f"def {k.name}(", "def KERNEL(", 1)
+                key = kernel_identity(k.source, k.name)
                 if key not in shared:
                     shared[key] = load_kernel(k.name, k.source)
                 fns.append(shared[key])

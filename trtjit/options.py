@@ -16,7 +16,9 @@ class BuildOptions:
     """Settings for one build.
 
     opt_level: 0 runs every op as its own kernel (no folding, no fusion); 1 folds and cleans up;
-        2 (default) also fuses GEMM epilogues, reductions and pointwise chains.
+        2 (default) also fuses GEMM epilogues, reductions and pointwise chains, with deterministic GEMM/conv
+        tiles (or the tuning cache's, when ``tuning_cache`` is given); 3 also times candidate tiles of every
+        GEMM/conv on the GPU and keeps the fastest (slower builds; needs a GPU, else it is level 2).
     precision: "fp32", or "fp16"/"bf16": tensors stored in 16 bits, math in fp32 inside kernels.
     keep_fp32: node names, name prefixes or op types that stay fp32 under a 16-bit precision.
     tf32: let fp32 GEMMs use TF32 tensor cores (faster, ~1e-3 relative error).
@@ -24,6 +26,9 @@ class BuildOptions:
     dump_dir: write the graph after each pass and every kernel's Triton source there.
     targets: GPU archs ("sm_80", "sm_90", ...) to cross-compile every kernel for (cubin + PTX, no GPU
         needed); the engine file stores them and loads without Triton's JIT on those GPUs.
+    tuning_cache: a tuning cache file (``trtjit.tuning``): tiles measured by earlier builds are reused, and
+        opt_level 3 adds what it measures. Default: none at level 2; ``~/.cache/trtjit/tuning_cache.json``
+        at level 3.
     """
 
     opt_level: int = 2
@@ -33,12 +38,15 @@ class BuildOptions:
     verify: bool = False
     dump_dir: str | None = None
     targets: tuple[str, ...] = ()
+    tuning_cache: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", normalize_targets(self.targets))
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
-        if self.opt_level not in (0, 1, 2):
-            raise InputError(f"opt_level must be 0, 1 or 2, got {self.opt_level!r}")
+        if self.opt_level not in (0, 1, 2, 3):
+            raise InputError(f"opt_level must be 0, 1, 2 or 3, got {self.opt_level!r}")
+        if self.tuning_cache is not None:
+            object.__setattr__(self, "tuning_cache", str(self.tuning_cache))
         if self.precision not in PRECISIONS:
             raise InputError(f"precision {self.precision!r} is not supported; choose one of {PRECISIONS}")
 

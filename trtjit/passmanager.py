@@ -44,6 +44,8 @@ class PassContext:
     options: BuildOptions = field(default_factory=BuildOptions)
     log: list[PassRecord] = field(default_factory=list)
     _current: PassRecord | None = None
+    timer: Callable[[Any], float] | None = None  # autotune: ms of a KernelSpec (default: timed on the GPU)
+    tuning_arch: str | None = None  # autotune: the arch tiles are tuned for (default: the GPU's, else targets[0])
 
     def fired(self, rule: str, node: str, detail: str = "") -> None:
         if self._current is not None:

@@ -11,12 +11,14 @@ PIPELINES: dict[int, list[str]] = {
     1: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "decompose",
         "constant_folding", "assign_precision", "remove_noops", "dead_code_elimination", "materialize_views",
         "memory_plan"],
-    # everything: fusion of GEMM epilogues, row reductions and pointwise chains
+    # everything: fusion of GEMM epilogues, row reductions and pointwise chains; tiles from the tuning cache
     2: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "fuse_attention", "decompose",
         "constant_folding", "assign_precision", "remove_noops", "dead_code_elimination", "merge_parallel_gemms",
         "fuse_gemm_epilogue",
-        "fuse_reductions", "fuse_pointwise", "layout_nhwc", "materialize_views", "memory_plan"],
+        "fuse_reductions", "fuse_pointwise", "layout_nhwc", "materialize_views", "memory_plan", "autotune"],
 }
+# level 3: the same passes; autotune also times candidate tiles on the GPU (passes/autotune.py)
+PIPELINES[3] = list(PIPELINES[2])
 
 
 def passes_for(level: int) -> list[Pass]:

@@ -1,0 +1,42 @@
+"""Convolution kernel paths chosen by layout and grouping: channel-fastest K order for channels-last (NHWC)
+inputs, and the depthwise path (one channel per output channel, no tensor-core dot)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import trtjit
+from tests.conftest import assert_close_rel
+
+
+def _net() -> nn.Module:
+    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                      nn.Conv2d(16, 24, 3, stride=2, padding=1), nn.ReLU(),
+                      nn.Conv2d(24, 24, 3, padding=1, groups=24), nn.ReLU6(),
+                      nn.Conv2d(24, 24, 5, stride=2, padding=2, groups=24, dilation=1), nn.Hardswish(),
+                      nn.Conv2d(24, 8, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.normal_()
+                mod.running_var.uniform_(0.5, 1.5)
+    return m
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_nhwc_and_depthwise_conv_paths(dtype, gen):
+    torch.manual_seed(0)
+    model = _net()
+    x = torch.randn(2, 3, 13, 13, generator=gen)
+    engine = trtjit.compile(copy.deepcopy(model).to(dtype), (x.to(dtype),))
+    convs = [k.source for k in engine.kernels if k.template == "conv"]
+    assert sum("c = rk % 16" in s for s in convs) == 1  # the 3x3 conv reading an NHWC tensor
+    assert sum("tl.static_range" in s and "tl.dot" not in s for s in convs) == 2  # both depthwise convs
+    with torch.no_grad():
+        ref = copy.deepcopy(model).double()(x.double())
+        out = engine(x.to(dtype)).double()
+    assert_close_rel(out, ref, 1e-4 if dtype == torch.float32 else 1e-2)

@@ -1,0 +1,114 @@
+"""The tuning cache (TensorRT's timing cache) and the GPU timer the autotune pass measures tiles with.
+
+A cache is one JSON file: ``{"format": "trtjit-tuning-cache", "version": 1, "entries": {key: entry}}``. A key
+is the SHA-256 of a GEMM/conv kernel's generated source (its name, docstring and comments left out, so
+identical layers share one entry: the source spells out the op, every shape and stride, the dtypes and the fused epilogue),
+the GPU arch and the Triton version; the entry holds the chosen tile (block sizes, warps, stages), its time
+and the alternatives' times. It is plain data: nothing in it is executed. Builds read it at opt_level 2 when
+``tuning_cache=`` names it, and at opt_level 3 on a GPU they time what it lacks and add it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trtjit.errors import InputError
+
+FORMAT = "trtjit-tuning-cache"
+VERSION = 1
+DEFAULT_PATH = Path("~/.cache/trtjit/tuning_cache.json")
+
+
+def kernel_key(source: str, name: str, arch: str, triton_version: str) -> str:
+    """Cache key of a kernel: its source up to name, docstring and comments, the arch and the Triton version."""
+    from trtjit.codegen.common import kernel_identity
+
+    body = kernel_identity(source, name)
+    return hashlib.sha256("\0".join((body, arch, triton_version)).encode()).hexdigest()
+
+
+class TuningCache:
+    """A persistent map from kernel key to the tile measured fastest for it."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path).expanduser()
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.dirty = False
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+            except (OSError, ValueError) as e:
+                raise InputError(f"tuning cache {self.path}: cannot read it ({type(e).__name__}: {e})") from None
+            if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
+                raise InputError(f"tuning cache {self.path}: not a trtjit tuning cache (format tag {FORMAT!r} missing)")
+            if data.get("version") != VERSION:
+                raise InputError(f"tuning cache {self.path}: version {data.get('version')!r}, this trtjit reads "
+                                 f"version {VERSION}; delete it or pass another tuning_cache=")
+            self.entries = data["entries"]
+
+    def get(self, key: str) -> dict[str, int] | None:
+        e = self.entries.get(key)
+        return dict(e["tile"]) if isinstance(e, dict) and isinstance(e.get("tile"), dict) else None
+
+    def put(self, key: str, tile: dict[str, int], info: dict[str, Any]) -> None:
+        self.entries[key] = {"tile": dict(tile), **info}
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_text(json.dumps({"format": FORMAT, "version": VERSION, "entries": self.entries}, indent=1,
+                                  sort_keys=True))
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+
+def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float]:
+    """``time(kernel_spec) -> ms``: median of ``iters`` CUDA-event timings of one launch on random buffers
+    shaped like the kernel's arguments (allocated once per build and shared by all candidates)."""
+    import torch
+
+    from trtjit.backend import load_kernel
+
+    bufs: dict[Any, torch.Tensor] = {}
+    fns: dict[str, Any] = {}
+
+    def buffer(v: Any) -> torch.Tensor:
+        if v not in bufs:
+            spec = graph.spec(v)
+            if spec.dtype.is_floating_point:
+                bufs[v] = torch.randn(spec.shape, device=device).to(spec.dtype)
+            else:
+                bufs[v] = torch.zeros(spec.shape, dtype=spec.dtype, device=device)
+        return bufs[v]
+
+    def time_ms(k: Any) -> float:
+        if k.source not in fns:
+            fns[k.source] = load_kernel(k.name, k.source)
+        fn = fns[k.source]
+        args = [buffer(a) for a in k.args]
+
+        def launch() -> None:
+            fn[k.grid](*args, **k.constexprs, num_warps=k.num_warps, num_stages=k.num_stages)
+
+        launch()  # compiles this tile
+        torch.cuda.synchronize(device)
+        times = []
+        for _ in range(iters):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            launch()
+            e.record()
+            e.synchronize()
+            times.append(s.elapsed_time(e))
+        return statistics.median(times)
+
+    return time_ms
