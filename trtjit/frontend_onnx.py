@@ -186,7 +186,12 @@ def _is_shape(x: Any) -> bool:
     return isinstance(x, (tuple, list, torch.Size)) and all(isinstance(s, (int, np.integer)) for s in x)
 
 
+ABSENT = "absent"  # the example of an empty optional input
+
+
 def _as_example(x: Any, name: str) -> tuple[tuple[int, ...], Any]:
+    if x is None:
+        return (), ABSENT
     if isinstance(x, (list, tuple)) and x and all(isinstance(t, (torch.Tensor, np.ndarray)) for t in x):
         # the tensors of a sequence input
         return (len(x),), [_as_example(t, f"{name}[{i}]")[1] for i, t in enumerate(x)]
@@ -320,6 +325,15 @@ class Importer:
 
     def _add_input(self, vi: onnx.ValueInfoProto, given: tuple[tuple[int, ...], torch.Tensor | None] | None) -> None:
         name = vi.name
+        if vi.type.HasField("optional_type"):
+            if given is not None and given[1] is ABSENT:
+                self.env[name] = None  # an empty optional: as an omitted input
+                return
+            inner = onnx.ValueInfoProto()
+            inner.name = name
+            inner.type.CopyFrom(vi.type.optional_type.elem_type)
+            self._add_input(inner, given)
+            return
         if vi.type.HasField("sequence_type") and vi.type.sequence_type.elem_type.HasField("tensor_type"):
             self._add_sequence_input(vi, given)
             return
@@ -478,6 +492,9 @@ class Importer:
         for i, n in enumerate(node.output):
             if not n:
                 continue
+            if i < len(outs) and outs[i] is None and node.op_type in OPTIONAL_OPS:
+                self.env[n] = None  # an empty optional
+                continue
             if i >= len(outs) or outs[i] is None:
                 raise BuildError(f"node {node.name or n!r} ({node.op_type}): output {i} ({n!r}) is not supported")
             self.env[n] = outs[i]
@@ -524,7 +541,7 @@ class Importer:
                 vals.append(None)
             elif isinstance(x, torch.Tensor):
                 vals.append(x)
-            elif self._bindable(node.input[i], x):
+            elif self._bindable(node.input[i], x, any_dtype=not reason):  # ops without a converter: any scalar
                 vals.append(None)  # bound below, only if every input qualifies
             else:
                 return None
@@ -969,7 +986,7 @@ _A = {
     "RNN": "activation_alpha activation_beta activations clip direction hidden_size layout",
     "DFT": "axis inverse onesided", "Loop": "body", "ScatterElements": "axis reduction", "Scatter": "axis",
     "Col2Im": "dilations pads strides", "ConcatFromSequence": "axis new_axis",
-    "SplitToSequence": "axis keepdims", "SequenceMap": "body", "SequenceEmpty": "dtype", "ScatterND": "reduction", "MaxUnpool": "kernel_shape pads strides", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
+    "SplitToSequence": "axis keepdims", "SequenceMap": "body", "STFT": "onesided", "SequenceEmpty": "dtype", "ScatterND": "reduction", "MaxUnpool": "kernel_shape pads strides", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
     "Scan": "body num_scan_inputs scan_input_axes scan_input_directions scan_output_axes scan_output_directions "
             "directions", "GridSample": "align_corners mode padding_mode",
 }
@@ -1026,6 +1043,8 @@ def _identity(c: NodeCtx) -> Entry:
     t = narrow_of(c, 0)
     if t is not None:
         _set_narrow(c, t)
+    if not c.has(0):
+        return [None]  # an empty optional
     x = c.input(0)
     return [x] if isinstance(x, list) else x  # a sequence is one output
 
@@ -3496,6 +3515,42 @@ def _dft(c: NodeCtx) -> Entry:
 
 
 
+@converter("STFT")
+def _stft(c: NodeCtx) -> Entry:
+    """Frames of the signal (one slice each), windowed, through a DFT as matmuls with constant cosine and
+    sine matrices: [batch, frames, bins, 2]."""
+    x = c.input(0)
+    _need_float(c, x)
+    b, length, comp = c.shape(x)
+    step = c.ints(1, "frame_step")[0]
+    window = c.input(2) if c.has(2) else None
+    if window is not None:
+        flen = c.shape(window)[0]
+    elif c.has(3):
+        flen = c.ints(3, "frame_length")[0]
+    else:
+        raise BuildError("STFT needs a window or a frame_length")
+    onesided = bool(c.attr("onesided", 1))
+    frames = 1 + (length - flen) // step
+    dt = c.dtype(x)
+    parts = [c.reshape(c.add("slice", [x], dim=1, start=f * step, end=f * step + flen, step=1), [b, 1, flen, comp])
+             for f in range(frames)]
+    fr = parts[0] if frames == 1 else c.add("cat", parts, dim=1)  # [b, frames, flen, comp]
+    if window is not None:
+        fr = c.add("mul", [fr, c.reshape(c.cast(window, dt), [1, 1, flen, 1])])
+    k = flen // 2 + 1 if onesided else flen
+    j = torch.arange(flen, dtype=torch.float64).reshape(flen, 1)
+    theta = 2 * math.pi * ((j * torch.arange(k, dtype=torch.float64).reshape(1, k)) % flen) / flen
+    cos, msin = torch.cos(theta).to(dt), (-torch.sin(theta)).to(dt)
+    re = c.add("select", [fr], dim=3, index=0)
+    out_re, out_im = c.add("matmul", [re, cos]), c.add("matmul", [re, msin])
+    if comp == 2:
+        im = c.add("select", [fr], dim=3, index=1)
+        out_re = c.add("sub", [out_re, c.add("matmul", [im, msin])])
+        out_im = c.add("add", [out_im, c.add("matmul", [im, cos])])
+    return c.add("cat", [c.add("unsqueeze", [out_re], dim=3), c.add("unsqueeze", [out_im], dim=3)], dim=3)
+
+
 @converter("Range")
 def _range(c: NodeCtx) -> torch.Tensor:
     """Range of build-time scalars (TensorRT treats its inputs as shape tensors): a constant."""
@@ -3905,7 +3960,8 @@ class Seq(list):
 
 
 SEQUENCE_OPS = ("SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceAt", "SequenceErase",
-                "SequenceLength", "ConcatFromSequence", "SplitToSequence", "SequenceMap", "Identity", "Loop", "If")
+                "SequenceLength", "ConcatFromSequence", "SplitToSequence", "SequenceMap", "Identity", "Loop", "If",
+                "Optional", "OptionalGetElement", "OptionalHasElement")
 
 
 def _seq(c: NodeCtx, i: int) -> Seq:
@@ -3921,6 +3977,27 @@ def _seq_pos(c: NodeCtx, i: int, n: int, default: int, insert: bool = False) -> 
     if not lo <= p <= hi:
         raise BuildError(f"position {p} is out of range for a sequence of {n}")
     return p + n if p < 0 else p
+
+
+OPTIONAL_OPS = ("Optional", "OptionalGetElement", "OptionalHasElement", "Identity", "If", "Loop")
+
+
+@converter("Optional")
+def _optional(c: NodeCtx) -> list[Entry]:
+    """An optional is its value, or None when empty."""
+    return [c.input(0) if c.has(0) else None]
+
+
+@converter("OptionalHasElement")
+def _optional_has_element(c: NodeCtx) -> Entry:
+    return torch.tensor(c.has(0))
+
+
+@converter("OptionalGetElement")
+def _optional_get_element(c: NodeCtx) -> list[Entry]:
+    if not c.has(0):
+        raise BuildError("the optional input is empty")
+    return [c.input(0)]
 
 
 @converter("SequenceMap")

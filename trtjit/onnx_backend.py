@@ -92,7 +92,7 @@ class TrtjitRep(BackendRep):
         from trtjit.options import BuildOptions
 
         examples = None if tensors is None else \
-            [[v.cpu() for v in t] if isinstance(t, list) else t.cpu() for t in tensors]
+            [None if t is None else [v.cpu() for v in t] if isinstance(t, list) else t.cpu() for t in tensors]
         graph = import_onnx(self.model, examples, check=False)
         if tensors is None and graph.meta.get("bound_inputs"):
             return None  # needs the values of shape-tensor inputs: compile on the first run
@@ -124,9 +124,10 @@ class TrtjitRep(BackendRep):
         elif isinstance(inputs, (np.ndarray, torch.Tensor)):
             inputs = [inputs]
         # a sequence input is a list of arrays: the engine takes its tensors as separate inputs
-        nested = [[_to_torch(v, self.device) for v in x] if isinstance(x, (list, tuple)) else _to_torch(x, self.device)
-                  for x in inputs]
-        tensors = [t for x in nested for t in (x if isinstance(x, list) else [x])]
+        # None: an empty optional input
+        nested = [None if x is None else [_to_torch(v, self.device) for v in x] if isinstance(x, (list, tuple))
+                  else _to_torch(x, self.device) for x in inputs]
+        tensors = [t for x in nested if x is not None for t in (x if isinstance(x, list) else [x])]
         engine = None
         for e in ([self._last] if self._last is not None else []) + list(self.engines.values()):
             if self._matches(e, tensors):
