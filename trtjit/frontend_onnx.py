@@ -541,7 +541,8 @@ class Importer:
                 vals.append(None)
             elif isinstance(x, torch.Tensor):
                 vals.append(x)
-            elif self._bindable(node.input[i], x, any_dtype=not reason):  # ops without a converter: any scalar
+            elif self._bindable(node.input[i], x) or not reason and self._bindable(node.input[i], x, any_dtype=True) \
+                    and x.node in self.examples and self.examples[x.node].dim() == 0:  # converter-less ops: scalars
                 vals.append(None)  # bound below, only if every input qualifies
             else:
                 return None
@@ -605,11 +606,11 @@ class Importer:
         return bool(s.has_function or s.has_context_dependent_function)
 
     def _expand_function(self, ctx: NodeCtx) -> bool:
+        """Expand a node whose schema (default domain or another one onnx knows, as ai.onnx.preview) is a
+        function into its body."""
         node = ctx.node
-        if ctx.domain:
-            return False
         try:
-            schema = onnx.defs.get_schema(node.op_type, ctx.opset, "")
+            schema = onnx.defs.get_schema(node.op_type, ctx.opset, ctx.domain)
         except Exception:
             return False
         fn = None
@@ -647,7 +648,8 @@ class Importer:
         _add_default_attrs(full, schema)
         prefix = f"{ctx.name}::"
         body = expand_function(full, fn, prefix)
-        fn_opset = next((o.version for o in fn.opset_import if o.domain in ("", "ai.onnx")), ctx.opset)
+        fn_opset = next((o.version for o in fn.opset_import if o.domain in ("", "ai.onnx")),
+                        self.opset if ctx.domain else ctx.opset)
         self.convert_nodes(body, fn_opset, scope=prefix)
         return True
 
