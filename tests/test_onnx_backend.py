@@ -7,7 +7,7 @@ Every test trtjit does not pass yet (or does not run here: the light zoo models 
 under the Triton CPU interpreter) is listed, with its cause, in ``tests/onnx_backend_excludes.txt`` (one
 file, grouped by cause) and shows up here as skipped with that cause.
 
-CI time: by default a deterministic quarter of the tests runs (selected by a hash of the test name, so it is
+CI time: by default a deterministic half of the tests runs (selected by a hash of the test name, so it is
 the same set every run). Environment:
 
 * ``TRTJIT_ONNX_BACKEND=full``: every test;
@@ -40,7 +40,7 @@ from trtjit.onnx_backend import Backend, model_tests, read_excludes  # noqa: E40
 EXCLUDES = Path(__file__).with_name("onnx_backend_excludes.txt")
 MODE = os.environ.get("TRTJIT_ONNX_BACKEND", "sample").lower()
 SHARD = os.environ.get("TRTJIT_ONNX_BACKEND_SHARD", "")
-SAMPLE_EVERY = 4
+SAMPLE_EVERY = 2
 _state = np.random.get_state()
 np.random.seed(0)  # onnx draws the tests' inputs from numpy's global generator: the same inputs every run
 with warnings.catch_warnings():

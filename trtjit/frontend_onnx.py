@@ -1016,7 +1016,8 @@ def check_attrs(node: onnx.NodeProto, opset: int) -> None:
 
 
 def supported_onnx_ops() -> list[str]:
-    return sorted(CONVERTERS)
+    """Default-domain op types with a converter, then "domain::OpType" of the other domains'."""
+    return sorted(CONVERTERS) + sorted(DOMAIN_CONVERTERS)
 
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
