@@ -6,8 +6,9 @@ gemm/conv, pool) and returns a ``KernelSpec`` holding readable Triton source.
 
 from __future__ import annotations
 
-from trtjit.codegen.common import KernelInput, KernelSpec, Operand, ident, literal_of
+from trtjit.codegen.common import KernelInput, KernelSpec, Operand, ident, literal_of, uses_batch_arg
 
+from trtjit.dynamic import hint
 from trtjit.errors import BuildError
 from trtjit.ir import Graph, Value
 from trtjit.layout import Layout
@@ -75,7 +76,10 @@ def generate(graph: Graph, name: str, layouts: dict[Value, Layout], kernel_name:
     kname = ident(kernel_name or graph.node(name).attrs.get("kernel_name") or f"{tpl}_{name}")
     mod = {"pointwise": pointwise, "reduction": reduction, "gemm": gemm, "pool": pool, "gather": gather,
            "concat": concat, "attention": attention, "resize": resize, "pad": pad}[tpl]
-    return mod.generate(kin, kname)
+    spec = mod.generate(kin, kname)
+    spec.flops = hint(spec.flops)  # reports count a dynamic batch at opt
+    spec.batch_arg = uses_batch_arg(spec.source.split('"""', 2)[-1])  # the body, after the docstring
+    return spec
 
 
 __all__ = ["KernelSpec", "generate", "template_of"]

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from trtjit.dynamic import ARG, hint
+from trtjit.dynamic import cdiv as cdiv  # re-exported: the templates import it from here (batch-aware)
 from trtjit.errors import BuildError
 from trtjit.ir import Graph, Node, TensorSpec, Value
 from trtjit.layout import Layout
@@ -43,13 +45,15 @@ class KernelSpec:
     bytes: int = 0
     problem: dict[str, int] = field(default_factory=dict)  # GEMM/conv: M, N, K, batch (tile candidates use it)
     tile: str = "heuristic"  # where a GEMM/conv tile came from: "heuristic", "tuned" or "cache"
+    batch_arg: bool = False  # takes the runtime batch ``nb`` after its pointers (dynamic batch: trtjit.dynamic)
 
     def to_json(self) -> dict:
+        from trtjit.dynamic import encode
         return {"name": self.name, "template": self.template, "node": self.node, "source": self.source,
-                "grid": list(self.grid), "constexprs": self.constexprs, "args": [list(a) for a in self.args],
-                "covers": self.covers, "rules": self.rules, "num_warps": self.num_warps,
-                "num_stages": self.num_stages, "flops": self.flops, "bytes": self.bytes, "problem": self.problem,
-                "tile": self.tile}
+                "grid": encode(list(self.grid)), "batch_arg": self.batch_arg, "constexprs": self.constexprs,
+                "args": [list(a) for a in self.args], "covers": self.covers, "rules": self.rules,
+                "num_warps": self.num_warps, "num_stages": self.num_stages, "flops": self.flops, "bytes": self.bytes,
+                "problem": encode(self.problem), "tile": self.tile}
 
 
 @dataclass
@@ -94,11 +98,15 @@ def ident(s: str) -> str:
 
 
 def next_pow2(n: int) -> int:
+    """The power of two >= n: a block-size heuristic, so a batch-proportional ``n`` counts at opt."""
+    n = hint(n)
     return 1 << max(0, (max(n, 1) - 1).bit_length())
 
 
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+def uses_batch_arg(lines: list[str] | str) -> bool:
+    """Whether kernel code (comments aside) reads the runtime batch argument (trtjit.dynamic.ARG)."""
+    text = lines if isinstance(lines, str) else "\n".join(lines)
+    return any(re.search(rf"\b{ARG}\b", line.split("#", 1)[0]) for line in text.splitlines())
 
 
 def check_index_range(node: str, *numels: int) -> None:
@@ -209,8 +217,10 @@ class Writer:
         self.lines.append("    " + line if line else "")
 
     def source(self, name: str, pointers: list[str], constexprs: list[str], doc: str) -> str:
-        params = ", ".join(pointers + [f"{c}: tl.constexpr" for c in constexprs])
-        head = ["import triton", "import triton.language as tl", "", "", "@triton.jit",
+        dyn = uses_batch_arg(self.lines)  # one compiled kernel serves every batch: never specialize on it
+        params = ", ".join(pointers + [ARG] * dyn + [f"{c}: tl.constexpr" for c in constexprs])
+        head = ["import triton", "import triton.language as tl", "", "",
+                f'@triton.jit(do_not_specialize=["{ARG}"])' if dyn else "@triton.jit",
                 f"def {name}({params}):", f'    """{doc}"""']
         return "\n".join(head + self.lines) + "\n"
 
@@ -257,8 +267,8 @@ class BodyEmitter:
 
 def element_bytes(kin: KernelInput) -> int:
     """Bytes a kernel must move at least: each operand read once, each output written once."""
-    read = sum(math.prod(op.layout.shape) * op.dtype.itemsize for op in kin.operands.values() if op.layout)
-    return int(read + sum(s.nbytes for _, s in kin.outputs))
+    read = sum(hint(math.prod(op.layout.shape)) * op.dtype.itemsize for op in kin.operands.values() if op.layout)
+    return int(read + sum(hint(s.nbytes) for _, s in kin.outputs))  # a dynamic batch counts at opt
 
 
 

@@ -29,6 +29,7 @@ from trtjit.codegen.common import (
 )
 
 from trtjit.backend import interpreting
+from trtjit.dynamic import hint
 from trtjit.errors import BuildError
 from trtjit.ir import Node, Value
 from trtjit.layout import contiguous_strides
@@ -45,8 +46,10 @@ def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple
     """Deterministic default tile (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for a GEMM shape.
 
     Largest tiles first (128x128, 8 warps: tensor-core friendly), falling back to smaller tiles while
-    the grid would leave most of the GPU idle; 16-bit operands take BLOCK_K 64, fp32 32.
+    the grid would leave most of the GPU idle; 16-bit operands take BLOCK_K 64, fp32 32. A dynamic batch
+    counts at opt (trtjit.dynamic: the engine is tuned for opt).
     """
+    M, batch = hint(M), hint(batch)
     bk = _block(K, 64 if dtype in (torch.float16, torch.bfloat16) else 32)
     for bm_cap, bn_cap in ((128, 128), (64, 128), (64, 64), (32, 64)):
         bm, bn = _block(M, bm_cap), _block(N, bn_cap)

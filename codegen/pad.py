@@ -41,7 +41,9 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     terms = [str(X.layout.offset)] if X.layout.offset else []
     for j, (n, b) in enumerate(zip(src, before)):
         w(f"s{j} = o{j} - {b}" if b else f"s{j} = o{j}")
-        if mode == "constant":
+        if not b and not node.attrs["after"][j]:
+            pass  # not padded: already in range (and a dynamic batch dim needs no bound)
+        elif mode == "constant":
             valid.append(f"(s{j} >= 0) & (s{j} < {n})")
         elif mode == "reflect":
             w(f"s{j} = tl.where(s{j} < 0, -s{j}, s{j})")

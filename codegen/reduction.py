@@ -25,6 +25,7 @@ from trtjit.codegen.common import (
     store_cast,
 )
 
+from trtjit.dynamic import GuardError, is_dynamic
 from trtjit.errors import BuildError
 from trtjit.ir import Node, Value
 from trtjit.layout import contiguous_strides
@@ -53,6 +54,9 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     nrows = math.prod(S[d] for d in kept)
     ncols = math.prod(S[d] for d in dims)
     check_index_range(kin.node.name, math.prod(S))
+    if is_dynamic(ncols):
+        raise GuardError(f"node {kin.node.name!r}: a reduction over the dynamic batch dim (rows of {ncols} "
+                         "elements) is not supported in a dynamic-batch engine")
     if ncols > MAX_COLS:
         raise BuildError(f"node {kin.node.name!r}: a row of {ncols} elements exceeds the single-pass "
                          f"reduction limit of {MAX_COLS}")

@@ -60,7 +60,9 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                 or template_of(graph, name) != "gemm":
             continue
         base = generate(graph, name, layouts, tf32=opts.tf32)
-        key = kernel_key(base.source, base.name, arch, triton.__version__)
+        opt = graph.meta.get("batch_range", {}).get("opt")  # a dynamic-batch kernel is tuned for its opt batch
+        key = kernel_key(base.source, base.name, arch + (f"@batch{opt}" if base.batch_arg else ""),
+                         triton.__version__)
         hit = cache.get(key)
         if hit is not None:
             tiles[name] = {**hit, "source": "cache"}

@@ -2,11 +2,13 @@
 
 Requires: a graph. Guarantees: every op node whose inputs are all constants is replaced by a constant
 holding its reference result (so weight transposes, BatchNorm scale/shift and scalar arithmetic cost
-nothing at run time), except broadcasts that would materialize far more data than they read.
+nothing at run time), except broadcasts that would materialize far more data than they read and values
+whose shape follows a dynamic batch.
 """
 
 from __future__ import annotations
 
+from trtjit.dynamic import is_dynamic
 from trtjit.fusion import rule
 from trtjit.ir import Graph, Node, TensorSpec, Value
 from trtjit.ops import get_op
@@ -23,6 +25,9 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             continue
         ins = graph.inputs_of(name)
         if not ins or any(graph.node(v.node).op != "constant" for v in ins) or len(n.outputs) != 1:
+            continue
+        if is_dynamic(n.spec.shape):  # e.g. a constant expanded to the batch: its size is known at run time only
+            ctx.skipped(FOLD, name, "its shape follows the dynamic batch")
             continue
         read = sum(graph.spec(v).numel for v in ins)
         if n.spec.numel > max(64, MAX_GROWTH * read):

@@ -9,6 +9,7 @@ the peak bytes planned and the bytes one-buffer-per-tensor would need.
 
 from __future__ import annotations
 
+from trtjit.dynamic import upper
 from trtjit.fusion import rule
 from trtjit.ir import Graph, Value
 from trtjit.layout import compute_layouts, is_kernel_node
@@ -37,7 +38,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             root = layouts[v].root
             if root in life:
                 life[root][1] = max(life[root][1], step[n])
-    sizes = {v: -(-graph.spec(v).nbytes // ALIGN) * ALIGN for v in life}
+    sizes = {v: -(-upper(graph.spec(v).nbytes) // ALIGN) * ALIGN for v in life}  # dynamic batch: sized for max
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
     offsets: dict[str, int] = {}
     for v in sorted(life, key=lambda v: (-sizes[v], life[v][0])):

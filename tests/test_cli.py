@@ -64,7 +64,8 @@ def test_build_progress_and_errors(tmp_path, capsys):
     cap = capsys.readouterr()
     assert "[1/3] loading model" in cap.err and "[3/3] writing" in cap.err
     assert "targets none (JIT)" in cap.out
-    for argv, msg in ((["build", "--onnx", "m.onnx"], "ONNX input is not supported yet"),
+    for argv, msg in ((["build", "--onnx", "m.onnx"], "--onnx m.onnx: no such file"),
+                      (["build", MLP, "--onnx", "m.onnx"], "not both"),
                       (["build", MLP, "--int8"], "int8 precision is not supported yet"),
                       (["build", MLP, "--fp8"], "fp8 precision is not supported yet"),
                       (["build", MLP, "--target", "sm_42"], "unknown GPU target 'sm_42'"),
@@ -159,3 +160,58 @@ def test_ops_lists_ir_aten_and_onnx_ops(capsys):
     assert "IR ops (trtjit.ops):" in out and "sdpa" in out and "conv_transpose2d" in out
     assert "aten.scaled_dot_product_attention" in out
     assert "ONNX op types the ONNX frontend converts:" in out and "Conv" in out
+
+
+def test_progress_bar():
+    """Cross-compilation's [done/total] log lines: one bar redrawn in place on a terminal, lines elsewhere."""
+    import io
+    import logging
+
+    from trtjit.cli_engine import ProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream in (Tty(), io.StringIO()):
+        log = logging.getLogger(f"trtjit.test_progress.{id(stream)}")
+        log.propagate = False
+        log.addHandler(ProgressBar(stream, width=10))
+        log.setLevel(logging.INFO)
+        log.warning("cross-compiling 2 kernels")
+        log.warning("[1/2] gemm_0 sm_90 (9000 bytes cubin, 1.0 s)")
+        log.warning("[2/2] gemm_1 sm_90 (9000 bytes cubin, 1.0 s)")
+        out = stream.getvalue()
+        assert "cross-compiling 2 kernels\n" in out
+        assert "[#####.....] 1/2 gemm_0" in out and "[##########] 2/2 gemm_1" in out
+        if isinstance(stream, Tty):
+            assert out.count("\r") == 2 and out.endswith("\n") and out.count("\n") == 2
+        else:
+            assert "\r" not in out and out.count("\n") == 3
+
+
+def test_build_and_compare_onnx(tmp_path, capsys):
+    """`trtjit build --onnx` (a fixed shape, then a range, for the file's open batch dim) and `compare --onnx`
+    (onnxruntime)."""
+    import warnings
+
+    model = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+    onnx_path = tmp_path / "mlp.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 32),), str(onnx_path), dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    plan = tmp_path / "onnx.plan"
+    assert main(["build", "--onnx", str(onnx_path), "--shapes", "x:3x32", "-o", str(plan)]) == 0
+    assert "reading ONNX model" in capsys.readouterr().err
+    assert list(trtjit.load(str(plan)).input_specs[0].shape) == [3, 32]
+    assert main(["compare", str(plan), "--onnx", str(onnx_path)]) == 0
+    out = capsys.readouterr().out
+    assert "PASS: engine matches onnxruntime" in out
+    assert main(["build", "--onnx", str(onnx_path), "--shapes", "x:1x32,2x32,5x32", "-o", str(plan)]) == 0
+    capsys.readouterr()
+    assert trtjit.load(str(plan)).batch_range.to_json() == {"min": 1, "opt": 2, "max": 5}
+    assert main(["compare", str(plan), "--onnx", str(onnx_path), "--random", "--batch", "5"]) == 0
+    assert "PASS: engine matches onnxruntime" in capsys.readouterr().out
+    assert main(["compare", str(plan)]) == 2
+    assert "needs the reference" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import torch
 
 from trtjit.codegen import generate
 from trtjit.codegen.common import KernelSpec
+from trtjit.dynamic import GuardError
 from trtjit.engine import Engine
 from trtjit.errors import BuildError, InputError, TrtjitError
 from trtjit.frontend_torch import import_module
@@ -54,17 +55,38 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | tor
 
         opts = BuildOptions.make(options, **overrides)
         t0 = time.perf_counter()
+        if opts.shapes:  # a batch range: imported at two batches and merged (trtjit.dynamic)
+            from trtjit.dynamic import import_onnx_dynamic
+            return build(import_onnx_dynamic(model, example_inputs, opts.shapes), opts, t0)
         return build(import_onnx(model, example_inputs), opts, t0)
     opts = BuildOptions.make(options, **overrides)
     args = _check_inputs(model, example_inputs)
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
+    dynamic = _dynamic_inputs(model, args, opts)
     try:
-        graph = import_module(model, args)
+        graph = import_module(model, args, dynamic)
     finally:
         model.train(was_training)
+    if dynamic is not None:
+        graph.meta["batch_range"] = dynamic.range.to_json()
     return build(graph, opts, t0)
+
+
+def _dynamic_inputs(model: torch.nn.Module, args: tuple, opts: BuildOptions) -> Any:
+    """The inputs given a batch range by ``opts.shapes`` (trtjit.dynamic), or None for a static build."""
+    if not opts.shapes:
+        return None
+    import inspect
+
+    from trtjit.dynamic import DynamicInputs
+    try:
+        names = [p for p in inspect.signature(model.forward).parameters][:len(args)]
+    except (TypeError, ValueError):
+        names = []
+    dyn = DynamicInputs(opts.shapes, names, args)
+    return dyn if dyn.range is not None else None
 
 
 def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = None) -> Engine:
@@ -72,6 +94,9 @@ def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = 
     opts = options or BuildOptions()
     t0 = time.perf_counter() if t0 is None else t0
     ctx = PassContext(opts)
+    if graph.meta.get("batch_range") and graph.op_counts().get("plugin"):
+        raise BuildError("plugins cannot be used in a dynamic-batch engine yet (their kernels are the plugin's own "
+                         "and fixed-size); build without shapes=")
     if graph.op_counts().get("plugin"):  # plugins: the builder picks each one's format (trtjit.plugins)
         from trtjit.passmanager import PassRecord
         from trtjit.plugins import configure_plugins
@@ -114,6 +139,8 @@ def lower(graph: Graph, opts: BuildOptions) -> list[KernelSpec]:
                 k = plugin_kernel_spec(graph, name, layouts)
             else:
                 k = generate(graph, name, layouts, tf32=opts.tf32)
+        except GuardError as e:  # a batch-dependent decision: name the node
+            raise GuardError(f"code generation for node {name!r} ({graph.node(name).op}): {e}") from None
         except TrtjitError:
             raise
         except Exception as e:  # a template bug must still name the node

@@ -30,6 +30,7 @@ from trtjit.errors import InputError
 WORKFLOW = """\
 engine workflow:
   trtjit build 'trtjit.examples:example(name="mlp")' -o mlp.plan --target sm_80 --target sm_90
+  trtjit build 'trtjit.examples:example(name="mlp")' -o dyn.plan --shapes 0:1x32,8x32,64x32  # batch 1..64
   trtjit inspect mlp.plan                 # kernels, fused ops, dtypes, memory plan, rules, targets
   trtjit run mlp.plan -o out.npz          # random inputs (or --inputs in.npz), outputs to .npz
   trtjit bench mlp.plan --iters 200       # latency percentiles and throughput
@@ -43,6 +44,44 @@ Signed engines: set TRTJIT_SIGNING_KEY (or pass --key-file) to sign at build and
 
 def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+class ProgressBar(logging.Handler):
+    """Shows ``[done/total] what`` log records (cross-compilation) as one progress bar redrawn in place on a
+    terminal, and as plain lines elsewhere (logs, pipes)."""
+
+    STEP = re.compile(r"^\[(\d+)/(\d+)\] (.*)$")
+
+    def __init__(self, stream: Any = None, width: int = 30) -> None:
+        super().__init__()
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.open = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        m = self.STEP.match(msg)
+        if not m:
+            self._end()
+            self.stream.write(f"      {msg}\n")
+        else:
+            done, total, what = int(m.group(1)), int(m.group(2)), m.group(3)
+            fill = self.width * done // max(total, 1)
+            bar = f"      [{'#' * fill}{'.' * (self.width - fill)}] {done}/{total} {what}"
+            if self.tty:
+                self.stream.write("\r" + bar[:118].ljust(118))
+                self.open = done < total
+                if not self.open:
+                    self.stream.write("\n")
+            else:
+                self.stream.write(bar + "\n")
+        self.stream.flush()
+
+    def _end(self) -> None:
+        if self.open:
+            self.stream.write("\n")
+            self.open = False
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -133,10 +172,50 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _random_inputs(engine: Any, seed: int, device: torch.device) -> list[torch.Tensor]:
+def parse_shapes(values: list[str] | None) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """``--shapes NAME:MIN,OPT,MAX`` (each shape ``8x3x224x224``; NAME an input name or position) ->
+    ``{NAME: (min, opt, max)}`` for ``BuildOptions.shapes``; ``NAME:SHAPE`` is a fixed shape (min = opt = max)."""
+    out: dict[str, tuple[tuple[int, ...], ...]] = {}
+    for v in values or []:
+        name, sep, rest = v.partition(":")
+        parts = rest.split(",")
+        if len(parts) == 1:
+            parts = parts * 3
+        if not sep or not name or len(parts) != 3 or not all(parts):
+            raise InputError(f"--shapes {v!r}: expected NAME:MIN,OPT,MAX (or NAME:SHAPE) with shapes like "
+                             "1x3x224x224, e.g. x:1x3x224x224,8x3x224x224,32x3x224x224")
+        try:
+            shapes = tuple(tuple(int(d) for d in p.strip().lower().split("x")) for p in parts)
+        except ValueError:
+            raise InputError(f"--shapes {v!r}: shapes are integers joined by 'x', e.g. 8x3x224x224") from None
+        if name in out:
+            raise InputError(f"--shapes: input {name!r} is given twice")
+        out[name] = shapes
+    return out
+
+
+def _engine_batch(engine: Any, args: argparse.Namespace) -> int | None:
+    """The batch to make random inputs at: --batch, else opt (dynamic-batch engines); None when static."""
+    r = engine.batch_range
+    b = getattr(args, "batch", None)
+    if r is None:
+        if b is not None:
+            raise InputError("--batch: this engine has static shapes (build it with --shapes for a batch range)")
+        return None
+    if b is None:
+        return r.opt
+    if not r.min <= b <= r.max:
+        raise InputError(f"--batch {b} is outside the engine's batch range {r}")
+    return b
+
+
+def _random_inputs(engine: Any, seed: int, device: torch.device, batch: int | None = None) -> list[torch.Tensor]:
+    from trtjit.dynamic import at
+
     gen = torch.Generator().manual_seed(seed)
     out = []
     for spec in engine.input_specs:
+        spec = at(spec, batch if batch is not None else engine.batch_range.opt) if engine.batch_range else spec
         if spec.dtype.is_floating_point:
             t = torch.randn(spec.shape, generator=gen, dtype=torch.float32).to(spec.dtype)
         elif spec.dtype == torch.bool:
@@ -148,9 +227,16 @@ def _random_inputs(engine: Any, seed: int, device: torch.device) -> list[torch.T
 
 
 def _to_input(engine: Any, i: int, arr: Any, source: str, device: torch.device) -> torch.Tensor:
+    from trtjit.dynamic import batch_of, is_dynamic
+
     spec, name = engine.input_specs[i], engine.input_names[i]
     t = torch.from_numpy(np.ascontiguousarray(arr))
-    if list(t.shape) != list(spec.shape):
+    if is_dynamic(spec.shape):  # a dynamic-batch engine: any batch in range (the message gives the range)
+        try:
+            batch_of(name, i, spec.shape, tuple(t.shape))
+        except InputError as e:
+            raise InputError(f"{source}: {e}") from None
+    elif list(t.shape) != list(spec.shape):
         raise InputError(f"input {i} ({name!r}) from {source}: shape {list(t.shape)}, the engine expects "
                          f"{list(spec.shape)}")
     if t.dtype != spec.dtype:
@@ -165,7 +251,9 @@ def _read_inputs(engine: Any, args: argparse.Namespace, device: torch.device) ->
     """Inputs from --inputs (.npz or .npy files) or random (seeded) in the engine's shapes and dtypes."""
     files = list(getattr(args, "inputs", None) or [])
     if not files:
-        return _random_inputs(engine, args.seed, device), f"random (seed {args.seed})"
+        b = _engine_batch(engine, args)
+        return _random_inputs(engine, args.seed, device, b), f"random (seed {args.seed}" + \
+            (f", batch {b})" if b is not None else ")")
     names = engine.input_names
     found: dict[int, torch.Tensor] = {}
     for pos, f in enumerate(files):
@@ -217,10 +305,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     import trtjit
     from trtjit.options import PRECISIONS
 
-    if args.onnx:
-        raise InputError("ONNX input is not supported yet (it arrives with the ONNX frontend); build from a Python "
-                         "factory returning (model, example_inputs) instead")
-    if not args.model:
+    if args.onnx and args.model:
+        raise InputError("build takes a MODEL (module:factory) or --onnx FILE, not both")
+    if not args.model and not args.onnx:
         raise InputError("build needs a MODEL (module:factory) or --onnx FILE")
     precision = "fp32"
     for flag in ("fp16", "bf16", "int8", "fp8"):
@@ -233,11 +320,21 @@ def cmd_build(args: argparse.Namespace) -> int:
             precision = flag
     targets = [t for group in args.target or [] for t in group.split(",") if t]
     t0 = time.perf_counter()
-    _progress(f"[1/3] loading model from {args.model}")
-    model, inputs = load_factory(args.model)
-    shapes = ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in inputs)
-    _progress(f"      inputs {shapes}")
     overrides: dict[str, Any] = {"opt_level": args.opt_level, "precision": precision, "targets": targets}
+    if args.onnx:  # ONNX: the shapes the file declares, --shapes for the dims it leaves open
+        _progress(f"[1/3] reading ONNX model {args.onnx}")
+        model, inputs = args.onnx, None
+        if not Path(model).is_file():
+            raise InputError(f"--onnx {model}: no such file")
+    else:
+        _progress(f"[1/3] loading model from {args.model}")
+        model, inputs = load_factory(args.model)
+        shapes = ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in inputs)
+        _progress(f"      inputs {shapes}")
+    if args.shapes:
+        overrides["shapes"] = parse_shapes(args.shapes)
+        _progress("      shape ranges " + "; ".join(f"{n}: min {list(lo)}, opt {list(o)}, max {list(hi)}"
+                                                  for n, (lo, o, hi) in overrides["shapes"].items()))
     if args.tf32:
         overrides["tf32"] = True
     if args.tuning_cache:
@@ -246,8 +343,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         overrides["keep_fp32"] = tuple(args.keep_fp32)
     _progress(f"[2/3] compiling (opt level {args.opt_level}, {precision}"
               f"{', targets ' + ', '.join(targets) if targets else ', no GPU binaries: kernels JIT-compile at load'})")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("      %(message)s"))
+    handler = ProgressBar(sys.stderr)
     loggers = [logging.getLogger(n) for n in ("trtjit.crosscompile", "trtjit.autotune")]  # progress lines
     old_levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -314,6 +410,7 @@ def _params_of(source: str, name: str) -> list[str]:
 def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
     """Everything ``trtjit inspect`` shows, as JSON-able data."""
     import trtjit
+    from trtjit.dynamic import encode, upper
     from trtjit.engine_file import read
     from trtjit.ir import dtype_name
 
@@ -327,10 +424,10 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
         for j, a in enumerate(k.args):
             spec = g.spec(a)
             args.append({"param": names[j] if j < len(names) else f"arg{j}", "buffer": f"{a.node}:{a.index}",
-                         "dtype": dtype_name(spec.dtype), "shape": list(spec.shape)})
+                         "dtype": dtype_name(spec.dtype), "shape": encode(list(spec.shape))})
         ops = [engine._op_of(k, n) for n in k.covers]
         entry = {"name": k.name, "template": k.template, "node": k.node, "fuses": ops, "covers": k.covers,
-                 "grid": list(k.grid), "num_warps": k.num_warps, "num_stages": k.num_stages,
+                 "grid": encode(list(k.grid)), "num_warps": k.num_warps, "num_stages": k.num_stages,
                  "constexprs": k.constexprs, "args": args, "rules": k.rules, "flops": k.flops, "bytes": k.bytes,
                  "tile": k.tile if k.template in ("gemm", "conv") else None, "binaries": {}}
         for t, bins in engine.binaries.items():
@@ -346,8 +443,8 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
     for bkey, off in sorted(plan.get("offsets", {}).items(), key=lambda kv: kv[1]):
         node, idx = bkey.rsplit(":", 1)
         spec = g.node(node).outputs[int(idx)]
-        buffers.append({"buffer": bkey, "offset": off, "bytes": spec.nbytes, "dtype": dtype_name(spec.dtype),
-                        "shape": list(spec.shape), "lifetime": plan.get("lifetimes", {}).get(bkey)})
+        buffers.append({"buffer": bkey, "offset": off, "bytes": upper(spec.nbytes), "dtype": dtype_name(spec.dtype),
+                        "shape": encode(list(spec.shape)), "lifetime": plan.get("lifetimes", {}).get(bkey)})
     fired: dict[str, int] = {}
     skipped: dict[str, int] = {}
     for rec in engine.build_log:
@@ -376,10 +473,12 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
         "versions": header.get("versions", {}), "build_key": header.get("build_key"), "signed": not sig_zero,
         "options": header.get("options", {}), "targets": engine.targets, "target_details": targets,
         "sections": [{"name": s["name"], "bytes": s["length"]} for s in header.get("sections", [])],
-        "inputs": [{"name": n, "dtype": dtype_name(s.dtype), "shape": list(s.shape)}
+        "inputs": [{"name": n, "dtype": dtype_name(s.dtype), "shape": encode(list(s.shape)),
+                    **({"range": engine.input_shapes()[n]} if engine.batch_range else {})}
                    for n, s in zip(engine.input_names, engine.input_specs)],
+        "batch_range": engine.batch_range.to_json() if engine.batch_range else None,
         "outputs": [{"name": f"output_{i}", "value": f"{v.node}:{v.index}", "dtype": dtype_name(s.dtype),
-                     "shape": list(s.shape)} for i, (v, s) in enumerate(zip(g.outputs, engine.output_specs))],
+                     "shape": encode(list(s.shape))} for i, (v, s) in enumerate(zip(g.outputs, engine.output_specs))],
         "kernels": kernels,
         "memory_plan": {"arena_bytes": plan.get("arena_bytes", 0), "naive_bytes": plan.get("naive_bytes", 0),
                         "buffers": buffers},
@@ -390,8 +489,16 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
     }
 
 
+def _dim(x: Any) -> str:
+    """One encoded size or grid extent (trtjit.dynamic.encode): 8, nb*128, cdiv(nb*5,16)."""
+    if isinstance(x, dict) and "sym" in x:
+        e = "nb" if x["sym"] == 1 else f"nb*{x['sym']}"
+        return f"cdiv({e},{x['div']})" if x.get("div", 1) != 1 else e
+    return str(x)
+
+
 def _shape(d: dict[str, Any]) -> str:
-    return f"{d['dtype']}{d['shape']}"
+    return f"{d['dtype']}[{', '.join(_dim(s) for s in d['shape'])}]"
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -406,6 +513,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           f"{'signed' if rep['signed'] else 'unsigned'}, build key {rep['build_key']}")
     print("options: " + ", ".join(f"{k}={opts[k]}" for k in sorted(opts) if k not in ("dump_dir",)))
     print("inputs:  " + ", ".join(f"{d['name']} {_shape(d)}" for d in rep["inputs"]))
+    if rep.get("batch_range"):
+        r = rep["batch_range"]
+        print(f"dynamic batch nb in [{r['min']}, {r['max']}], tuned for {r['opt']}: " + "; ".join(
+            f"{d['name']} min {d['range']['min']} opt {d['range']['opt']} max {d['range']['max']}"
+            for d in rep["inputs"] if "range" in d))
     print("outputs: " + ", ".join(f"{d['name']} {_shape(d)}" for d in rep["outputs"]))
     if rep["targets"]:
         for t, d in rep["target_details"].items():
@@ -422,7 +534,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ce = k["constexprs"]
         tile = (f"{ce.get('BLOCK_M')}x{ce.get('BLOCK_N')}x{ce.get('BLOCK_K')}/{k['num_stages']}st {k['tile']}"
                 if k["tile"] else "-")
-        rows.append((str(i), k["name"], k["template"], fuses, "x".join(map(str, k["grid"])), str(k["num_warps"]),
+        rows.append((str(i), k["name"], k["template"], fuses, "x".join(map(_dim, k["grid"])), str(k["num_warps"]),
                      tile, ",".join(dts)))
     widths = [min(max(len(r[c]) for r in rows), 48) for c in range(len(rows[0]))]
     for r in rows:
@@ -510,7 +622,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 step()
                 times.append((time.perf_counter() - t) * 1e3)
             wall = time.perf_counter() - w0
-    batch = engine.input_specs[0].shape[0] if engine.input_specs and engine.input_specs[0].shape else 1
+    batch = inputs[0].shape[0] if inputs and inputs[0].dim() else 1
     res = {"engine": args.engine, "device": str(device), "execution": mode, "cuda_graph": bool(args.cuda_graph),
            "iters": iters, "load_s": round(engine._load_seconds, 4), "first_inference_ms": round(first_ms, 4),
            "mean_ms": sum(times) / len(times), "min_ms": min(times), "max_ms": max(times),
@@ -533,28 +645,48 @@ def cmd_bench(args: argparse.Namespace) -> int:
 TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 2e-2}
 
 
+def _fits(engine: Any, example: tuple[torch.Tensor, ...]) -> bool:
+    """Whether the factory's example inputs are inputs the engine takes (any batch in a dynamic range)."""
+    from trtjit.dynamic import batch_of
+
+    if len(example) != len(engine.input_specs) or [t.dtype for t in example] != [s.dtype for s in engine.input_specs]:
+        return False
+    try:
+        for i, (t, s, n) in enumerate(zip(example, engine.input_specs, engine.input_names)):
+            batch_of(n, i, s.shape, tuple(t.shape))
+    except InputError:
+        return False
+    return True
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from trtjit.cli import max_rel_error
 
     device = _device(args.device)
     engine = _load_engine(args)
-    _progress(f"loaded {args.engine} in {engine._load_seconds:.2f} s; loading reference model {args.model}")
-    model, example = load_factory(args.model)
+    if bool(args.model) == bool(args.onnx):
+        raise InputError("compare needs the reference: a MODEL (module:factory) or --onnx FILE (onnxruntime)")
+    _progress(f"loaded {args.engine} in {engine._load_seconds:.2f} s; loading reference model {args.model or args.onnx}")
+    model, example = load_factory(args.model) if args.model else (None, ())
     if args.inputs:
         inputs, source = _read_inputs(engine, args, device)
-    elif [tuple(t.shape) for t in example] == [tuple(s.shape) for s in engine.input_specs] and \
-            [t.dtype for t in example] == [s.dtype for s in engine.input_specs] and not args.random:
+    elif _fits(engine, example) and not args.random:
         inputs, source = [t.to(device) for t in example], "the factory's example inputs"
     else:
-        inputs, source = _random_inputs(engine, args.seed, device), f"random (seed {args.seed})"
+        b = _engine_batch(engine, args)
+        inputs, source = _random_inputs(engine, args.seed, device, b), f"random (seed {args.seed})"
     precision = engine.options.precision
     tol = args.rtol if args.rtol is not None else (5e-3 if engine.options.tf32 and precision == "fp32"
                                                    else TOLERANCES.get(precision, 1e-2))
-    _progress(f"running engine ({_execution(engine, device)}) and PyTorch on {device} with {source}")
+    refname = "onnxruntime" if args.onnx else "PyTorch"
+    _progress(f"running engine ({_execution(engine, device)}) and {refname} on {device} with {source}")
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # an fp32 reference
     try:
-        outs, ref = _run_both(engine, model, inputs, device, args.fp64_reference)
+        if args.onnx:
+            outs, ref = _run_onnxruntime(engine, args.onnx, inputs)
+        else:
+            outs, ref = _run_both(engine, model, inputs, device, args.fp64_reference)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     if len(ref) != len(outs):
@@ -565,7 +697,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for i, (o, r) in enumerate(zip(outs, ref)):
         shape_ok = tuple(o.shape) == tuple(r.shape)
         if not shape_ok:
-            print(f"output_{i:<3} shape {list(o.shape)} vs PyTorch {list(r.shape)}: FAIL")
+            print(f"output_{i:<3} shape {list(o.shape)} vs {refname} {list(r.shape)}: FAIL")
             ok = False
             continue
         abs_err = float((o.double() - r.double()).abs().max()) if o.numel() else 0.0
@@ -576,8 +708,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ok &= good
         print(f"output_{i:<3} {str(list(o.shape)):<20} {str(o.dtype).replace('torch.', ''):<10} {abs_err:>12.3e} "
               f"{rel:>12.3e}  {tol:.0e}  {'PASS' if good else 'FAIL'}{'' if finite else ' (non-finite values)'}")
-    print("PASS: engine matches PyTorch" if ok else "FAIL: engine output differs from PyTorch beyond tolerance")
+    print(f"PASS: engine matches {refname}" if ok else f"FAIL: engine output differs from {refname} beyond tolerance")
     return 0 if ok else 1
+
+
+def _run_onnxruntime(engine: Any, path: str, inputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The engine's outputs and onnxruntime's (CPU) for the same inputs, matched by the ONNX output names."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise InputError("--onnx: comparing against onnxruntime needs the onnxruntime package") from None
+    if not Path(path).is_file():
+        raise InputError(f"--onnx {path}: no such file")
+    with torch.no_grad():
+        outs = engine.run(*inputs)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed_names = {i.name for i in sess.get_inputs()}
+    feed = {n: t.detach().cpu().numpy() for n, t in zip(engine.input_names, inputs) if n in feed_names}
+    missing = feed_names - set(feed)
+    if missing:
+        raise InputError(f"--onnx {path}: the model's inputs {sorted(missing)} are not inputs of the engine "
+                         f"({engine.input_names}); was it built from another model?")
+    names = [o.name for o in sess.get_outputs()]
+    want = engine.output_names if set(engine.output_names) <= set(names) else names
+    ref = sess.run(want, feed)
+    return outs, [torch.from_numpy(np.ascontiguousarray(r)).to(o.device) for r, o in zip(ref, outs)]
 
 
 def _run_both(engine: Any, model: torch.nn.Module, inputs: list[torch.Tensor], device: torch.device,
@@ -609,6 +764,8 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
                            help="inputs: .npz (arrays named after the inputs, or arr_0...) or .npy files in input "
                                 "order, or NAME=FILE.npy; default: random")
             p.add_argument("--seed", type=int, default=0, help="seed of random inputs (default 0)")
+            p.add_argument("--batch", type=int, metavar="N",
+                           help="batch size of random inputs for an engine built with --shapes (default: its opt)")
             p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                            help="where to run (default: the GPU if any, else the CPU under Triton's interpreter)")
 
@@ -618,7 +775,8 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
                               "--target sm_90\n  trtjit build mymodels.py:resnet --fp16 -o resnet.plan")
     b.add_argument("model", nargs="?", help="Python factory returning (model, example_inputs): module:function or "
                                             "file.py:function, optionally with literal arguments")
-    b.add_argument("--onnx", metavar="FILE", help="build from an ONNX file (not supported yet)")
+    b.add_argument("--onnx", metavar="FILE", help="build from an ONNX file instead (input shapes: declared in the "
+                                                   "file, or --shapes)")
     b.add_argument("-o", "--output", default="model.plan", help="engine file to write (default model.plan)")
     b.add_argument("--opt-level", type=int, default=2, choices=(0, 1, 2, 3),
                    help="0: one kernel per op; 1: fold and clean up; 2: also fuse (default); 3: also time "
@@ -637,6 +795,12 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
     prec.add_argument("--keep-fp32", action="append", metavar="NAME",
                       help="node name, prefix or op type that stays fp32 under --fp16/--bf16 (repeatable)")
     b.add_argument("--key-file", help="sign the engine with the key in this file (default: $TRTJIT_SIGNING_KEY)")
+    b.add_argument("--shapes", action="append", metavar="NAME:MIN,OPT,MAX",
+                   help="a batch range for input NAME (its name in forward(), or its position 0, 1, ...): three "
+                        "shapes, e.g. x:1x3x224x224,8x3x224x224,32x3x224x224. One engine then serves every batch "
+                        "from MIN to MAX, tuned for OPT; only the batch dim may vary, the same for every input "
+                        "given; repeat for several inputs. NAME:SHAPE gives a fixed shape (ONNX inputs with open "
+                        "dims). Default: the example inputs' shapes (ONNX: the shapes the file declares)")
     b.add_argument("-v", "--verbose", action="store_true", help="print the kernel table")
     b.set_defaults(fn=cmd_build)
 
@@ -666,13 +830,16 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
     be.add_argument("--json", action="store_true", help="machine-readable output")
     be.set_defaults(fn=cmd_bench)
 
-    c = sub.add_parser("compare", help="check an engine against PyTorch, output by output (exit 1 on mismatch)",
+    c = sub.add_parser("compare", help="check an engine against PyTorch or onnxruntime, output by output (exit 1 on "
+                                       "mismatch)",
                        formatter_class=fmt,
-                       description="Run an engine and the PyTorch model it was built from on the same inputs and "
-                                   "compare every output by max|engine - torch| / max|torch|.",
+                       description="Run an engine and the PyTorch model it was built from (or onnxruntime on its "
+                                   "ONNX file, --onnx) on the same inputs and compare every output by "
+                                   "max|engine - reference| / max|reference|.",
                        epilog="example:\n  trtjit compare mlp.plan 'trtjit.examples:example(name=\"mlp\")' --rtol 1e-4")
     engine_args(c)
-    c.add_argument("model", help="the factory the engine was built from (module:function or file.py:function)")
+    c.add_argument("model", nargs="?", help="the factory the engine was built from (module:function or file.py:function)")
+    c.add_argument("--onnx", metavar="FILE", help="compare against onnxruntime running this ONNX file instead")
     c.add_argument("--rtol", type=float, help="max relative error (default by precision: fp32 1e-4, tf32 5e-3, "
                                               "fp16 1e-2, bf16 2e-2)")
     c.add_argument("--atol", type=float, default=0.0, help="also pass an output whose max abs error is below this")

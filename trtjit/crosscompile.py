@@ -46,7 +46,8 @@ class KernelBinary:
     symbol: str                 # the function's name inside the cubin
     cubin: bytes
     ptx: str
-    params: list[list[str]]     # [name, triton type] of each passed parameter, in order (constexprs excluded)
+    params: list[list[str]]     # [name, triton type] of each passed parameter, in order (constexprs excluded):
+    #                             pointers, then ["nb", "i32"] for a dynamic-batch kernel (trtjit.dynamic)
     constexprs: dict[str, Any]  # compiled in, not passed
     source_sha256: str          # of the kernel source it was compiled from
     num_warps: int = 4
@@ -83,7 +84,8 @@ class KernelBinary:
 def _job_kernels(graph: Any, kernels: list[Any]) -> list[dict[str, Any]]:
     from trtjit.ir import dtype_name
     return [{"name": k.name, "source": k.source, "arg_dtypes": [dtype_name(graph.spec(a).dtype) for a in k.args],
-             "constexprs": k.constexprs, "num_warps": k.num_warps, "num_stages": k.num_stages} for k in kernels]
+             "constexprs": k.constexprs, "num_warps": k.num_warps, "num_stages": k.num_stages,
+             "batch_arg": bool(getattr(k, "batch_arg", False))} for k in kernels]
 
 
 def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | list[str],
@@ -299,10 +301,14 @@ def _check_meta(path: Any, target: str, k: Any, m: dict[str, Any], cubin_blob: b
         raise bad(f"is labelled {m['kernel']!r} for {m['target']!r}")
     if m["source_sha256"] != source_hash(k.source):
         raise bad("was compiled from a different source than the kernel regenerated from the IR (rebuild it)")
+    from trtjit.dynamic import ARG
+
     params = m["params"]
-    if (not isinstance(params, list) or len(params) != len(k.args)
-            or not all(isinstance(p, list) and len(p) == 2 and str(p[1]).startswith("*") for p in params)):
-        raise bad(f"its parameters {params!r} do not match the kernel's {len(k.args)} pointer arguments")
+    batch = [[ARG, "i32"]] if getattr(k, "batch_arg", False) else []
+    if (not isinstance(params, list) or len(params) != len(k.args) + len(batch) or params[len(k.args):] != batch
+            or not all(isinstance(p, list) and len(p) == 2 and str(p[1]).startswith("*") for p in params[:len(k.args)])):
+        raise bad(f"its parameters {params!r} do not match the kernel's {len(k.args)} pointer arguments"
+                  f"{' and its batch argument' if batch else ''}")
     if m["constexprs"] != k.constexprs:
         raise bad(f"constexprs {m['constexprs']} differ from the kernel's {k.constexprs}")
     ints = {f: m[f] for f in ("num_warps", "num_ctas", "num_stages", "shared", "global_scratch_size",

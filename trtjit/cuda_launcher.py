@@ -258,6 +258,9 @@ class CubinKernel:
         self._values = (ctypes.c_void_p * n)()
         base = ctypes.addressof(self._values)
         self._pointers = (ctypes.c_void_p * n)(*[base + i * ctypes.sizeof(ctypes.c_void_p) for i in range(n)])
+        self._ints = {i: ctypes.c_int32() for i, (_, ty) in enumerate(b.params) if ty == "i32"}  # the batch (nb)
+        for i, v in self._ints.items():
+            self._pointers[i] = ctypes.addressof(v)
         self._params_addr = ctypes.addressof(self._pointers)
         self._scratch: dict[tuple[int, ...], tuple[torch.Tensor | None, torch.Tensor | None]] = {}
 
@@ -286,6 +289,9 @@ class CubinKernel:
             return
         vals = self._values
         for i, t in enumerate(args):
+            if i in self._ints:  # a 32-bit integer parameter: the runtime batch of a dynamic-batch kernel
+                self._ints[i].value = int(t)
+                continue
             p = t.data_ptr()
             if p % POINTER_ALIGN:
                 raise EngineError(f"kernel {kname!r}: buffer {i} ({self.binary.params[i][0]}) at {p:#x} is not "

@@ -681,6 +681,8 @@ def kernel_source(obj: Any, name: str | int | None = None) -> KernelSource | Ker
 # --------------------------------------------------------------------------------------- layer table
 def layer_rows(engine: Any, profile: list[Any] | None = None, inputs: Sequence[torch.Tensor] | None = None,
                iters: int = 10) -> list[dict[str, Any]]:
+    from trtjit.dynamic import hint
+
     """One dict per kernel: kernel, template, node, fused_ops, n_ops, dtype, precision, grid, time_ms
     (NaN unless profiled: pass ``inputs`` to profile now, or a ``profile()`` result), output_bytes, buffer
     (where its outputs live: arena offset or a fresh output tensor), flops, rules."""
@@ -701,7 +703,7 @@ def layer_rows(engine: Any, profile: list[Any] | None = None, inputs: Sequence[t
                      "n_ops": len(ops), "dtype": ", ".join(dtype_name(s.dtype) for s in node.outputs),
                      "precision": prec, "grid": "x".join(map(str, k.grid)),
                      "time_ms": float(times[k.name]) if k.name in times else math.nan,
-                     "output_bytes": sum(s.nbytes for s in node.outputs),
+                     "output_bytes": sum(hint(s.nbytes) for s in node.outputs),  # a dynamic batch at opt
                      "buffer": f"arena+{off}" if off is not None else "output", "flops": k.flops,
                      "rules": ", ".join(node.attrs.get("rules", []) or [])})
     return rows

@@ -18,6 +18,7 @@ from torch.utils import _pytree as pytree
 
 from trtjit.backend import check_device, interpreting, load_kernel
 from trtjit.codegen.common import KernelSpec, kernel_identity
+from trtjit.dynamic import at, batch_of, format_shape, grid_at, range_of, upper
 from trtjit.errors import InputError
 from trtjit.ir import Graph, TensorSpec, Value
 from trtjit.layout import compute_layouts
@@ -46,7 +47,8 @@ class _DeviceState:
         for key, off in plan["offsets"].items():
             node, idx = key.rsplit(":", 1)
             spec = g.node(node).outputs[int(idx)]
-            self.static[Value(node, int(idx))] = self.arena[off:off + spec.nbytes].view(spec.dtype)
+            nbytes = upper(spec.nbytes)  # a dynamic batch is planned for its max
+            self.static[Value(node, int(idx))] = self.arena[off:off + nbytes].view(spec.dtype)
 
 
 class Engine:
@@ -72,6 +74,8 @@ class Engine:
         self.cuda_graphs = True  # replay the whole engine as one CUDA graph on GPUs (static shapes)
         self._graphs: dict[torch.device, tuple] = {}
         self.binaries: dict[str, list[Any]] = {}  # arch -> KernelBinary per kernel (trtjit.crosscompile)
+        self.batch_range = range_of(self.input_specs)  # dynamic batch (trtjit.dynamic), None when static
+        self._nb: int | None = None  # the batch of the inputs bound last (dynamic engines)
         self.allow_jit = True  # False: a GPU whose arch has no stored binaries is refused (trtjit.load)
 
     @property
@@ -104,7 +108,16 @@ class Engine:
             self._fns = fns
         return self._fns
 
+    def input_shapes(self) -> dict[str, dict[str, list[int]]]:
+        """{input name: {"min": shape, "opt": shape, "max": shape}}: the shapes this engine serves."""
+        r = self.batch_range
+        return {n: {k: list(at(s.shape, b)) for k, b in
+                    (("min", r.min if r else 0), ("opt", r.opt if r else 0), ("max", r.max if r else 0))}
+                for n, s in zip(self.input_names, self.input_specs)}
+
     def _check_inputs(self, args: tuple) -> torch.device:
+        if self.batch_range is not None:
+            return self._check_dynamic(args)
         if len(args) != len(self.input_specs):
             raise InputError(f"engine takes {len(self.input_specs)} input(s) {self.input_names}, got {len(args)}")
         device = None
@@ -120,6 +133,36 @@ class Engine:
                 raise InputError(f"input {i} ({name!r}) is on {t.device}, the others on {device}")
         if self.graph.meta.get("bound_inputs"):
             self._check_bound(args)
+        device = device or torch.device("cpu")
+        check_device(device.type)
+        return device
+
+    def _check_dynamic(self, args: tuple) -> torch.device:
+        """Inputs of a dynamic-batch engine: every dim fixed but the batch's, the batch in range and the same
+        for every input. Sets ``_nb``, the batch the next launches use."""
+        if len(args) != len(self.input_specs):
+            raise InputError(f"engine takes {len(self.input_specs)} input(s) {self.input_names}, got {len(args)}")
+        device, nb = None, None
+        for i, (t, name, want) in enumerate(zip(args, self.input_names, self.input_specs)):
+            if not isinstance(t, torch.Tensor):
+                raise InputError(f"input {i} ({name!r}) must be a torch.Tensor, got {type(t).__name__}")
+            if t.dtype != want.dtype:
+                raise InputError(f"input {i} ({name!r}): expected dtype {want.dtype} (shape "
+                                 f"{format_shape(want.shape)}), got {t.dtype}")
+            b = batch_of(name, i, want.shape, tuple(t.shape))
+            if b is not None and nb is not None and b != nb:
+                raise InputError(f"input {i} ({name!r}) has batch {b}, an earlier input batch {nb}; all inputs "
+                                 "share one batch size")
+            nb = b if b is not None else nb
+            if device is None:
+                device = t.device
+            elif t.device != device:
+                raise InputError(f"input {i} ({name!r}) is on {t.device}, the others on {device}")
+        if nb is None:
+            raise InputError(f"none of the inputs {self.input_names} carries the dynamic batch dim")
+        if self.graph.meta.get("bound_inputs"):
+            self._check_bound(args)
+        self._nb = nb
         device = device or torch.device("cpu")
         check_device(device.type)
         return device
@@ -148,13 +191,15 @@ class Engine:
         outs = []
         for root, spec in zip(self._output_roots, self.output_specs):
             if root not in bufs:
-                bufs[root] = torch.empty(spec.shape, dtype=spec.dtype, device=device)
+                bufs[root] = torch.empty(at(spec.shape, self._nb), dtype=spec.dtype, device=device)
             outs.append(bufs[root])
         return bufs, outs
 
     def _launch(self, i: int, fn: Any, bufs: dict[Value, torch.Tensor]) -> None:
         k = self.kernels[i]
-        fn[k.grid](*[bufs[a] for a in k.args], **k.constexprs, num_warps=k.num_warps, num_stages=k.num_stages)
+        nb = () if not k.batch_arg else (self._nb,)  # dynamic batch: grids and sizes follow the runtime batch
+        fn[grid_at(k.grid, self._nb)](*[bufs[a] for a in k.args], *nb, **k.constexprs, num_warps=k.num_warps,
+                                      num_stages=k.num_stages)
 
     def run(self, *args: torch.Tensor, on_kernel: Callable[[int, KernelSpec, dict[Value, torch.Tensor]], None]
             | None = None) -> list[torch.Tensor]:
@@ -182,7 +227,8 @@ class Engine:
                 isinstance(t, torch.Tensor) and t.is_cuda for t in args):
             return None
         device = self._check_inputs(args)
-        cap = self._graphs.get(device)
+        key = device if self.batch_range is None else (device, self._nb)  # dynamic batch: one graph per batch
+        cap = self._graphs.get(key)
         if cap is None:
             static_in = tuple(t.clone(memory_format=torch.contiguous_format) for t in args)
             bufs, outs = self._bind(static_in)
@@ -204,8 +250,9 @@ class Engine:
                               "one by one", stacklevel=3)
                 self.cuda_graphs = False
                 return None
-            cap = self._graphs[device] = (graph, static_in, outs)
+            cap = self._graphs[key] = (graph, static_in, outs)
         graph, static_in, outs = cap
+        self._nb = key[1] if isinstance(key, tuple) else None
         for dst, src in zip(static_in, args):
             dst.copy_(src)
         graph.replay()

@@ -17,6 +17,7 @@ import torch.fx
 from torch.fx.operator_schemas import normalize_function
 from torch.utils import _pytree as pytree
 
+from trtjit.dynamic import GuardError
 from trtjit.errors import BuildError, InputError, TrtjitError, UnsupportedOpError
 from trtjit.ir import Graph, TensorSpec, Value
 
@@ -49,6 +50,7 @@ class Ctx:
         self.source = ""
         self.target = ""
         self.node_val_shape: tuple[int, ...] = ()  # the shape torch.export recorded for the current node
+        self.batch: Any = None  # the BatchRange of a dynamic-batch export (trtjit.dynamic), else None
 
     def add(self, op: str, inputs: Sequence[Value], **attrs: Any) -> Value:
         """Add a node; the first one an fx node makes takes its name, later ones ``<name>.<op>``."""
@@ -480,8 +482,14 @@ def _adaptive_avg(c: Ctx, a: dict[str, Any]) -> Value:
 
 
 # ----------------------------------------------------------------------------------------- views
+def _int(s: Any) -> int:
+    """int(s), but a batch-proportional size (trtjit.dynamic.SymDim) stays symbolic."""
+    from trtjit.dynamic import SymDim
+    return s if isinstance(s, SymDim) else int(s)
+
+
 def _resolve_shape(c: Ctx, x: Value, shape: Sequence[int]) -> list[int]:
-    shape = [int(s) for s in shape]
+    shape = [_int(s) for s in shape]
     if -1 in shape:
         known = math.prod(s for s in shape if s != -1)
         shape[shape.index(-1)] = c.spec(x).numel // known if known else 0
@@ -509,7 +517,7 @@ def _unflatten(c: Ctx, a: dict[str, Any]) -> Value:
     x = a["input"]
     shape = list(c.spec(x).shape)
     d = _dim(a["dim"], len(shape))
-    sizes = [int(s) for s in a["sizes"]]
+    sizes = [_int(s) for s in a["sizes"]]
     if -1 in sizes:
         known = math.prod(s for s in sizes if s != -1)
         sizes[sizes.index(-1)] = shape[d] // known
@@ -539,7 +547,7 @@ def _transpose(c: Ctx, a: dict[str, Any]) -> Value:
 @converter("aten.expand")
 def _expand(c: Ctx, a: dict[str, Any]) -> Value:
     x = a["input"]
-    size = [int(s) for s in a["size"]]
+    size = [_int(s) for s in a["size"]]
     cur = list(c.spec(x).shape)
     off = len(size) - len(cur)
     size = [cur[i - off] if s == -1 else s for i, s in enumerate(size)]
@@ -681,8 +689,10 @@ def _module_path(node: torch.fx.Node) -> str:
     return path if isinstance(path, str) else ""
 
 
-def export_program(module: torch.nn.Module, args: tuple) -> torch.export.ExportedProgram:
+def export_program(module: torch.nn.Module, args: tuple, dynamic_shapes: Any = None) -> torch.export.ExportedProgram:
     try:
+        if dynamic_shapes is not None:
+            return torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
         return torch.export.export(module, args, strict=False)
     except TrtjitError:
         raise
@@ -691,10 +701,63 @@ def export_program(module: torch.nn.Module, args: tuple) -> torch.export.Exporte
                          f"{str(e).splitlines()[0] if str(e) else ''}") from e
 
 
-def import_module(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Graph:
-    """Export ``module`` with ``example_inputs`` and convert it to a trtjit graph."""
-    ep = export_program(module, example_inputs)
-    return import_exported(ep)
+def import_module(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                  dynamic: Any = None) -> Graph:
+    """Export ``module`` with ``example_inputs`` and convert it to a trtjit graph. ``dynamic``: a
+    ``trtjit.dynamic.DynamicInputs`` (inputs with a batch range) or None for static shapes."""
+    if dynamic is None:
+        return import_exported(export_program(module, example_inputs))
+    ep = export_program(module, dynamic.export_args(example_inputs), dynamic.export_dynamic_shapes())
+    return import_exported(ep, batch=dynamic.range)
+
+
+def _size(s: Any, batch: Any, where: str) -> int:
+    """A size torch.export recorded: an int, or (dynamic batch) a SymInt ``coef * s0`` -> SymDim."""
+    if not isinstance(s, torch.SymInt):
+        return int(s)
+    expr = s.node.expr
+    if expr.is_number:
+        return int(expr)
+    coef, rest = expr.as_coeff_Mul()
+    if batch is not None and rest.is_Symbol and coef.is_integer:
+        from trtjit.dynamic import sym
+        return sym(int(coef), batch)
+    raise BuildError(f"{where}: size {expr} is not proportional to the dynamic batch; trtjit's dynamic shapes "
+                     "support sizes coef * batch only")
+
+
+def _batch_constant(g: Graph, node: torch.fx.Node, env: dict[str, Any], batch: Any, name: str, path: str) -> Value:
+    """A constant-producing op (arange, full, zeros) of a dynamic-batch export, whose sizes may follow the
+    batch (``arange(B)``): evaluated once at a size covering the range and the shape-inference probes, then
+    sliced to the runtime batch along those dims. Checked at min, opt and max: the result at a batch must be
+    the leading part of the large one (true of arange, full, zeros; not of linspace), else BuildError."""
+    from trtjit.dynamic import _PROBES, SymDim, at
+
+    def call(b: int) -> torch.Tensor:
+        a, kw = pytree.tree_map_only(torch.fx.Node, lambda n: at(env.get(n.name), b), (node.args, node.kwargs))
+        return node.target(*a, **kw).cpu()
+
+    spec = _spec_of(node.meta["val"], batch, f"node {name!r}")
+    dims = [(d, s) for d, s in enumerate(spec.shape) if isinstance(s, SymDim)]
+    big_b = max(batch.max, *_PROBES) + 1  # larger than any batch: slicing it is never an identity
+    big = call(big_b)
+    for b in dict.fromkeys((batch.min, batch.opt, batch.max)):
+        part = big[tuple(slice(0, s.at(b)) if (d, s) in dims else slice(None) for d, s in enumerate(spec.shape))]
+        small = call(b)
+        if part.shape != small.shape or not torch.equal(part, small):
+            raise BuildError(f"node {name!r} ({_target_name(node.target)}): a constant computed from the dynamic "
+                             f"batch (at batch {b} it is not the leading part of its value at batch {big_b}); not "
+                             "supported in a dynamic-batch engine")
+    v = g.add_constant(name, big, source=path)
+    for d, s in dims:
+        v = Value(g.add("slice", [v], {"dim": d, "start": 0, "end": s, "step": 1}, name=f"{name}.batch",
+                        source=path).name)
+    return v
+
+
+def _spec_of(t: torch.Tensor, batch: Any, where: str) -> TensorSpec:
+    return TensorSpec(tuple(_size(s, batch, where) for s in t.shape), t.dtype) if batch is not None \
+        else TensorSpec.of(t)
 
 
 def _functionalize(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
@@ -705,7 +768,7 @@ def _functionalize(ep: torch.export.ExportedProgram) -> torch.export.ExportedPro
     return ep.run_decompositions({}) if mutable else ep
 
 
-def import_exported(ep: torch.export.ExportedProgram) -> Graph:
+def import_exported(ep: torch.export.ExportedProgram, batch: Any = None) -> Graph:
     ep = _functionalize(ep)
     g = Graph()
     sig = ep.graph_signature
@@ -713,6 +776,7 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
     state = {**ep.state_dict, **ep.constants}
     env: dict[str, Any] = {}
     ctx = Ctx(g)
+    ctx.batch = batch
     unsupported: dict[str, list[str]] = {}
     used_paths: set[str] = set()
 
@@ -726,9 +790,12 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
                 if not isinstance(val, torch.Tensor):
                     raise InputError(f"model input {node.name!r} is not a tensor ({type(val).__name__}); "
                                      "trtjit engines take tensor inputs only")
-                env[node.name] = g.add_input(node.name, TensorSpec.of(val))
+                env[node.name] = g.add_input(node.name, _spec_of(val, batch, f"input {node.name!r}"))
         elif node.op == "call_function":
             name = _target_name(node.target)
+            if batch is not None and isinstance(node.meta.get("val"), torch.SymInt):  # a size (sym_size, 5 * s0)
+                env[node.name] = _size(node.meta["val"], batch, f"node {node.name!r}")
+                continue
             if name in _SKIP:
                 continue
             if name not in CONVERTERS:
@@ -749,6 +816,9 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
             if not tensor_args and isinstance(node.target, torch._ops.OpOverload) and name not in CONVERTERS:
                 val = node.meta.get("val")
                 if isinstance(val, torch.Tensor):  # a constant-producing op (full, arange, zeros): evaluate now
+                    if batch is not None:
+                        env[node.name] = _batch_constant(g, node, env, batch, f"{path or node.name}:{node.name}", path)
+                        continue
                     real = node.target(*node.args, **node.kwargs)
                     env[node.name] = g.add_constant(f"{path or node.name}:{node.name}", real.cpu(), source=path)
                     continue
@@ -764,9 +834,12 @@ def import_exported(ep: torch.export.ExportedProgram) -> Graph:
             used_paths.add(path)
             ctx.source, ctx.target = path or node.name, name
             val = node.meta.get("val")
-            ctx.node_val_shape = tuple(val.shape) if isinstance(val, torch.Tensor) else ()
+            ctx.node_val_shape = _spec_of(val, batch, ctx.name).shape if isinstance(val, torch.Tensor) else ()
             a = _normalize(node, args)
-            out = CONVERTERS[name](ctx, a)
+            try:
+                out = CONVERTERS[name](ctx, a)
+            except GuardError as e:  # a batch-dependent decision: name the node
+                raise GuardError(f"node {ctx.name!r} ({name}): {e}") from None
             _check_spec(ctx, node, out)
             env[node.name] = out
         elif node.op == "output":
@@ -807,7 +880,7 @@ def _check_spec(ctx: Ctx, node: torch.fx.Node, out: Any) -> None:
     vals = vals if isinstance(vals, (tuple, list)) else (vals,)
     for o, v in zip(outs, vals):
         if isinstance(o, Value) and isinstance(v, torch.Tensor):
-            got = ctx.spec(o)
-            if got != TensorSpec.of(v):
+            got, want = ctx.spec(o), _spec_of(v, ctx.batch, ctx.name)
+            if got != want:
                 raise BuildError(f"node {ctx.name!r} ({ctx.target}): converted to {got} but torch records "
-                                 f"{TensorSpec.of(v)}; this is a trtjit converter bug")
+                                 f"{want}; this is a trtjit converter bug")

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import networkx as nx
 import torch
 
-from trtjit.errors import GraphError
+from trtjit.errors import GraphError, InputError
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -69,15 +69,24 @@ class TensorSpec:
 
     def meta(self) -> torch.Tensor:
         """An empty tensor on the meta device, for shape inference through torch itself."""
+        from trtjit.dynamic import GuardError, is_dynamic
+        if is_dynamic(self.shape):  # torch would read a SymDim's opt value: evaluate it at a batch first
+            raise GuardError(f"{self}: a meta tensor of a batch-proportional shape (use trtjit.dynamic.two_point)")
         return torch.empty(self.shape, dtype=self.dtype, device="meta")
 
     def to_json(self) -> dict:
-        return {"shape": list(self.shape), "dtype": dtype_name(self.dtype)}
+        from trtjit.dynamic import encode
+        return {"shape": encode(list(self.shape)), "dtype": dtype_name(self.dtype)}
 
     @staticmethod
-    def from_json(d: dict) -> TensorSpec:
+    def from_json(d: dict, batch: Any = None) -> TensorSpec:
+        """``batch``: the graph's BatchRange when its shapes hold batch-proportional sizes (trtjit.dynamic)."""
         if d.get("dtype") not in DTYPES:
             raise GraphError(f"unknown dtype {d.get('dtype')!r} in serialized graph")
+        if batch is not None:
+            from trtjit.dynamic import SymDim, decode
+            return TensorSpec(tuple(s if isinstance(s, SymDim) else int(s) for s in decode(d["shape"], batch)),
+                              DTYPES[d["dtype"]])
         return TensorSpec(tuple(int(s) for s in d["shape"]), DTYPES[d["dtype"]])
 
     def __str__(self) -> str:
@@ -381,10 +390,12 @@ class Graph:
     # ------------------------------------------------------------ serializing
     def to_json(self, prefix: str = "") -> dict:
         """JSON-able description. Constants are referenced by key; get their tensors from ``weights()``."""
+        from trtjit.dynamic import encode
+
         nodes = []
         for name in self.topo_order():
             n = self.node(name)
-            attrs = {k: ({"__graph__": v.to_json(prefix=f"{prefix}{name}::")} if isinstance(v, Graph) else v)
+            attrs = {k: ({"__graph__": v.to_json(prefix=f"{prefix}{name}::")} if isinstance(v, Graph) else encode(v))
                      for k, v in n.attrs.items()}
             rec = {"name": name, "op": n.op, "attrs": attrs, "outputs": [s.to_json() for s in n.outputs],
                    "inputs": [list(v) for v in self.inputs_of(name)], "source": n.source}
@@ -406,27 +417,30 @@ class Graph:
         return out
 
     @staticmethod
-    def from_json(d: dict, weights: dict[str, torch.Tensor]) -> Graph:
+    def from_json(d: dict, weights: dict[str, torch.Tensor], batch: Any = None) -> Graph:
         if not isinstance(d, dict) or d.get("format") != "trtjit-ir":
             raise GraphError("not a serialized trtjit graph (missing format tag 'trtjit-ir')")
         if d.get("version") != 1:
             raise GraphError(f"serialized graph has version {d.get('version')}, this trtjit reads version 1")
         g = Graph()
         try:
+            from trtjit.dynamic import BatchRange, decode
+            if "batch_range" in d.get("meta", {}):  # a dynamic-batch graph (trtjit.dynamic); bodies inherit it
+                batch = BatchRange.from_json(d["meta"]["batch_range"])
             for rec in d["nodes"]:
-                attrs = {k: (Graph.from_json(v["__graph__"], weights) if isinstance(v, dict) and "__graph__" in v
-                             else v) for k, v in rec["attrs"].items()}
+                attrs = {k: (Graph.from_json(v["__graph__"], weights, batch) if isinstance(v, dict) and "__graph__" in v
+                             else decode(v, batch)) for k, v in rec["attrs"].items()}
                 value = None
                 if rec["op"] == "constant":
                     if rec.get("weight") not in weights:
                         raise GraphError(f"constant {rec['name']!r}: weight {rec.get('weight')!r} is missing")
                     value = weights[rec["weight"]]
-                node = Node(rec["name"], rec["op"], attrs, [TensorSpec.from_json(s) for s in rec["outputs"]],
+                node = Node(rec["name"], rec["op"], attrs, [TensorSpec.from_json(s, batch) for s in rec["outputs"]],
                             value, rec.get("source", ""))
                 g.add_node(node, [Value(n, int(i)) for n, i in rec["inputs"]])
             g.inputs = list(d["inputs"])
             g.outputs = [Value(n, int(i)) for n, i in d["outputs"]]
             g.meta = dict(d.get("meta", {}))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, InputError) as e:
             raise GraphError(f"malformed serialized graph: {type(e).__name__}: {e}") from None
         return g

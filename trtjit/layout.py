@@ -68,13 +68,28 @@ def compute_layouts(graph: Graph, strict: bool = True) -> dict[Value, Layout | N
         if src is None:
             out[Value(node.name)] = None
             continue
-        size = 1 + src.offset + sum((s - 1) * st for s, st in zip(src.shape, src.strides) if s > 0)
-        base = torch.empty(size, dtype=node.spec.dtype, device="meta").as_strided(src.shape, src.strides, src.offset)
-        res = opdef.run([base], node.attrs)[0]
-        if not res._is_view() and res.numel() > 0:
+        from trtjit.dynamic import is_dynamic, range_of, two_point
+        if is_dynamic((src.shape, src.strides, src.offset, node.attrs)):  # batch-proportional: at two batches
+            view = two_point(_view_of, range_of((src.shape, src.strides, src.offset, node.attrs)), opdef,
+                             node.spec.dtype, src.shape, src.strides, src.offset, node.attrs)
+        else:
+            view = _view_of(opdef, node.spec.dtype, src.shape, src.strides, src.offset, node.attrs)
+        if view is None:
             if strict:
                 raise BuildError(f"node {node.name!r}: {node.op} of a non-contiguous tensor needs a copy")
             out[Value(node.name)] = None
             continue
-        out[Value(node.name)] = Layout(src.root, tuple(res.shape), tuple(res.stride()), int(res.storage_offset()))
+        out[Value(node.name)] = Layout(src.root, *view)
     return out
+
+
+def _view_of(opdef: object, dtype: torch.dtype, shape: tuple[int, ...], strides: tuple[int, ...], offset: int,
+             attrs: dict) -> tuple[tuple[int, ...], tuple[int, ...], int] | None:
+    """(shape, strides, offset) of a view op applied to a tensor with this layout (torch decides, on a meta
+    tensor); None when it needs a copy."""
+    size = 1 + offset + sum((s - 1) * st for s, st in zip(shape, strides) if s > 0)
+    base = torch.empty(size, dtype=dtype, device="meta").as_strided(shape, strides, offset)
+    res = opdef.run([base], attrs)[0]  # type: ignore[attr-defined]
+    if not res._is_view() and res.numel() > 0:
+        return None
+    return tuple(res.shape), tuple(res.stride()), int(res.storage_offset())

@@ -60,6 +60,14 @@ class OpDef:
         """Output specs; by default computed by running the reference on meta tensors."""
         if self.infer_fn is not None:
             return self.infer_fn(specs, attrs)
+        from trtjit.dynamic import is_dynamic, range_of, two_point
+        if is_dynamic(specs) or is_dynamic(attrs):  # batch-proportional sizes: torch at two batches, recombined
+            rng = range_of(specs) or range_of(attrs)
+            res = two_point(lambda sp, at: [(s.shape, s.dtype) for s in self._infer_static(sp, at)], rng, specs, attrs)
+            return [TensorSpec(tuple(sh), dt) for sh, dt in res]
+        return self._infer_static(specs, attrs)
+
+    def _infer_static(self, specs: list[TensorSpec], attrs: dict[str, Any]) -> list[TensorSpec]:
         out = self.ref([s.meta() for s in specs], **attrs)
         outs = out if isinstance(out, (tuple, list)) else [out]
         return [TensorSpec.of(t) for t in outs]

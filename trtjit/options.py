@@ -29,6 +29,9 @@ class BuildOptions:
     tuning_cache: a tuning cache file (``trtjit.tuning``): tiles measured by earlier builds are reused, and
         opt_level 3 adds what it measures. Default: none at level 2; ``~/.cache/trtjit/tuning_cache.json``
         at level 3.
+    shapes: input shape ranges, ``{input name or position: (min_shape, opt_shape, max_shape)}``: one engine
+        serves every batch in [min, max], tuned for opt (one dynamic dim, shared by the inputs given; see
+        ``trtjit.dynamic``). Empty: static shapes, those of the example inputs.
     """
 
     opt_level: int = 2
@@ -39,9 +42,12 @@ class BuildOptions:
     dump_dir: str | None = None
     targets: tuple[str, ...] = ()
     tuning_cache: str | None = None
+    shapes: tuple = ()
 
     def __post_init__(self) -> None:
+        from trtjit.dynamic import normalize_shapes
         object.__setattr__(self, "targets", normalize_targets(self.targets))
+        object.__setattr__(self, "shapes", normalize_shapes(self.shapes))
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
         if self.opt_level not in (0, 1, 2, 3):
             raise InputError(f"opt_level must be 0, 1, 2 or 3, got {self.opt_level!r}")

@@ -73,17 +73,20 @@ class TuningCache:
 
 def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float]:
     """``time(kernel_spec) -> ms``: median of ``iters`` CUDA-event timings of one launch on random buffers
-    shaped like the kernel's arguments (allocated once per build and shared by all candidates)."""
+    shaped like the kernel's arguments (allocated once per build and shared by all candidates). A
+    dynamic-batch graph (trtjit.dynamic) is timed at its opt batch: the engine is tuned for opt."""
     import torch
 
     from trtjit.backend import load_kernel
+    from trtjit.dynamic import at, grid_at
 
     bufs: dict[Any, torch.Tensor] = {}
     fns: dict[str, Any] = {}
+    opt = graph.meta["batch_range"]["opt"] if graph.meta.get("batch_range") else None
 
     def buffer(v: Any) -> torch.Tensor:
         if v not in bufs:
-            spec = graph.spec(v)
+            spec = at(graph.spec(v), opt) if opt is not None else graph.spec(v)
             if spec.dtype.is_floating_point:
                 bufs[v] = torch.randn(spec.shape, device=device).to(spec.dtype)
             else:
@@ -94,10 +97,10 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
         if k.source not in fns:
             fns[k.source] = load_kernel(k.name, k.source)
         fn = fns[k.source]
-        args = [buffer(a) for a in k.args]
+        args = [buffer(a) for a in k.args] + ([opt] if getattr(k, "batch_arg", False) else [])
 
         def launch() -> None:
-            fn[k.grid](*args, **k.constexprs, num_warps=k.num_warps, num_stages=k.num_stages)
+            fn[grid_at(k.grid, opt)](*args, **k.constexprs, num_warps=k.num_warps, num_stages=k.num_stages)
 
         launch()  # compiles this tile
         torch.cuda.synchronize(device)

@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+BATCH_ARG = "nb"  # the runtime batch argument of dynamic-batch kernels (trtjit.dynamic.ARG; no trtjit import here)
 LAUNCH_FIELDS = ("num_warps", "num_ctas", "num_stages", "shared", "global_scratch_size", "global_scratch_align",
                  "profile_scratch_size", "profile_scratch_align", "launch_cooperative_grid", "launch_pdl",
                  "tmem_size")
@@ -55,13 +56,17 @@ def compile_one(kern: dict[str, Any], target: str) -> dict[str, Any]:
     constexprs = dict(kern["constexprs"])
     names = list(fn.arg_names)
     passed = [n for n in names if n not in constexprs]
-    if len(passed) != len(kern["arg_dtypes"]):
+    scalars = {BATCH_ARG} if kern.get("batch_arg") else set()  # the runtime batch: an unspecialized i32
+    pointers = [n for n in passed if n not in scalars]
+    if len(pointers) != len(kern["arg_dtypes"]) or not scalars <= set(passed):
         raise RuntimeError(f"kernel takes {len(passed)} non-constexpr arguments {passed}, job gives "
-                           f"{len(kern['arg_dtypes'])} buffers")
-    ptr_types = {n: "*" + canonicalize_dtype(dt) for n, dt in zip(passed, kern["arg_dtypes"])}
+                           f"{len(kern['arg_dtypes'])} buffers{' and the batch' if scalars else ''}")
+    ptr_types = {n: "*" + canonicalize_dtype(dt) for n, dt in zip(pointers, kern["arg_dtypes"])}
+    ptr_types.update({n: "i32" for n in scalars})
     signature = {n: ("constexpr" if n in constexprs else ptr_types[n]) for n in names}
     # Pointers are assumed 16-byte aligned (as Triton's JIT specializes them); the engine makes sure they are.
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n not in constexprs}
+    # The batch gets no divisibility hint, so one binary serves every batch.
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n not in constexprs and n not in scalars}
     compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", arch_number(target), 32),
                               options={"num_warps": kern["num_warps"], "num_stages": kern["num_stages"]})

@@ -131,10 +131,18 @@ class ModelVersion:
 
     # ------------------------------------------------------------------ loading
     def _engine_batch(self, e: Engine, f: Path) -> int:
+        """The batch an engine file serves: dim 0 of its inputs and outputs; a dynamic-batch engine
+        (trtjit.dynamic) counts as its max and runs every batch in its range unpadded."""
         specs = list(e.input_specs) + list(e.output_specs)
         if any(len(s.shape) == 0 for s in specs):
             raise invalid(f"model {self.name!r} version {self.version}: {f.name} has a scalar input or output, "
                           "so it has no batch dimension (set max_batch_size 0)")
+        if e.batch_range is not None:
+            from trtjit.dynamic import SymDim
+            if not all(isinstance(s.shape[0], SymDim) and s.shape[0].coef == 1 for s in specs):
+                raise invalid(f"model {self.name!r} version {self.version}: {f.name} has a batch range, but not "
+                              "along dim 0 of every input and output (set max_batch_size 0)")
+            return e.batch_range.max
         sizes = {s.shape[0] for s in specs}
         if len(sizes) != 1:
             raise invalid(f"model {self.name!r} version {self.version}: {f.name}'s inputs and outputs disagree on "
@@ -312,6 +320,8 @@ class ModelVersion:
             if self.batching:
                 size = next(b for b in self.engine_batches if b >= n)
                 engine = inst.engines[size]
+                if engine.batch_range is not None:  # a dynamic-batch engine: the exact batch (at least its min)
+                    size = max(n, engine.batch_range.min)
                 args = []
                 for i, t in enumerate(self.inputs):
                     buf = torch.empty((size, *t.dims), dtype=engine.input_specs[i].dtype)
