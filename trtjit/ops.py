@@ -9,6 +9,7 @@ lower to stride arithmetic with no kernel at all. Adding an op touches this file
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,9 +88,35 @@ def get_op(name: str) -> OpDef:
         raise GraphError(f"op {name!r} is not in the op table") from None
 
 
+_WIDE_UINTS = (torch.uint16, torch.uint32, torch.uint64)
+_NATIVE_UINT_REFS = {"bitcast"}  # references that work on the unsigned types as they are
+
+
+def _wide_uint(ref: Callable[..., Any]) -> Callable[..., Any]:
+    """``ref`` computing uint16/32/64 inputs in int64, where torch has kernels, then cast to the output
+    dtypes the op has on those inputs (torch's meta kernels cover the unsigned types; its CPU kernels do
+    not). Exact for uint16/uint32; uint64 values of 2**63 and more wrap, so comparisons, division and right
+    shifts of such values in a reference are off (the generated Triton code computes them unsigned)."""
+
+    def run(ins: list[Any], **attrs: Any) -> Any:
+        if not any(isinstance(t, torch.Tensor) and t.dtype in _WIDE_UINTS and not t.is_meta for t in ins):
+            return ref(ins, **attrs)
+        metas = [t.to("meta") if isinstance(t, torch.Tensor) else t for t in ins]
+        want = ref(metas, **attrs)
+        wide = [t.to(torch.int64) if isinstance(t, torch.Tensor) and t.dtype in _WIDE_UINTS else t for t in ins]
+        out = ref(wide, **attrs)
+        if isinstance(out, (tuple, list)):
+            return type(out)(o.to(w.dtype) for o, w in zip(out, want))
+        return out.to(want.dtype)
+
+    return run
+
+
 def _register(op: OpDef) -> OpDef:
     assert op.kind in KINDS, op.kind
     assert op.name not in OPS, op.name
+    if op.kind not in ("source", "fused", "plugin") and op.name not in _NATIVE_UINT_REFS:
+        op = dataclasses.replace(op, ref=_wide_uint(op.ref))
     OPS[op.name] = op
     return op
 
@@ -165,6 +192,7 @@ def _cast_expr(a: list[str], attrs: dict) -> str:
 _TL_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float64": "float64",
               "int64": "int64", "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8",
               "bool": "int1"}
+_TL_DTYPES.update({"uint16": "uint16", "uint32": "uint32", "uint64": "uint64"})
 
 _pointwise("neg", 1, torch.neg, "-{0}")
 _pointwise("abs", 1, torch.abs, "tl.abs({0})")
@@ -196,6 +224,8 @@ _pointwise("clamp", 1, lambda x, min, max: torch.clamp(x, min, max), _clamp_expr
 _pointwise("pow_scalar", 1, lambda x, exponent: torch.pow(x, exponent), _pow_scalar_expr, {"exponent": REQUIRED})
 _pointwise("logical_not", 1, torch.logical_not, "{0} == 0")
 _pointwise("cast", 1, lambda x, dtype: x.to(DTYPES[dtype]), _cast_expr, {"dtype": REQUIRED})
+_pointwise("bitcast", 1, lambda x, dtype: x.view(DTYPES[dtype]), lambda a, at: f"{a[0]}.to(tl.{_TL_DTYPES[at['dtype']]}, bitcast=True)",
+           {"dtype": REQUIRED}, doc="reinterpret the bits as another dtype of the same size")
 _pointwise("add", 2, torch.add, "{0} + {1}")
 _pointwise("sub", 2, torch.sub, "{0} - {1}")
 _pointwise("mul", 2, torch.mul, "{0} * {1}")
