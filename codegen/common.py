@@ -168,14 +168,25 @@ def emit_op(node: Node, args: list[str], arg_dtypes: list[torch.dtype]) -> str:
     if node.op == "where":
         cond = args[0] if arg_dtypes[0] == torch.bool else f"({args[0]} != 0)"
         return "tl.where({}, {}, {})".format(cond, *_to_float(args[1:], arg_dtypes[1:], out_dt))
-    if node.op != "cast":
+    if node.op not in ("cast", "bitcast"):
         args = _to_float(args, arg_dtypes, out_dt)
+    if node.op == "bitcast":
+        return _bitcast_expr(args[0], arg_dtypes[0], out_dt)
     if node.op == "cast" and _is_literal(args[0]):
         return args[0] if out_dt.is_floating_point else f"tl.full([], {args[0]}, {tl_dtype(out_dt)})"
     expr = opdef.expr(args, node.attrs) if callable(opdef.expr) else opdef.expr.format(*args)
     if node.op == "cast" and out_dt in FLOATS:
         expr = f"{expr}.to(tl.float32)"
     return expr
+
+
+def _bitcast_expr(x: str, in_dt: torch.dtype, out_dt: torch.dtype) -> str:
+    """Bit reinterpretation; half/bfloat16 values live in fp32 registers, so they are narrowed first and
+    widened after."""
+    if _is_literal(x) or in_dt in (torch.float16, torch.bfloat16):
+        x = f"tl.full([], {x}, {tl_dtype(in_dt)})" if _is_literal(x) else f"{x}.to({tl_dtype(in_dt)})"
+    y = f"{x}.to({tl_dtype(out_dt)}, bitcast=True)"
+    return f"{y}.to(tl.float32)" if out_dt in (torch.float16, torch.bfloat16) else y
 
 
 def literal_of(t: torch.Tensor) -> str:
@@ -185,6 +196,11 @@ def literal_of(t: torch.Tensor) -> str:
     if t.dtype.is_floating_point:
         return lit(float(x))
     return lit(int(x))
+
+
+def int_literal(v: int) -> str:
+    """An integer literal Triton types as int64 even at the int64 minimum (2**63 alone would be uint64)."""
+    return f"({v + 1} - 1)" if v == -2**63 else str(v)
 
 
 def load_cast(expr: str, dtype: torch.dtype) -> str:

@@ -39,15 +39,19 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     w = Writer()
     flat_index(w, shape, strides, [f"i{j}" for j in range(len(shape))])
     if node.op == "index_select":
-        idx_off, _ = offset_expr(i_in.layout, (shape[dim],), lambda j: f"i{dim}")
+        idx_off, used = offset_expr(i_in.layout, (shape[dim],), lambda j: f"i{dim}")
     else:
-        idx_off, _ = offset_expr(i_in.layout, shape, lambda j: f"i{j}")
+        idx_off, used = offset_expr(i_in.layout, shape, lambda j: f"i{j}")
+    if not used:  # one index for every element: still a block of pointers, as the mask is a block
+        idx_off += " + offs * 0"
     w(f"idx = tl.load({i_in.pointer} + {idx_off}, mask=mask, other=0)")
     size = x_in.layout.shape[dim]
     w(f"idx = tl.where(idx < 0, idx + {size}, idx)")
     lay = x_in.layout
     src = Layout(lay.root, lay.shape, lay.strides, lay.offset)
-    x_off, _ = offset_expr(src, shape, lambda j: "idx" if j == dim else f"i{j}")
+    x_off, used = offset_expr(src, shape, lambda j: "idx" if j == dim else f"i{j}")
+    if not used:
+        x_off += " + offs * 0"
     w(f"v = {load_cast(f'tl.load({x_in.pointer} + {x_off}, mask=mask)', x_in.dtype)}")
     w(f"tl.store({ptr} + offs, {store_cast('v', spec.dtype)}, mask=mask)")
     src_text = w.source(name, kin.pointers, ["BLOCK"], f"{node.op} along dim {dim}: {list(lay.shape)} -> {list(shape)}")

@@ -144,6 +144,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         off, used = offset_expr(op.layout, out_shape, dim_var)
         v = f"e{len(loaded)}"
         m = ", mask=mask, other=0.0" if used else ""
+        if used:  # a masked load needs a tile of pointers, also when only batch index vars vary
+            off = full_tile(off, m_vars)
         w(f"{v} = {load_cast(f'tl.load({op.pointer} + {off}{m})', op.dtype)}  # {inp}")
         loaded[inp] = v
         return v

@@ -329,10 +329,91 @@ def test_errors_name_node_and_op_type():
         trtjit.compile(m, [(1, 1, 2, 2)])
 
 
+def test_errors_name_node_op_and_problem():
+    """A malformed model, an unsupported op and bad attributes: each message names the node, its op type
+    and what is wrong."""
+    dangling = make_model([helper.make_node("Relu", ["nowhere"], ["y"], name="r1")], [vi("x", [2])], [vi("y", [2])])
+    with pytest.raises(trtjit.InputError, match=r"input 'nowhere' of node: name: r1 OpType: Relu is not output"):
+        trtjit.compile(dangling, [(2,)])
+    nms = make_model([helper.make_node("NonMaxSuppression", ["b", "s"], ["y"], name="nms")],
+                     [vi("b", [1, 2, 4]), vi("s", [1, 1, 2])], [vi("y", [1, 3], TensorProto.INT64)])
+    with pytest.raises(trtjit.UnsupportedOpError, match=r"NonMaxSuppression: at nms"):
+        trtjit.compile(nms, None)
+    conv = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="cv", kernel_shape=[5, 5])],
+                      [vi("x", [1, 1, 4, 4])], [vi("y", [1, 1, 2, 2])],
+                      [numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")])
+    with pytest.raises(trtjit.BuildError, match=r"node 'cv' \(Conv\): kernel_shape \[5, 5\] does not match the "
+                                                r"weight's spatial shape \[3, 3\]"):
+        trtjit.compile(conv, None)
+    sm = make_model([helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=5)], [vi("x", [2, 2])], [vi("y", [2, 2])])
+    with pytest.raises(trtjit.BuildError, match=r"node 'sm' \(Softmax\): axis 5 is out of range for rank 2"):
+        trtjit.compile(sm, None)
+    rs = make_model([helper.make_node("Resize", ["x", "", "scales"], ["y"], name="rs", mode="linear",
+                                      coordinate_transformation_mode="magic")],
+                    [vi("x", [1, 1, 2, 2])], [vi("y", [1, 1, 4, 4])],
+                    [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
+    with pytest.raises(trtjit.UnsupportedOpError, match=r"Resize: at rs \(.*coordinate_transformation_mode: 'magic'"):
+        trtjit.compile(rs, None)
+
+
 def test_opset_range():
-    m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2])], [vi("y", [2])], opset=6)
-    with pytest.raises(trtjit.InputError, match="opset 6; trtjit imports opsets 7 to"):
-        trtjit.compile(m, [(2,)])
+    """Opsets before 7 are upgraded with onnx's version converter; newer ones than onnx knows are refused."""
+    for old in (1, 6):
+        m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2])], [vi("y", [2])], opset=old)
+        assert trtjit.compile(m, [(2,)])(torch.tensor([-1.0, 2.0])).tolist() == [0.0, 2.0]
+    m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2])], [vi("y", [2])],
+                   opset=onnx.defs.onnx_opset_version() + 1)
+    with pytest.raises(trtjit.InputError, match="newer than this onnx package knows"):
+        import_onnx(m, [(2,)], check=False)
     for opset in (7, 13, onnx.defs.onnx_opset_version()):
         m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2])], [vi("y", [2])], opset=opset)
         assert trtjit.compile(m, [(2,)])(torch.tensor([-1.0, 2.0])).tolist() == [0.0, 2.0]
+
+
+# ------------------------------------------------------------------------------ recurrent layers
+def _recurrent_model(op: str, direction: str, seq: int, batch: int, inp: int, hidden: int, gen, **attrs):
+    """One LSTM/GRU node with weights, biases, sequence lengths and initial states as initializers."""
+    nd = 2 if direction == "bidirectional" else 1
+    gates = {"LSTM": 4, "GRU": 3}[op]
+    w = torch.randn(nd, gates * hidden, inp, generator=gen).numpy() * 0.5
+    r = torch.randn(nd, gates * hidden, hidden, generator=gen).numpy() * 0.5
+    b = torch.randn(nd, 2 * gates * hidden, generator=gen).numpy() * 0.5
+    h0 = torch.randn(nd, batch, hidden, generator=gen).numpy()
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in ((w, "W"), (r, "R"), (b, "B"), (h0, "h0"))]
+    ins = ["x", "W", "R", "B", "", "h0"]
+    outs = [vi("y", [seq, nd, batch, hidden]), vi("yh", [nd, batch, hidden])]
+    if op == "LSTM":
+        c0 = torch.randn(nd, batch, hidden, generator=gen).numpy()
+        p = torch.randn(nd, 3 * hidden, generator=gen).numpy() * 0.3
+        inits += [numpy_helper.from_array(c0.astype(np.float32), "c0"), numpy_helper.from_array(p.astype(np.float32), "P")]
+        ins += ["c0", "P"]
+        outs.append(vi("yc", [nd, batch, hidden]))
+    node = helper.make_node(op, ins, [o.name for o in outs], hidden_size=hidden, direction=direction, **attrs)
+    return make_model([node], [vi("x", [seq, batch, inp])], outs, inits, opset=14)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("op,attrs", [("LSTM", {}), ("GRU", {"linear_before_reset": 0}),
+                                      ("GRU", {"linear_before_reset": 1})], ids=["lstm", "gru", "gru_lbr"])
+def test_lstm_gru_match_onnxruntime(op, attrs, direction, gen):
+    """Sequence of 4 steps, batch 2, initial hidden (and cell) states, peepholes for the LSTM: every output
+    (all hidden states, last hidden, last cell) against onnxruntime."""
+    m = _recurrent_model(op, direction, 4, 2, 3, 5, gen, **attrs)
+    x = torch.randn(4, 2, 3, generator=gen).numpy()
+    check(trtjit.compile(m, [(4, 2, 3)]), m, {"x": x})
+
+
+def test_broadcast_operands_in_gather_and_gemm_epilogue(gen):
+    """A run-time Gather with one index and a batched MatMul whose epilogue operand varies only along the
+    batch (both need a tile of pointers for a value the tile shares), against onnxruntime."""
+    nodes = [helper.make_node("Gather", ["table", "i"], ["g"], axis=0),
+             helper.make_node("MatMul", ["a", "b"], ["m"]),
+             helper.make_node("Mul", ["m", "s"], ["y"])]
+    m = make_model(nodes, [vi("table", [5, 3]), vi("i", [1, 1], TensorProto.INT64), vi("a", [2, 4, 1, 8]),
+                           vi("b", [2, 4, 8, 8]), vi("s", [2, 4, 1, 1])],
+                   [vi("g", [1, 1, 3]), vi("y", [2, 4, 1, 8])])
+    feeds = {"table": torch.randn(5, 3, generator=gen).numpy(), "i": np.array([[3]], np.int64),
+             "a": torch.randn(2, 4, 1, 8, generator=gen).numpy(), "b": torch.randn(2, 4, 8, 8, generator=gen).numpy(),
+             "s": torch.randn(2, 4, 1, 1, generator=gen).numpy()}
+    eng = trtjit.compile(m, {k: torch.from_numpy(v) for k, v in feeds.items()})
+    check(eng, m, feeds)

@@ -1,23 +1,27 @@
-"""onnx's own conformance suite (``onnx.backend.test``: the node tests the onnx package generates) against
-trtjit's ONNX backend (``trtjit.onnx_backend.Backend``) on the CPU.
+"""onnx's own conformance suite (``onnx.backend.test``) against trtjit's ONNX backend
+(``trtjit.onnx_backend.Backend``) on the CPU: the node tests the onnx package generates and its model tests
+(pytorch-converted, pytorch-operator, simple, and real: the light zoo models), as
+``onnx.backend.test.BackendTest`` runs them.
 
-Every test trtjit does not pass yet is listed, with its cause, in ``tests/onnx_backend_excludes.txt`` (one
+Every test trtjit does not pass yet (or does not run here: the light zoo models take tens of minutes each
+under the Triton CPU interpreter) is listed, with its cause, in ``tests/onnx_backend_excludes.txt`` (one
 file, grouped by cause) and shows up here as skipped with that cause.
 
-CI time: by default a deterministic quarter of the passing node tests runs (selected by a hash of the test
-name, so it is the same set every run: ~330 tests, ~35 s on one core). Environment:
+CI time: by default a deterministic half of the tests runs (selected by a hash of the test name, so it is
+the same set every run). Environment:
 
-* ``TRTJIT_ONNX_BACKEND=full``: every node test (1367 of the 1884 pass; ~2 min on one core);
+* ``TRTJIT_ONNX_BACKEND=full``: every test;
 * ``TRTJIT_ONNX_BACKEND=off``: none;
 * ``TRTJIT_ONNX_BACKEND_SHARD=i/n``: shard ``i`` of ``n`` of the full set (for parallel CI jobs).
 
-``python -m trtjit.onnx_backend --jobs 2`` prints the pass count, the causes and the missing ops ranked by
+``python -m trtjit.onnx_backend --jobs 2`` prints the pass counts, the causes and the missing ops ranked by
 the tests they would unlock; ``--write-excludes tests/onnx_backend_excludes.txt`` regenerates the file.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import unittest
 import warnings
 import zlib
@@ -31,12 +35,12 @@ onnx = pytest.importorskip("onnx")
 from onnx.backend.test.loader import load_model_tests  # noqa: E402
 from onnx.backend.test.runner import Runner  # noqa: E402
 
-from trtjit.onnx_backend import Backend, read_excludes  # noqa: E402
+from trtjit.onnx_backend import Backend, model_tests, read_excludes  # noqa: E402
 
 EXCLUDES = Path(__file__).with_name("onnx_backend_excludes.txt")
 MODE = os.environ.get("TRTJIT_ONNX_BACKEND", "sample").lower()
 SHARD = os.environ.get("TRTJIT_ONNX_BACKEND_SHARD", "")
-SAMPLE_EVERY = 4
+SAMPLE_EVERY = 2
 _state = np.random.get_state()
 np.random.seed(0)  # onnx draws the tests' inputs from numpy's global generator: the same inputs every run
 with warnings.catch_warnings():
@@ -58,8 +62,8 @@ def _selected(name: str) -> bool:
 
 
 class _NodeTests(Runner):
-    """onnx's backend-test runner restricted to the node tests (the real/simple/pytorch model tests need
-    downloads or are out of scope)."""
+    """onnx's backend-test runner restricted to the node tests (the model tests come from
+    ``trtjit.onnx_backend.model_tests``)."""
 
     def __init__(self) -> None:  # noqa: D107 - deliberately not calling Runner.__init__ (loads every kind)
         from collections import defaultdict
@@ -73,32 +77,37 @@ class _NodeTests(Runner):
             self._add_model_test(case, "Node")
 
 
-def _build() -> type[unittest.TestCase]:
+def _build(items: dict, name: str) -> type[unittest.TestCase]:
     excluded = read_excludes(str(EXCLUDES))
-    runner = _NodeTests()
-    cls = type("TestOnnxBackendNode", (unittest.TestCase,), {"__module__": __name__})
-    items = {n: it for cat in runner._test_items.values() for n, it in cat.items()}
-    for name, item in sorted(items.items()):
-        if not name.endswith("_cpu"):
-            continue
-        base = name[: -len("_cpu")]
+    cls = type(name, (unittest.TestCase,), {"__module__": __name__})
+    for base, func in sorted(items.items()):
         if base in excluded:
-            fn = unittest.skip(f"excluded: {excluded[base]}")(item.func)
+            fn = unittest.skip(f"excluded: {excluded[base]}")(func)
         elif _selected(base):
-            fn = item.func
+            fn = func
         else:
             continue
-        setattr(cls, name, fn)
+        setattr(cls, base + "_cpu", fn)
     return cls
 
 
-TestOnnxBackendNode = _build()
+def _node_items() -> dict:
+    runner = _NodeTests()
+    items = {n: it for cat in runner._test_items.values() for n, it in cat.items()}
+    return {n[: -len("_cpu")]: it.func for n, it in items.items() if n.endswith("_cpu")}
+
+
+TestOnnxBackendNode = _build(_node_items(), "TestOnnxBackendNode")
+# the "real" light zoo models write their generated inputs under ONNX_MODELS
+os.environ.setdefault("ONNX_MODELS", tempfile.mkdtemp(prefix="trtjit-onnx-models-"))
+_MODELS = model_tests()
+TestOnnxBackendModels = _build(_MODELS, "TestOnnxBackendModels")
 
 
 def test_excludes_file_is_well_formed() -> None:
     """Every excluded test exists in the installed onnx, once, under a cause."""
     excluded = read_excludes(str(EXCLUDES))
-    names = {c.name for c in _CASES}
+    names = {c.name for c in _CASES} | set(_MODELS)
     unknown = sorted(set(excluded) - names)
     assert not unknown, f"excludes name tests the installed onnx does not have: {unknown[:10]}"
     lines = [ln.strip() for ln in EXCLUDES.read_text().splitlines() if ln.strip() and not ln.startswith("#")]

@@ -253,6 +253,9 @@ CASES: dict[str, list[Case]] = {
              Case("i32_to_f32", [In((4, 6), "int", torch.int32)], {"dtype": "float32"}),
              Case("bool_to_f32", [In((4, 6), "bool")], {"dtype": "float32"}),
              Case("f16_to_f32", [In((4, 6), "randn", F16)], {"dtype": "float32"})],
+    "bitcast": [Case("f32_to_i32", [In((4, 6), "randn")], {"dtype": "int32"}),
+                Case("f16_to_i16", [In((4, 6), "randn", F16)], {"dtype": "int16"}),
+                Case("i32_to_u32", [In((4, 6), "int", torch.int32)], {"dtype": "uint32"})],
     "copy": _unary(("randn", "randn", {})),
     # ---- binary pointwise
     "add": _binary() + [Case("f32_plus_i32", [In((4, 6)), In((4, 6), "int", torch.int32)])],

@@ -51,7 +51,8 @@ ONNX_DTYPES: dict[int, torch.dtype] = {
     TensorProto.FLOAT: torch.float32, TensorProto.DOUBLE: torch.float64, TensorProto.FLOAT16: torch.float16,
     TensorProto.BFLOAT16: torch.bfloat16, TensorProto.INT64: torch.int64, TensorProto.INT32: torch.int32,
     TensorProto.INT16: torch.int16, TensorProto.INT8: torch.int8, TensorProto.UINT8: torch.uint8,
-    TensorProto.BOOL: torch.bool,
+    TensorProto.BOOL: torch.bool, TensorProto.UINT16: torch.uint16, TensorProto.UINT32: torch.uint32,
+    TensorProto.UINT64: torch.uint64,
 }
 TORCH_TO_ONNX = {v: k for k, v in ONNX_DTYPES.items()}
 
@@ -154,11 +155,13 @@ def _itemsize(dt: int) -> int:
 
 def np_to_torch(arr: Any, what: str = "tensor") -> torch.Tensor:
     arr = np.asarray(arr)
+    if arr.dtype.name in NARROW_BY_NP:
+        return NARROW_BY_NP[arr.dtype.name].to_storage(arr)
     if arr.dtype == object or arr.dtype.kind in "USO":
         raise Unsupported(f"{what} holds strings or objects, which trtjit does not support")
     if arr.dtype.name == "bfloat16":
         return torch.from_numpy(np.array(arr, order="C", copy=True).view(np.int16)).view(torch.bfloat16)
-    if arr.dtype.kind == "u" and arr.dtype.itemsize > 1 or arr.dtype.kind == "V" or arr.dtype.name not in _NP_OK:
+    if arr.dtype.kind == "V" or arr.dtype.name not in _NP_OK:
         raise Unsupported(f"{what} has dtype {arr.dtype.name}, which trtjit does not support")
     try:
         return torch.from_numpy(np.array(arr, order="C", copy=True))
@@ -166,7 +169,8 @@ def np_to_torch(arr: Any, what: str = "tensor") -> torch.Tensor:
         raise Unsupported(f"{what} has numpy dtype {arr.dtype}, which trtjit does not support") from None
 
 
-_NP_OK = {"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"}
+_NP_OK = {"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool", "uint16", "uint32",
+          "uint64"}
 
 
 def torch_to_np(t: torch.Tensor) -> np.ndarray:
@@ -182,7 +186,15 @@ def _is_shape(x: Any) -> bool:
     return isinstance(x, (tuple, list, torch.Size)) and all(isinstance(s, (int, np.integer)) for s in x)
 
 
-def _as_example(x: Any, name: str) -> tuple[tuple[int, ...], torch.Tensor | None]:
+ABSENT = "absent"  # the example of an empty optional input
+
+
+def _as_example(x: Any, name: str) -> tuple[tuple[int, ...], Any]:
+    if x is None:
+        return (), ABSENT
+    if isinstance(x, (list, tuple)) and x and all(isinstance(t, (torch.Tensor, np.ndarray)) for t in x):
+        # the tensors of a sequence input
+        return (len(x),), [_as_example(t, f"{name}[{i}]")[1] for i, t in enumerate(x)]
     if isinstance(x, torch.Tensor):
         return tuple(int(s) for s in x.shape), x
     if isinstance(x, np.ndarray) or np.isscalar(x) and not isinstance(x, (int, float)):
@@ -229,6 +241,7 @@ class Importer:
         self.const_values: dict[int, Value] = {}
         self.const_names: dict[int, str] = {}
         self.dims: dict[str, int] = {}
+        self.narrow: dict[str, int] = {}  # value name -> ONNX narrow element type (see NARROW)
         self.registry = registry
         self.opsets = {(o.domain or ""): o.version for o in model.opset_import}
         if "ai.onnx" in self.opsets:
@@ -252,6 +265,8 @@ class Importer:
         for t in g.initializer:
             self.env[t.name] = self._tensor(t, f"initializer {t.name!r}")
             self.const_names[id(self.env[t.name])] = t.name
+            if t.data_type in NARROW:
+                self.narrow[t.name] = t.data_type
         for t in g.sparse_initializer:
             self.env[t.values.name] = self._sparse(t)
         for vi in real:
@@ -259,17 +274,28 @@ class Importer:
         self.convert_nodes(list(g.node), self.opset)
         if self.unsupported:
             raise UnsupportedOpError(self.unsupported)
-        outs, names = [], []
+        outs, names, seqs = [], [], {}
         for vi in g.output:
             e = self.env.get(vi.name)
             if e is None:
                 raise InputError(f"graph output {vi.name!r} is not produced by any node")
+            if isinstance(e, Seq):  # a sequence output: its tensors as outputs "name.0", "name.1" ...
+                seqs[vi.name] = len(e)
+                for i, t in enumerate(e):
+                    outs.append(self.value(t, f"{vi.name}.{i}") if isinstance(t, torch.Tensor) else t)
+                    names.append(f"{vi.name}.{i}")
+                continue
             v = self.value(e, vi.name)
             self._check_declared(vi, v)
             outs.append(v)
             names.append(vi.name)
         self.g.outputs = outs
         self.g.meta["output_names"] = names
+        if seqs:
+            self.g.meta["onnx_sequence_outputs"] = seqs
+        narrow_out = {n: NARROW[self.narrow[n]].name for n in names if n in self.narrow}
+        if narrow_out:
+            self.g.meta["onnx_narrow_outputs"] = narrow_out  # stored as NARROW[...].storage
         self.g.meta["input_names"] = list(self.g.inputs)
         self.g.meta["out_spec"] = None
         self.g.meta["frontend"] = "onnx"
@@ -302,14 +328,28 @@ class Importer:
 
     def _add_input(self, vi: onnx.ValueInfoProto, given: tuple[tuple[int, ...], torch.Tensor | None] | None) -> None:
         name = vi.name
+        if vi.type.HasField("optional_type"):
+            if given is not None and given[1] is ABSENT:
+                self.env[name] = None  # an empty optional: as an omitted input
+                return
+            inner = onnx.ValueInfoProto()
+            inner.name = name
+            inner.type.CopyFrom(vi.type.optional_type.elem_type)
+            self._add_input(inner, given)
+            return
+        if vi.type.HasField("sequence_type") and vi.type.sequence_type.elem_type.HasField("tensor_type"):
+            self._add_sequence_input(vi, given)
+            return
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
         if tt is None:
             raise InputError(f"graph input {name!r} is not a tensor ({vi.type.WhichOneof('value')}); trtjit "
                              "engines take tensor inputs only")
-        if tt.elem_type not in ONNX_DTYPES:
+        if tt.elem_type in NARROW:
+            self.narrow[name] = tt.elem_type
+        elif tt.elem_type not in ONNX_DTYPES:
             raise InputError(f"graph input {name!r} has element type {onnx_type_name(tt.elem_type)}, which "
                              "trtjit does not support")
-        dtype = ONNX_DTYPES[tt.elem_type]
+        dtype = NARROW[tt.elem_type].storage if tt.elem_type in NARROW else ONNX_DTYPES[tt.elem_type]
         declared = list(tt.shape.dim) if tt.HasField("shape") else None
         if given is None:
             if declared is None or any(not d.HasField("dim_value") for d in declared):
@@ -339,6 +379,27 @@ class Importer:
                                              "input")
                         self.dims[d.dim_param] = s
         self.env[name] = self.g.add_input(name, TensorSpec(shape, dtype))
+
+    def _add_sequence_input(self, vi: onnx.ValueInfoProto, given: Any) -> None:
+        """A sequence input: one graph input per tensor of the example sequence ("name.0", "name.1" ...),
+        so an engine is built for a sequence of that length and those shapes."""
+        tt = vi.type.sequence_type.elem_type.tensor_type
+        if tt.elem_type not in ONNX_DTYPES:
+            raise InputError(f"graph input {vi.name!r}: a sequence of {onnx_type_name(tt.elem_type)}, which trtjit "
+                             "does not support")
+        if given is not None and given == ((), None):
+            given = ((0,), [])  # [] given: an empty sequence
+        if given is None or not isinstance(given[1], list):
+            raise InputError(f"graph input {vi.name!r} is a sequence: pass its tensors (a list) as the example")
+        seq = Seq()
+        for i, ex in enumerate(given[1]):
+            if ex.dtype != ONNX_DTYPES[tt.elem_type]:
+                raise InputError(f"input {vi.name!r}[{i}]: the model declares {onnx_type_name(tt.elem_type)}, the "
+                                 f"example tensor is {ex.dtype}")
+            n = f"{vi.name}.{i}"
+            self.examples[n] = ex.detach().cpu()
+            seq.append(self.g.add_input(n, TensorSpec(tuple(ex.shape), ex.dtype)))
+        self.env[vi.name] = seq
 
     def _check_declared(self, vi: onnx.ValueInfoProto, v: Value) -> None:
         spec = self.g.spec(v)
@@ -393,10 +454,24 @@ class Importer:
             else:
                 raise InputError(f"node {name!r} ({key}): input {n!r} is not a graph input, initializer or output "
                                  "of an earlier node (the model is not in topological order or is malformed)")
-        known = (domain == "" and node.op_type in CONVERTERS) or self._plugin_for(node, domain) is not None
+        known = (domain == "" and node.op_type in CONVERTERS) or key in DOMAIN_CONVERTERS or \
+            self._plugin_for(node, domain) is not None
         if any(x is MISSING for x in ins):
             if not known and not self._schema_function(node, opset, domain):
                 self.unsupported.setdefault(key, []).append(name)
+            self._set_outputs(node, [MISSING] * len(node.output))
+            return
+        if any(isinstance(x, Seq) for x in ins) and (domain or node.op_type not in SEQUENCE_OPS):
+            self.unsupported.setdefault(key, []).append(f"{name} (a sequence input; trtjit takes sequences only in "
+                                                        f"{', '.join(SEQUENCE_OPS)})")
+            self._set_outputs(node, [MISSING] * len(node.output))
+            return
+        narrow_in = [n for n in node.input if n in self.narrow]
+        if narrow_in and (domain or node.op_type not in NARROW_OPS):
+            t = NARROW[self.narrow[narrow_in[0]]].name
+            self.unsupported.setdefault(key, []).append(
+                f"{name} (input {narrow_in[0]!r} has element type {t}, which trtjit takes only in "
+                f"{', '.join(NARROW_OPS)})")
             self._set_outputs(node, [MISSING] * len(node.output))
             return
         ctx = NodeCtx(self, node, name, ins, opset if not domain else self.opsets.get(domain, 1), domain)
@@ -420,6 +495,9 @@ class Importer:
         for i, n in enumerate(node.output):
             if not n:
                 continue
+            if i < len(outs) and outs[i] is None and node.op_type in OPTIONAL_OPS:
+                self.env[n] = None  # an empty optional
+                continue
             if i >= len(outs) or outs[i] is None:
                 raise BuildError(f"node {node.name or n!r} ({node.op_type}): output {i} ({n!r}) is not supported")
             self.env[n] = outs[i]
@@ -430,6 +508,8 @@ class Importer:
         if domain == "" and node.op_type in CONVERTERS:
             check_attrs(node, ctx.opset)
             out = CONVERTERS[node.op_type](ctx)
+        elif domain and ctx.key in DOMAIN_CONVERTERS and plugin is None:
+            out = DOMAIN_CONVERTERS[ctx.key](ctx)
         elif plugin is not None:
             out = _convert_plugin(ctx, plugin)
         else:
@@ -464,7 +544,8 @@ class Importer:
                 vals.append(None)
             elif isinstance(x, torch.Tensor):
                 vals.append(x)
-            elif self._bindable(node.input[i], x):
+            elif self._bindable(node.input[i], x) or not reason and self._bindable(node.input[i], x, any_dtype=True) \
+                    and x.node in self.examples and self.examples[x.node].dim() == 0:  # converter-less ops: scalars
                 vals.append(None)  # bound below, only if every input qualifies
             else:
                 return None
@@ -528,11 +609,11 @@ class Importer:
         return bool(s.has_function or s.has_context_dependent_function)
 
     def _expand_function(self, ctx: NodeCtx) -> bool:
+        """Expand a node whose schema (default domain or another one onnx knows, as ai.onnx.preview) is a
+        function into its body."""
         node = ctx.node
-        if ctx.domain:
-            return False
         try:
-            schema = onnx.defs.get_schema(node.op_type, ctx.opset, "")
+            schema = onnx.defs.get_schema(node.op_type, ctx.opset, ctx.domain)
         except Exception:
             return False
         fn = None
@@ -570,7 +651,8 @@ class Importer:
         _add_default_attrs(full, schema)
         prefix = f"{ctx.name}::"
         body = expand_function(full, fn, prefix)
-        fn_opset = next((o.version for o in fn.opset_import if o.domain in ("", "ai.onnx")), ctx.opset)
+        fn_opset = next((o.version for o in fn.opset_import if o.domain in ("", "ai.onnx")),
+                        self.opset if ctx.domain else ctx.opset)
         self.convert_nodes(body, fn_opset, scope=prefix)
         return True
 
@@ -628,29 +710,51 @@ def expand_function(node: onnx.NodeProto, fn: onnx.FunctionProto, prefix: str) -
     def rename(n: str) -> str:
         return io[n] if n in io else ("" if not n else prefix + n)
 
-    out = []
-    for inner in fn.node:
-        nn = onnx.NodeProto()
-        nn.CopyFrom(inner)
-        del nn.input[:]
-        del nn.output[:]
-        del nn.attribute[:]
-        nn.input.extend(rename(n) for n in inner.input)
-        nn.output.extend(rename(n) for n in inner.output)
-        for a in inner.attribute:
-            if a.ref_attr_name:
-                if a.ref_attr_name in attrs:
-                    na = AttributeProto()
-                    na.CopyFrom(attrs[a.ref_attr_name])
-                    na.name = a.name
-                    nn.attribute.append(na)
-            else:
-                if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
-                    raise Unsupported("function bodies with subgraphs are not expanded")
-                nn.attribute.append(a)
-        if nn.name:
-            nn.name = prefix + nn.name
-        out.append(nn)
+    return [_rename_node(inner, rename, attrs, prefix) for inner in fn.node]
+
+
+def _rename_node(inner: onnx.NodeProto, rename: Callable[[str], str], attrs: dict[str, AttributeProto],
+                 prefix: str) -> onnx.NodeProto:
+    """A copy of function-body node ``inner`` with its value names renamed and attribute references
+    resolved, in the subgraphs it holds (the branches of an If ...) too."""
+    nn = onnx.NodeProto()
+    nn.CopyFrom(inner)
+    del nn.input[:]
+    del nn.output[:]
+    del nn.attribute[:]
+    nn.input.extend(rename(n) for n in inner.input)
+    nn.output.extend(rename(n) for n in inner.output)
+    for a in inner.attribute:
+        if a.ref_attr_name:
+            if a.ref_attr_name in attrs:
+                na = AttributeProto()
+                na.CopyFrom(attrs[a.ref_attr_name])
+                na.name = a.name
+                nn.attribute.append(na)
+            continue
+        na = AttributeProto()
+        na.CopyFrom(a)
+        if a.type == AttributeProto.GRAPH:
+            na.g.CopyFrom(_rename_graph(a.g, rename, attrs, prefix))
+        elif a.type == AttributeProto.GRAPHS:
+            del na.graphs[:]
+            na.graphs.extend(_rename_graph(sg, rename, attrs, prefix) for sg in a.graphs)
+        nn.attribute.append(na)
+    if nn.name:
+        nn.name = prefix + nn.name
+    return nn
+
+
+def _rename_graph(g: onnx.GraphProto, rename: Callable[[str], str], attrs: dict[str, AttributeProto],
+                  prefix: str) -> onnx.GraphProto:
+    out = onnx.GraphProto()
+    out.CopyFrom(g)
+    del out.node[:]
+    out.node.extend(_rename_node(n, rename, attrs, prefix) for n in g.node)
+    for vi in list(out.input) + list(out.output) + list(out.value_info):
+        vi.name = rename(vi.name)
+    for t in out.initializer:
+        t.name = rename(t.name)
     return out
 
 
@@ -856,7 +960,7 @@ _A = {
                  "left_window_size right_window_size",
     "AveragePool": "auto_pad ceil_mode count_include_pad dilations kernel_shape pads strides",
     "BatchNormalization": "epsilon momentum training_mode", "BitShift": "direction",
-    "Cast": "to saturate round_mode", "CastLike": "saturate round_mode", "Celu": "alpha", "Concat": "axis",
+    "Cast": "to saturate round_mode", "BitCast": "to", "CastLike": "saturate round_mode", "Celu": "alpha", "Concat": "axis",
     "Constant": "sparse_value value value_float value_floats value_int value_ints", "ConstantOfShape": "value",
     "Conv": "auto_pad dilations group kernel_shape pads strides", "CumSum": "exclusive reverse", "CumProd": "exclusive reverse",
     "DepthToSpace": "blocksize mode", "DequantizeLinear": "axis block_size output_dtype", "Dropout": "seed ratio",
@@ -885,7 +989,11 @@ _A = {
     "LSTM": "activation_alpha activation_beta activations clip direction hidden_size input_forget layout",
     "GRU": "activation_alpha activation_beta activations clip direction hidden_size layout linear_before_reset",
     "RNN": "activation_alpha activation_beta activations clip direction hidden_size layout",
-    "DFT": "axis inverse onesided", "GridSample": "align_corners mode padding_mode",
+    "DFT": "axis inverse onesided", "Loop": "body", "ScatterElements": "axis reduction", "Scatter": "axis",
+    "Col2Im": "dilations pads strides", "ConcatFromSequence": "axis new_axis",
+    "SplitToSequence": "axis keepdims", "SequenceMap": "body", "STFT": "onesided", "SequenceEmpty": "dtype", "ScatterND": "reduction", "MaxUnpool": "kernel_shape pads strides", "TensorScatter": "axis mode", "TopK": "axis k largest sorted",
+    "Scan": "body num_scan_inputs scan_input_axes scan_input_directions scan_output_axes scan_output_directions "
+            "directions", "GridSample": "align_corners mode padding_mode",
 }
 for _k in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare",
            "ReduceLogSum", "ReduceLogSumExp", "ReduceProd"):
@@ -911,7 +1019,8 @@ def check_attrs(node: onnx.NodeProto, opset: int) -> None:
 
 
 def supported_onnx_ops() -> list[str]:
-    return sorted(CONVERTERS)
+    """Default-domain op types with a converter, then "domain::OpType" of the other domains'."""
+    return sorted(CONVERTERS) + sorted(DOMAIN_CONVERTERS)
 
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -937,7 +1046,13 @@ def _constant(c: NodeCtx) -> torch.Tensor:
 
 @converter("Identity")
 def _identity(c: NodeCtx) -> Entry:
-    return c.input(0)
+    t = narrow_of(c, 0)
+    if t is not None:
+        _set_narrow(c, t)
+    if not c.has(0):
+        return [None]  # an empty optional
+    x = c.input(0)
+    return [x] if isinstance(x, list) else x  # a sequence is one output
 
 
 @converter("Shape")
@@ -1060,6 +1175,15 @@ def _mod(c: NodeCtx) -> Entry:
     else:
         q = c.add("floor", [q])
     r = c.add("sub", [fa, c.add("mul", [q, fb])])
+    if dt.is_floating_point and not c.attr("fmod", 0):
+        # numpy's float mod: a zero result takes the divisor's sign; a finite x by an infinite y is x
+        # when their signs agree (or x is 0), else y
+        zero = c.scalar(0.0, r)
+        r = c.add("where", [c.add("eq", [r, zero]), c.add("where", [c.add("lt", [fb, zero]), c.scalar(-0.0, r), zero]), r])
+        inf_y = c.add("eq", [c.add("abs", [fb]), c.scalar(float("inf"), fb)])
+        fin_x = c.add("lt", [c.add("abs", [fa]), c.scalar(float("inf"), fa)])
+        agree = c.add("logical_or", [c.add("eq", [fa, zero]), c.add("eq", [c.add("lt", [fa, zero]), c.add("lt", [fb, zero])])])
+        r = c.add("where", [c.add("logical_and", [inf_y, fin_x]), c.add("where", [agree, fa, fb]), r])
     return c.cast(r, dt)
 
 
@@ -1073,7 +1197,17 @@ def _pow(c: NodeCtx) -> Entry:
             return _int_power(c, x, int(p))
         return c.add("pow_scalar", [x], exponent=p)
     if not c.dtype(x).is_floating_point:
-        raise Unsupported(f"Pow of {c.dtype(x)} bases with a run-time exponent")
+        if c.dtype(x) == torch.bool or not (c.dtype(y).is_floating_point or c.dtype(y) != torch.bool):
+            raise Unsupported(f"Pow of {c.dtype(x)} bases with a run-time exponent")
+        # integer powers in fp64, rounded: exact while the result fits fp64's 53-bit mantissa
+        xf, yf = c.cast(x, torch.float64), c.cast(y, torch.float64)
+        r = _pow_float(c, xf, yf)
+        r = c.add("where", [c.add("eq", [yf, c.scalar(0.0, yf)]), c.scalar(1.0, yf), r])
+        return c.cast(_round_even(c, r), c.dtype(x))
+    return _pow_float(c, x, y)
+
+
+def _pow_float(c: NodeCtx, x: Entry, y: Entry) -> Entry:
     y = c.cast(y, c.dtype(x))
     # exp2(y*log2|x|) with the sign of x for odd integer exponents, NaN for negative x and fractional y
     ax = c.add("abs", [x])
@@ -1146,12 +1280,25 @@ def _clip(c: NodeCtx) -> Entry:
 @converter("Cast")
 def _cast(c: NodeCtx) -> Entry:
     to = c.attr("to")
+    if to in NARROW or narrow_of(c, 0) is not None:
+        return narrow_cast(c, c.input(0), narrow_of(c, 0), to)
     if to not in ONNX_DTYPES:
         raise Unsupported(f"cast to {onnx_type_name(to)} (dtype not supported)")
     x = c.input(0)
     if c.dtype(x) == ONNX_DTYPES[to]:
         return x
     return _cast_to(c, x, ONNX_DTYPES[to])
+
+
+@converter("BitCast")
+def _bitcast(c: NodeCtx) -> Entry:
+    to, x = c.attr("to"), c.input(0)
+    if to not in ONNX_DTYPES or ONNX_DTYPES[to] == torch.bool or c.dtype(x) == torch.bool:
+        raise Unsupported(f"bit cast to {onnx_type_name(to)} (dtype not supported)")
+    dt = ONNX_DTYPES[to]
+    if dt.itemsize != c.dtype(x).itemsize:
+        raise BuildError(f"BitCast from {c.dtype(x)} to {dt} changes the element size")
+    return x if dt == c.dtype(x) else c.add("bitcast", [x], dtype=dtype_name(dt))
 
 
 def _cast_to(c: NodeCtx, x: Entry, dt: torch.dtype) -> Entry:
@@ -1161,6 +1308,10 @@ def _cast_to(c: NodeCtx, x: Entry, dt: torch.dtype) -> Entry:
 
 @converter("CastLike")
 def _cast_like(c: NodeCtx) -> Entry:
+    target = narrow_of(c, 1)
+    if target is not None or narrow_of(c, 0) is not None:
+        to = target.onnx_type if target is not None else TORCH_TO_ONNX[c.dtype(c.input(1))]
+        return narrow_cast(c, c.input(0), narrow_of(c, 0), to)
     return _cast_to(c, c.input(0), c.dtype(c.input(1)))
 
 
@@ -1276,7 +1427,9 @@ def _swish(c: NodeCtx) -> Entry:
 @converter("PRelu")
 def _prelu(c: NodeCtx) -> Entry:
     x, s = c.input(0), c.input(1)
-    if c.opset < 7 and c.rank(s) == 1 and c.rank(x) > 2:
+    legacy = c.opset < 7 or (c.rank(s) == 1 and c.rank(x) > 2 and c.shape(s)[0] not in (1, c.shape(x)[-1])
+                             and c.shape(s)[0] == c.shape(x)[1])  # PRelu-6 semantics kept by an upgraded model
+    if legacy and c.rank(s) == 1 and c.rank(x) > 2:
         s = c.reshape(s, [c.shape(s)[0]] + [1] * (c.rank(x) - 2))
     return c.add("where", [c.add("lt", [x, c.scalar(0, x)]), c.add("mul", [x, s]), x])
 
@@ -1619,18 +1772,19 @@ def _conv(c: NodeCtx) -> Entry:
 
 def _pool(c: NodeCtx, kind: str) -> Entry:
     x = c.input(0)
-    _need_float(c, x)
-    if len(c.node.output) > 1 and c.node.output[1]:
-        raise Unsupported("the Indices output of MaxPool")
     rank = c.rank(x)
-    if rank not in (3, 4):
-        raise Unsupported(f"{rank - 2}-D pooling (only 1-D and 2-D)")
     nsp = rank - 2
     k = list(c.attr("kernel_shape"))
     s = list(c.attr("strides") or [1] * nsp)
     d = list(c.attr("dilations") or [1] * nsp)
     ceil = bool(c.attr("ceil_mode", 0))
     incl = bool(c.attr("count_include_pad", 0))
+    indices = len(c.node.output) > 1 and bool(c.node.output[1])
+    if indices or rank not in (3, 4) or not c.dtype(x).is_floating_point or kind == "avg" and any(v != 1 for v in d):
+        if kind == "avg":
+            _need_float(c, x)
+        begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
+        return _pool_windows(c, x, kind, k, s, d, begin, end, ceil, incl, indices, int(c.attr("storage_order", 0)))
     try:
         pads = _spatial_pads(c, c.shape(x)[2:], k, s, d, ceil)
         if any(p * 2 > kk for p, kk in zip(pads, k)):
@@ -1638,7 +1792,8 @@ def _pool(c: NodeCtx, kind: str) -> Entry:
     except Unsupported:
         # pad explicitly (-inf for max, zeros for an average that counts the padding) and pool unpadded
         if ceil or (kind == "avg" and not incl):
-            raise
+            begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
+            return _pool_windows(c, x, kind, k, s, d, begin, end, ceil, incl)
         begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
         fill = float("-inf") if kind == "max" else 0.0
         for i in range(nsp):
@@ -1658,10 +1813,80 @@ def _pool(c: NodeCtx, kind: str) -> Entry:
     return y
 
 
+def _pool_out_sizes(sp: Sequence[int], k: Sequence[int], s: Sequence[int], d: Sequence[int],
+                    begin: Sequence[int], end: Sequence[int], ceil: bool) -> list[int]:
+    outs = []
+    for i in range(len(sp)):
+        span = (k[i] - 1) * d[i] + 1
+        tot = sp[i] + begin[i] + end[i] - span
+        o = (-(-tot // s[i]) if ceil else tot // s[i]) + 1
+        if ceil and (o - 1) * s[i] >= sp[i] + begin[i]:
+            o -= 1  # the last window must start inside the input or its begin padding
+        outs.append(o)
+    return outs
+
+
+def _pool_windows(c: NodeCtx, x: Entry, kind: str, k: list[int], s: list[int], d: list[int], begin: list[int],
+                  end: list[int], ceil: bool, incl: bool, indices: bool = False,
+                  storage_order: int = 0) -> Entry | tuple[Entry, Entry]:
+    """N-d max/average pooling as the maximum/sum of one strided slice per kernel offset, any padding,
+    dilation and ceil mode (the pooling template covers the common 1-D and 2-D cases); ``indices``: also
+    the flat input index of each maximum (row-major, or column-major for storage_order=1)."""
+    shape = list(c.shape(x))
+    sp, nsp = shape[2:], len(k)
+    if math.prod(k) > 512:
+        raise Unsupported(f"a pooling window of {math.prod(k)} elements outside the pooling template")
+    outs = _pool_out_sizes(sp, k, s, d, begin, end, ceil)
+    dt = c.dtype(x)
+    fill = _lowest(dt) if kind == "max" else 0
+    xp = x
+    for i in range(nsp):
+        need = (outs[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1
+        xp = _pad_axis(c, xp, 2 + i, begin[i], need - sp[i] - begin[i], fill)
+    acc = best = None
+    flat_strides = [math.prod(sp[i + 1:]) for i in range(nsp)]
+    if storage_order:
+        if nsp != 2:
+            raise Unsupported(f"storage_order=1 for {nsp}-D pooling")
+        flat_strides = [1, sp[0]]
+    base = (torch.arange(shape[0] * shape[1], dtype=torch.int64) * math.prod(sp)).reshape(shape[0], shape[1],
+                                                                                          *[1] * nsp)
+    for offs in itertools.product(*[range(kk) for kk in k]):
+        sl = xp
+        for i, o in enumerate(offs):
+            st = o * d[i]
+            sl = c.add("slice", [sl], dim=2 + i, start=st, end=st + (outs[i] - 1) * s[i] + 1, step=s[i])
+        idx = None
+        if indices:
+            idx = base
+            for i, o in enumerate(offs):
+                pos = torch.arange(outs[i], dtype=torch.int64) * s[i] + o * d[i] - begin[i]
+                idx = idx + (pos * flat_strides[i]).reshape([1, 1] + [outs[i] if j == i else 1 for j in range(nsp)])
+        if acc is None:
+            acc, best = sl, idx
+        elif kind == "max":
+            if indices:
+                best = c.add("where", [c.add("gt", [sl, acc]), idx, best])
+            acc = c.add("maximum", [acc, sl])
+        else:
+            acc = c.add("add", [acc, sl])
+    if kind == "avg":
+        per_dim = []
+        for i in range(nsp):
+            valid = np.zeros((outs[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 + begin[i] + sp[i] + end[i])
+            lo, hi = (0, begin[i] + sp[i] + end[i]) if incl else (begin[i], begin[i] + sp[i])
+            valid[lo:hi] = 1
+            per_dim.append(np.array([sum(valid[o * s[i] + j * d[i]] for j in range(k[i])) for o in range(outs[i])]))
+        cnt = per_dim[0]
+        for v in per_dim[1:]:
+            cnt = np.multiply.outer(cnt, v)
+        cnt = torch.from_numpy(np.maximum(cnt, 1)).to(dt).reshape([1, 1] + outs)
+        acc = c.add("div", [acc, cnt])
+    return (acc, best) if indices else acc
+
+
 @converter("MaxPool")
 def _maxpool(c: NodeCtx) -> Entry:
-    if c.attr("storage_order", 0) and len(c.node.output) > 1:
-        raise Unsupported("storage_order")
     return _pool(c, "max")
 
 
@@ -1699,12 +1924,34 @@ def _lppool(c: NodeCtx) -> Entry:
 @converter("BatchNormalization")
 def _batchnorm(c: NodeCtx) -> Entry:
     if c.attr("training_mode", 0) or len([o for o in c.node.output if o]) > 1:
-        raise Unsupported("training mode (running statistics outputs)")
+        if c.opset < 14:
+            raise Unsupported("training mode before opset 14 (saved statistics outputs)")
+        return _batchnorm_training(c)
     x, scale, b, mean, var = (c.input(i) for i in range(5))
     _need_float(c, x)
     dt = c.dtype(x)
     return c.add("batch_norm", [x, c.cast(mean, dt), c.cast(var, dt), c.cast(scale, dt), c.cast(b, dt)],
                  eps=float(c.attr("epsilon", 1e-5)))
+
+
+def _batchnorm_training(c: NodeCtx) -> list[Entry]:
+    """Training-mode BatchNormalization: normalized with the batch statistics; the running statistics
+    outputs are momentum * input + (1 - momentum) * batch statistic (population variance)."""
+    x, scale, b, mean, var = (c.input(i) for i in range(5))
+    _need_float(c, x)
+    dt = c.dtype(x)
+    eps, mom = float(c.attr("epsilon", 1e-5)), float(c.attr("momentum", 0.9))
+    dims = [0] + list(range(2, c.rank(x)))
+    bm = c.add("mean", [x], dims=dims, keepdim=False)
+    bshape = [1, c.shape(x)[1]] + [1] * (c.rank(x) - 2)
+    diff = c.add("sub", [x, c.reshape(bm, bshape)])
+    bv = c.add("mean", [c.add("mul", [diff, diff])], dims=dims, keepdim=False)
+    inv = c.add("rsqrt", [c.add("add", [bv, c.scalar(eps, bv)])])
+    y = c.add("add", [c.add("mul", [c.add("mul", [diff, c.reshape(inv, bshape)]), c.reshape(c.cast(scale, dt), bshape)]),
+                      c.reshape(c.cast(b, dt), bshape)])
+    rm = c.add("add", [c.add("mul", [c.cast(mean, dt), c.scalar(mom, bm)]), c.add("mul", [bm, c.scalar(1 - mom, bm)])])
+    rv = c.add("add", [c.add("mul", [c.cast(var, dt), c.scalar(mom, bv)]), c.add("mul", [bv, c.scalar(1 - mom, bv)])])
+    return [y, rm, rv]
 
 
 def _normalize(c: NodeCtx, x: Entry, dims: list[int], eps: float) -> tuple[Entry, Entry, Entry]:
@@ -1841,7 +2088,9 @@ def _lrn(c: NodeCtx) -> Entry:
 def _dropout(c: NodeCtx) -> list[Entry]:
     x = c.input(0)
     if c.has(2) and bool(c.const(2, "training_mode").reshape(-1)[0]):
-        raise Unsupported("training_mode=True")
+        ratio = float(c.const(1, "ratio").reshape(-1)[0]) if c.has(1) else 0.5
+        if ratio != 0.0:
+            raise Unsupported("training_mode=True with a ratio > 0 (random masks)")
     outs = [x]
     if len(c.node.output) > 1 and c.node.output[1]:
         outs.append(torch.ones(c.shape(x), dtype=torch.bool))
@@ -2109,6 +2358,134 @@ def _if(c: NodeCtx) -> list[Entry]:
     return c.imp.inline_graph(branch, f"{c.name}::{'then' if bool(cond.reshape(-1)[0]) else 'else'}::", c.opset)
 
 
+# ------------------------------------------------------------------------- loops (unrolled at build time)
+UNROLL_MAX = 512  # Scan/Loop iterations unrolled at most (each iteration inlines the body once)
+
+
+def _run_body(c: NodeCtx, body: onnx.GraphProto, args: Sequence[Entry], scope: str) -> list[Entry]:
+    """Inline ``body`` once with its inputs bound to ``args``; the body's own names are unbound after, so
+    the next iteration (and the outer graph) sees the values it should."""
+    env = c.imp.env
+    names = [vi.name for vi in body.input] + [o for n in body.node for o in n.output if o] + \
+        [t.name for t in body.initializer]
+    saved = {n: env[n] for n in names if n in env}
+    if len(args) != len(body.input):
+        raise BuildError(f"the body takes {len(body.input)} inputs, the node passes {len(args)}")
+    for vi, a in zip(body.input, args):
+        env[vi.name] = a
+    outs = c.imp.inline_graph(body, scope, c.opset)
+    for n in names:
+        env.pop(n, None)
+    env.update(saved)
+    if any(o is MISSING for o in outs):
+        raise Unsupported("the body has nodes trtjit cannot convert (listed separately)")
+    return outs
+
+
+def _stack(c: NodeCtx, parts: list[Entry], axis: int) -> Entry:
+    if not parts:
+        raise Unsupported("zero iterations (an empty output)")
+    shape = list(c.shape(parts[0]))
+    ax = _axis(axis, len(shape) + 1, "scan output axis")
+    ups = [c.reshape(p, shape[:ax] + [1] + shape[ax:]) for p in parts]
+    return ups[0] if len(ups) == 1 else c.add("cat", ups, dim=ax)
+
+
+@converter("Scan")
+def _scan(c: NodeCtx) -> list[Entry]:
+    body = c.attr("body")
+    m = int(c.attr("num_scan_inputs"))
+    if c.opset < 9:
+        return _scan8(c, body, m)
+    ins = [c.input(i) for i in range(c.n_in())]
+    return _scan_core(c, body, ins[:len(ins) - m], ins[len(ins) - m:], c.name)
+
+
+def _scan_core(c: NodeCtx, body: onnx.GraphProto, states: list[Entry], xs: list[Entry], scope: str) -> list[Entry]:
+    m = len(xs)
+    in_axes = [_axis(a, c.rank(x), "scan_input_axes") for a, x in zip(c.attr("scan_input_axes") or [0] * m, xs)]
+    in_dirs = c.attr("scan_input_directions") or [0] * m
+    lens = {c.shape(x)[a] for x, a in zip(xs, in_axes)}
+    if len(lens) != 1:
+        raise BuildError(f"scan inputs have different sequence lengths {sorted(lens)}")
+    steps = lens.pop()
+    if steps > UNROLL_MAX:
+        raise Unsupported(f"a sequence of {steps} steps (unrolled up to {UNROLL_MAX})")
+    n_out = len(body.output) - len(states)
+    out_axes = c.attr("scan_output_axes") or [0] * n_out
+    out_dirs = c.attr("scan_output_directions") or [0] * n_out
+    per_step: list[list[Entry]] = [[] for _ in range(n_out)]
+    for t in range(steps):
+        sl = [c.add("select", [x], dim=a, index=(steps - 1 - t) if d else t) for x, a, d in zip(xs, in_axes, in_dirs)]
+        outs = _run_body(c, body, list(states) + sl, f"{scope}::step{t}::")
+        states = outs[:len(states)]
+        for k in range(n_out):
+            per_step[k].append(outs[len(states) + k])
+    scans = [_stack(c, parts[::-1] if d else parts, a) for parts, a, d in zip(per_step, out_axes, out_dirs)]
+    return list(states) + scans
+
+
+def _scan8(c: NodeCtx, body: onnx.GraphProto, m: int) -> list[Entry]:
+    """Scan-8: a leading batch axis on every input and output, the scan axis after it, an optional
+    ``sequence_lens`` (only full lengths)."""
+    ins = [c.input(i) if c.has(i) else None for i in range(c.n_in())]
+    if ins[0] is not None:
+        lens = c.ints(0, "sequence_lens")
+        xs0 = ins[len(ins) - m:]
+        if any(n != c.shape(xs0[0])[1] for n in lens):
+            raise Unsupported("sequence_lens shorter than the scan inputs")
+    rest = ins[1:]
+    n_state = len(rest) - m
+    batch = c.shape(rest[0])[0]
+    dirs = c.attr("directions") or [0] * m
+    results: list[list[Entry]] = []
+    for b in range(batch):
+        sel = [c.add("select", [x], dim=0, index=b) for x in rest]
+        states, xs = sel[:n_state], sel[n_state:]
+        steps = c.shape(xs[0])[0]
+        n_out = len(body.output) - n_state
+        per_step: list[list[Entry]] = [[] for _ in range(n_out)]
+        for t in range(steps):
+            sl = [c.add("select", [x], dim=0, index=(steps - 1 - t) if d else t) for x, d in zip(xs, dirs)]
+            outs = _run_body(c, body, list(states) + sl, f"{c.name}::b{b}::step{t}::")
+            states = outs[:n_state]
+            for k in range(n_out):
+                per_step[k].append(outs[n_state + k])
+        results.append(list(states) + [_stack(c, p, 0) for p in per_step])
+    return [_stack(c, [r[k] for r in results], 0) for k in range(len(results[0]))]
+
+
+@converter("Loop")
+def _loop(c: NodeCtx) -> list[Entry]:
+    """Loop with a trip count and condition known at build time, unrolled (the condition the body computes
+    must be known at build time too)."""
+    body = c.attr("body")
+    trips = c.ints(0, "trip count M")[0] if c.has(0) else None
+    cond = bool(c.const(1, "cond").reshape(-1)[0]) if c.has(1) else True
+    if trips is None and c.has(1) is False:
+        raise Unsupported("a Loop without trip count or condition (infinite)")
+    carried = [c.input(i) for i in range(2, c.n_in())]
+    n_scan = len(body.output) - 1 - len(carried)
+    per_step: list[list[Entry]] = [[] for _ in range(n_scan)]
+    i = 0
+    while cond and (trips is None or i < trips):
+        if i >= UNROLL_MAX:
+            raise Unsupported(f"more than {UNROLL_MAX} iterations (unrolled at build time)")
+        outs = _run_body(c, body, [torch.tensor(i, dtype=torch.int64), torch.tensor(cond)] + carried,
+                         f"{c.name}::iter{i}::")
+        co = outs[0]
+        if not isinstance(co, torch.Tensor):
+            co = c.imp.evaluate(co)
+            if co is None:
+                raise Unsupported("the loop condition is computed at run time")
+        cond = bool(co.reshape(-1)[0])
+        carried = outs[1:1 + len(carried)]
+        for k in range(n_scan):
+            per_step[k].append(outs[1 + len(carried) + k])
+        i += 1
+    return carried + [_stack(c, p, 0) for p in per_step]
+
+
 # ------------------------------------------------------------------------------- cumulative sums
 SCAN_CHAIN_MAX = 32  # scans this short unroll into a chain of pointwise ops (exact, any dtype)
 
@@ -2198,7 +2575,7 @@ def _symmetric_int8_scale(c: NodeCtx, q_dtype: torch.dtype) -> float | None:
 @converter("DequantizeLinear")
 def _dequantize(c: NodeCtx) -> Entry:
     x = c.input(0)
-    if c.dtype(x) not in (torch.int8, torch.uint8, torch.int32, torch.int16):
+    if c.dtype(x) not in (torch.int8, torch.uint8, torch.int32, torch.int16, torch.uint16):
         raise Unsupported(f"input dtype {c.dtype(x)}")
     s = _symmetric_int8_scale(c, c.dtype(x))
     if s is not None and not isinstance(x, torch.Tensor):  # (a constant weight folds to fp32 right away)
@@ -2220,6 +2597,7 @@ def _round_even(c: NodeCtx, x: Entry) -> Entry:
 
 
 _QRANGE = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.int16: (-32768, 32767)}
+_QRANGE[torch.uint16] = (0, 65535)
 
 
 @converter("QuantizeLinear")
@@ -2789,10 +3167,48 @@ def _qlinear_matmul(c: NodeCtx) -> Entry:
     return _requantize(c, real, ys, yzp, c.dtype(yzp) if yzp is not None else torch.uint8)
 
 
+def _conv3d(c: NodeCtx, x: Entry, w: Entry, bias: Entry | None) -> Entry:
+    """3-D convolution as one 2-D convolution per kernel depth offset, with the output depths folded into
+    the batch, summed."""
+    k = list(c.attr("kernel_shape") or c.shape(w)[2:])
+    s = list(c.attr("strides") or [1] * 3)
+    d = list(c.attr("dilations") or [1] * 3)
+    begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
+    pads2 = _spatial_pads(c, c.shape(x)[3:], k[1:], s[1:], d[1:]) if begin[1:] == end[1:] else None
+    if pads2 is None:
+        raise Unsupported(f"asymmetric padding begin={begin} end={end}")
+    x = _pad_axis(c, x, 2, begin[0], end[0])
+    n, ch, depth = c.shape(x)[:3]
+    od = (depth - ((k[0] - 1) * d[0] + 1)) // s[0] + 1
+    acc = None
+    for kd in range(k[0]):
+        st = kd * d[0]
+        xs = c.add("slice", [x], dim=2, start=st, end=st + (od - 1) * s[0] + 1, step=s[0])  # [N, C, od, H, W]
+        sp = list(c.shape(xs)[3:])
+        xs = c.reshape(c.add("permute", [xs], dims=[0, 2, 1, 3, 4]), [n * od, ch] + sp)
+        wk = c.add("select", [w], dim=2, index=kd)
+        y = c.add("conv2d", [xs, wk], stride=s[1:], padding=pads2, dilation=d[1:], groups=int(c.attr("group", 1)))
+        acc = y if acc is None else c.add("add", [acc, y])
+    o, ho, wo = c.shape(acc)[1:]
+    y = c.add("permute", [c.reshape(acc, [n, od, o, ho, wo])], dims=[0, 2, 1, 3, 4])
+    if bias is not None:
+        y = c.add("add", [y, c.reshape(bias, [1, -1, 1, 1, 1])])
+    return y
+
+
+def _check_kernel(c: NodeCtx, w: Entry) -> None:
+    k = c.attr("kernel_shape")
+    if k is not None and list(k) != list(c.shape(w)[2:]):
+        raise BuildError(f"kernel_shape {list(k)} does not match the weight's spatial shape {list(c.shape(w)[2:])}")
+
+
 def _conv_core(c: NodeCtx, x: Entry, w: Entry, bias: Entry | None) -> Entry:
+    _check_kernel(c, w)
     rank = c.rank(x)
+    if rank == 5:
+        return _conv3d(c, x, w, bias)
     if rank not in (3, 4):
-        raise Unsupported(f"{rank - 2}-D convolution (only 1-D and 2-D)")
+        raise Unsupported(f"{rank - 2}-D convolution (only 1-D, 2-D and 3-D)")
     nsp = rank - 2
     k = list(c.attr("kernel_shape") or c.shape(w)[2:])
     s = list(c.attr("strides") or [1] * nsp)
@@ -2858,6 +3274,39 @@ def _pad_axis(c: NodeCtx, x: Entry, ax: int, lo: int, hi: int, fill: float = 0.0
         parts.append(torch.full(blk, fill, dtype=c.dtype(x)) if w else None)
     seq = [p for p in (parts[0], x, parts[1]) if p is not None]
     return c.add("cat", seq, dim=ax) if len(seq) > 1 else x
+
+
+@converter("Col2Im")
+def _col2im(c: NodeCtx) -> Entry:
+    """Columns [N, C*prod(block), L] summed back into the image [N, C, *image_shape]: each block offset's
+    columns spread out by the strides (zeros between), shifted to the offset, and added."""
+    x = c.input(0)
+    image, block = c.ints(1, "image_shape"), c.ints(2, "block_shape")
+    nsp = len(image)
+    d = list(c.attr("dilations") or [1] * nsp)
+    s = list(c.attr("strides") or [1] * nsp)
+    pads = list(c.attr("pads") or [0] * (2 * nsp))
+    n, ck, length = c.shape(x)
+    kn = math.prod(block)
+    if ck % kn:
+        raise BuildError(f"input dimension 1 ({ck}) is not a multiple of the block size {kn}")
+    ch = ck // kn
+    padded = [image[i] + pads[i] + pads[nsp + i] for i in range(nsp)]
+    outs = [(padded[i] - ((block[i] - 1) * d[i] + 1)) // s[i] + 1 for i in range(nsp)]
+    if math.prod(outs) != length:
+        raise BuildError(f"{length} columns, but image {image} with block {block} has {math.prod(outs)} blocks")
+    x4 = c.reshape(x, [n, ch, kn, length])
+    acc = None
+    for kidx, offs in enumerate(itertools.product(*[range(b) for b in block])):
+        part = c.reshape(c.add("select", [x4], dim=2, index=kidx), [n, ch] + outs)
+        for i, o in enumerate(offs):
+            part = _zero_insert(c, part, 2 + i, s[i])
+            lo = o * d[i]
+            part = _pad_axis(c, part, 2 + i, lo, padded[i] - lo - ((outs[i] - 1) * s[i] + 1))
+        acc = part if acc is None else c.add("add", [acc, part])
+    for i in range(nsp):
+        acc = _pad_axis(c, acc, 2 + i, -pads[i], -pads[nsp + i])
+    return acc
 
 
 @converter("ConvTranspose")
@@ -2973,7 +3422,11 @@ def _recurrent(c: NodeCtx) -> list[Entry]:
         else:
             wb = rb = torch.zeros(ngates * hidden, dtype=dt)
         if kind == "GRU" and c.attr("linear_before_reset", 0):
-            xw = c.add("add", [xw, wb])
+            # the recurrence bias of the update and reset gates adds as usual; the hidden gate's goes
+            # inside the reset product (below)
+            rb_zr = c.add("cat", [c.add("slice", [rb], dim=0, start=0, end=2 * hidden, step=1),
+                                  torch.zeros(hidden, dtype=dt)], dim=0)
+            xw = c.add("add", [xw, c.add("add", [wb, rb_zr])])
         else:
             xw = c.add("add", [xw, c.add("add", [wb, rb])])
         rt = c.add("permute", [rd], dims=[1, 0])  # (H, G*H)
@@ -3088,6 +3541,42 @@ def _dft(c: NodeCtx) -> Entry:
 
 
 
+@converter("STFT")
+def _stft(c: NodeCtx) -> Entry:
+    """Frames of the signal (one slice each), windowed, through a DFT as matmuls with constant cosine and
+    sine matrices: [batch, frames, bins, 2]."""
+    x = c.input(0)
+    _need_float(c, x)
+    b, length, comp = c.shape(x)
+    step = c.ints(1, "frame_step")[0]
+    window = c.input(2) if c.has(2) else None
+    if window is not None:
+        flen = c.shape(window)[0]
+    elif c.has(3):
+        flen = c.ints(3, "frame_length")[0]
+    else:
+        raise BuildError("STFT needs a window or a frame_length")
+    onesided = bool(c.attr("onesided", 1))
+    frames = 1 + (length - flen) // step
+    dt = c.dtype(x)
+    parts = [c.reshape(c.add("slice", [x], dim=1, start=f * step, end=f * step + flen, step=1), [b, 1, flen, comp])
+             for f in range(frames)]
+    fr = parts[0] if frames == 1 else c.add("cat", parts, dim=1)  # [b, frames, flen, comp]
+    if window is not None:
+        fr = c.add("mul", [fr, c.reshape(c.cast(window, dt), [1, 1, flen, 1])])
+    k = flen // 2 + 1 if onesided else flen
+    j = torch.arange(flen, dtype=torch.float64).reshape(flen, 1)
+    theta = 2 * math.pi * ((j * torch.arange(k, dtype=torch.float64).reshape(1, k)) % flen) / flen
+    cos, msin = torch.cos(theta).to(dt), (-torch.sin(theta)).to(dt)
+    re = c.add("select", [fr], dim=3, index=0)
+    out_re, out_im = c.add("matmul", [re, cos]), c.add("matmul", [re, msin])
+    if comp == 2:
+        im = c.add("select", [fr], dim=3, index=1)
+        out_re = c.add("sub", [out_re, c.add("matmul", [im, msin])])
+        out_im = c.add("add", [out_im, c.add("matmul", [im, cos])])
+    return c.add("cat", [c.add("unsqueeze", [out_re], dim=3), c.add("unsqueeze", [out_im], dim=3)], dim=3)
+
+
 @converter("Range")
 def _range(c: NodeCtx) -> torch.Tensor:
     """Range of build-time scalars (TensorRT treats its inputs as shape tensors): a constant."""
@@ -3176,6 +3665,703 @@ def _grid_sample(c: NodeCtx) -> Entry:
     return c.reshape(out, [n, ch] + out_sp)
 
 
+# ------------------------------------------------------------------------------------ scatter, top-k
+BROADCAST_SELECT_MAX = 1 << 22  # elements of the one-hot comparison a scatter or top-k builds, at most
+
+
+def _lowest(dt: torch.dtype) -> float | int:
+    return float("-inf") if dt.is_floating_point else (torch.iinfo(dt).min if dt != torch.bool else 0)
+
+
+def _highest(dt: torch.dtype) -> float | int:
+    return float("inf") if dt.is_floating_point else (torch.iinfo(dt).max if dt != torch.bool else 1)
+
+
+def _scatter_reduce(c: NodeCtx, data: Entry, onehot: Entry, upd: Entry, reduction: str) -> Entry:
+    """data [P, R] with the updates upd [Q, 1, R] of every q where onehot [Q, P, R or 1] holds, combined by
+    ``reduction`` (none: the update replaces the value; add, mul, max, min: combined with it)."""
+    if math.prod(c.shape(onehot)[:2]) * c.shape(upd)[-1] > BROADCAST_SELECT_MAX:
+        raise Unsupported(f"a scatter this large (more than {BROADCAST_SELECT_MAX} index/position pairs)")
+    dt = c.dtype(data)
+    hit = c.add("ne", [c.add("amax", [c.cast(onehot, torch.int32)], dims=[0], keepdim=False), _i32(0)])
+    if reduction in ("none", "add"):
+        val = c.add("sum", [c.add("where", [onehot, upd, c.scalar(0, dt)])], dims=[0], keepdim=False)
+        val = c.cast(val, dt)
+        return c.add("where", [hit, val, data]) if reduction == "none" else c.add("add", [data, val])
+    if reduction == "mul":
+        return c.add("mul", [data, _reduce_prod(c, c.add("where", [onehot, upd, c.scalar(1, dt)]), [0], False)])
+    if reduction in ("max", "min"):
+        fill = _lowest(dt) if reduction == "max" else _highest(dt)
+        red = c.add("amax" if reduction == "max" else "amin", [c.add("where", [onehot, upd, c.scalar(fill, dt)])],
+                    dims=[0], keepdim=False)
+        comb = c.add("maximum" if reduction == "max" else "minimum", [data, red])
+        return c.add("where", [hit, comb, data])
+    raise Unsupported(f"reduction={reduction!r}")
+
+
+def _normalized_index(c: NodeCtx, idx: Entry, n: int) -> Entry:
+    idx = c.cast(idx, torch.int64)
+    zero = torch.tensor(0, dtype=torch.int64)
+    return c.add("where", [c.add("lt", [idx, zero]), c.add("add", [idx, torch.tensor(n, dtype=torch.int64)]), idx])
+
+
+@converter("ScatterElements", "Scatter")
+def _scatter_elements(c: NodeCtx) -> Entry:
+    data, idx, upd = c.input(0), c.input(1), c.input(2)
+    shape, ishape = list(c.shape(data)), list(c.shape(idx))
+    rank = len(shape)
+    ax = _axis(c.attr("axis", 0), rank)
+    n = shape[ax]
+    idx = _normalized_index(c, idx, n)
+    for j in range(rank):  # indices shorter than data off the axis: pad with a position that never matches
+        if j != ax and ishape[j] < shape[j]:
+            idx = _pad_axis(c, idx, j, 0, shape[j] - ishape[j], fill=n)
+            upd = _pad_axis(c, upd, j, 0, shape[j] - ishape[j], fill=0)
+    q = c.shape(idx)[ax]
+    perm = [ax] + [d for d in range(rank) if d != ax]
+    inv = [perm.index(d) for d in range(rank)]
+    rest = math.prod(shape) // n
+    d2 = c.reshape(c.add("permute", [data], dims=perm), [n, rest])
+    i3 = c.reshape(c.add("permute", [idx], dims=perm), [q, 1, rest])
+    u3 = c.reshape(c.add("permute", [upd], dims=perm), [q, 1, rest])
+    onehot = c.add("eq", [i3, torch.arange(n, dtype=torch.int64).reshape(1, n, 1)])
+    out = _scatter_reduce(c, d2, onehot, u3, c.attr("reduction", "none"))
+    return c.add("permute", [c.reshape(out, [n] + [shape[d] for d in perm[1:]])], dims=inv)
+
+
+@converter("ScatterND")
+def _scatter_nd(c: NodeCtx) -> Entry:
+    data, idx, upd = c.input(0), c.input(1), c.input(2)
+    shape, ishape = list(c.shape(data)), list(c.shape(idx))
+    k = ishape[-1]
+    p = math.prod(shape[:k])
+    rest = math.prod(shape[k:])
+    nq = math.prod(ishape[:-1])
+    strides = [math.prod(shape[j + 1:k]) for j in range(k)]
+    idx2 = c.reshape(c.cast(idx, torch.int64), [nq, k])
+    lin = None
+    for j in range(k):
+        col = _normalized_index(c, c.add("select", [idx2], dim=1, index=j), shape[j])
+        term = c.add("mul", [col, torch.tensor(strides[j], dtype=torch.int64)]) if strides[j] != 1 else col
+        lin = term if lin is None else c.add("add", [lin, term])
+    onehot = c.add("eq", [c.reshape(lin, [nq, 1, 1]), torch.arange(p, dtype=torch.int64).reshape(1, p, 1)])
+    out = _scatter_reduce(c, c.reshape(data, [p, rest]), onehot, c.reshape(upd, [nq, 1, rest]),
+                          c.attr("reduction", "none"))
+    return c.reshape(out, shape)
+
+
+@converter("MaxUnpool")
+def _maxunpool(c: NodeCtx) -> Entry:
+    """Zeros with each value of X at its flat index from I (a scatter)."""
+    x, i = c.input(0), c.input(1)
+    shape = list(c.shape(x))
+    nsp = len(shape) - 2
+    k = list(c.attr("kernel_shape"))
+    s = list(c.attr("strides") or [1] * nsp)
+    pads = list(c.attr("pads") or [0] * (2 * nsp))
+    out = shape[:2] + [(shape[2 + j] - 1) * s[j] + k[j] - pads[j] - pads[nsp + j] for j in range(nsp)]
+    p, nq = math.prod(out), math.prod(shape)
+    onehot = c.add("eq", [c.reshape(c.cast(i, torch.int64), [nq, 1, 1]),
+                          torch.arange(p, dtype=torch.int64).reshape(1, p, 1)])
+    zeros = torch.zeros([p, 1], dtype=c.dtype(x))
+    y = c.reshape(_scatter_reduce(c, zeros, onehot, c.reshape(x, [nq, 1, 1]), "none"), out)
+    if c.has(2):  # a larger output_shape: the unpooled values at the start of each axis, zeros after
+        want = c.ints(2, "output_shape")
+        for j in range(2, len(out)):
+            y = _pad_axis(c, y, j, 0, want[j] - out[j])
+    return y
+
+
+DET_MAX_N = 5  # Det by the Leibniz formula: n! products of n entries
+
+
+@converter("Det")
+def _det(c: NodeCtx) -> Entry:
+    x = c.input(0)
+    _need_float(c, x)
+    shape = list(c.shape(x))
+    n = shape[-1]
+    if len(shape) < 2 or shape[-2] != n:
+        raise BuildError(f"Det needs square matrices in the last two dims, got shape {shape}")
+    if n > DET_MAX_N:
+        raise Unsupported(f"Det of {n}x{n} matrices (the Leibniz expansion goes up to {DET_MAX_N}x{DET_MAX_N})")
+    r = len(shape)
+    entry = {(i, j): c.add("select", [c.add("select", [x], dim=r - 2, index=i)], dim=r - 2, index=j)
+             for i in range(n) for j in range(n)}
+    total = None
+    for perm in itertools.permutations(range(n)):
+        inversions = sum(1 for a in range(n) for b in range(a + 1, n) if perm[a] > perm[b])
+        term = entry[(0, perm[0])]
+        for i in range(1, n):
+            term = c.add("mul", [term, entry[(i, perm[i])]])
+        if total is None:
+            total = term if inversions % 2 == 0 else c.add("neg", [term])
+        else:
+            total = c.add("sub" if inversions % 2 else "add", [total, term])
+    return total
+
+
+@converter("TensorScatter")
+def _tensor_scatter(c: NodeCtx) -> Entry:
+    """past_cache with ``update`` written along ``axis`` at write_indices[b] (+ i, wrapping in circular
+    mode) for each batch row b."""
+    past, upd = c.input(0), c.input(1)
+    shape, ushape = list(c.shape(past)), list(c.shape(upd))
+    rank = len(shape)
+    ax = _axis(c.attr("axis", -2), rank)
+    if ax == 0:
+        raise BuildError("TensorScatter axis must not be the batch axis 0")
+    mode = c.attr("mode", "linear")
+    if mode not in ("linear", "circular"):
+        raise Unsupported(f"mode={mode!r}")
+    b, s, u = shape[0], shape[ax], ushape[ax]
+    wi = c.cast(c.input(2), torch.int64) if c.has(2) else torch.zeros(b, dtype=torch.int64)
+    pos = c.add("add", [c.reshape(wi, [b, 1]), torch.arange(u, dtype=torch.int64).reshape(1, u)])  # [b, u]
+    if mode == "circular":
+        pos = c.add("sub", [pos, c.add("mul", [c.add("floor", [c.add("div", [
+            c.cast(pos, torch.float64), torch.tensor(float(s), dtype=torch.float64)])]), torch.tensor(float(s), dtype=torch.float64)])])
+        pos = c.cast(pos, torch.int64)
+    # move axis next to the batch axis: [b, s, rest] and [b, u, rest]
+    perm = [0, ax] + [d for d in range(1, rank) if d != ax]
+    inv = [perm.index(d) for d in range(rank)]
+    rest = math.prod(shape) // (b * s)
+    p3 = c.reshape(c.add("permute", [past], dims=perm), [b, s, rest])
+    u4 = c.reshape(c.add("permute", [upd], dims=perm), [b, u, 1, rest])
+    onehot = c.add("eq", [c.reshape(pos, [b, u, 1, 1]), torch.arange(s, dtype=torch.int64).reshape(1, 1, s, 1)])
+    hit = c.add("ne", [c.add("amax", [c.cast(onehot, torch.int32)], dims=[1], keepdim=False), _i32(0)])
+    val = c.add("sum", [c.add("where", [onehot, u4, c.scalar(0, c.dtype(past))])], dims=[1], keepdim=False)
+    out = c.add("where", [hit, c.cast(val, c.dtype(past)), p3])
+    return c.add("permute", [c.reshape(out, [shape[d] for d in perm])], dims=inv)
+
+
+@converter("TopK")
+def _topk(c: NodeCtx) -> list[Entry]:
+    """Values and indices of the k largest (smallest) along ``axis``, ties to the lower index: each
+    element's rank is counted by comparing it with every other one along the axis."""
+    x = c.input(0)
+    k = c.ints(1, "K")[0] if c.has(1) else int(c.attr("k"))
+    shape = list(c.shape(x))
+    ax = _axis(c.attr("axis", -1), len(shape))
+    n = shape[ax]
+    if not 0 <= k <= n:
+        raise BuildError(f"k={k} for an axis of size {n}")
+    if k == 0:
+        raise Unsupported("k=0 (empty outputs)")
+    if math.prod(shape) * n > BROADCAST_SELECT_MAX:
+        raise Unsupported(f"TopK over an axis of {n} for {math.prod(shape)} elements (the rank count compares "
+                          f"every pair, at most {BROADCAST_SELECT_MAX})")
+    largest = bool(c.attr("largest", 1))
+    dt = c.dtype(x)
+
+    def top(xl: Entry) -> tuple[Entry, Entry]:
+        lead = list(c.shape(xl))[:-1]
+        xi = c.reshape(xl, lead + [n, 1])
+        xj = c.reshape(xl, lead + [1, n])
+        beats = c.add("gt" if largest else "lt", [xj, xi])
+        j_first = torch.arange(n).reshape(1, n) < torch.arange(n).reshape(n, 1)  # j < i
+        ties = c.add("logical_and", [c.add("eq", [xj, xi]), j_first])
+        rank = c.add("sum", [c.cast(c.add("logical_or", [beats, ties]), torch.int64)], dims=[len(lead) + 1],
+                     keepdim=True)  # [..., n, 1]
+        sel = c.add("eq", [rank, torch.arange(k, dtype=torch.int64).reshape(1, k)])  # [..., n, k]
+        vals = c.add("sum", [c.add("where", [sel, xi, c.scalar(0, dt)])], dims=[len(lead)], keepdim=False)
+        pos = torch.arange(n, dtype=torch.int64).reshape(n, 1)
+        idx = c.add("sum", [c.add("where", [sel, pos, torch.tensor(0, dtype=torch.int64)])], dims=[len(lead)],
+                    keepdim=False)
+        return c.cast(vals, dt), idx
+
+    rank = len(shape)
+    if ax == rank - 1:
+        return list(top(x))
+    perm = [d for d in range(rank) if d != ax] + [ax]
+    inv = [perm.index(d) for d in range(rank)]
+    return [c.add("permute", [y], dims=inv) for y in top(c.add("permute", [x], dims=perm))]
+
+
+# ------------------------------------------------------------------ ai.onnx.preview.training optimizers
+DOMAIN_CONVERTERS: dict[str, Converter] = {}  # "domain::OpType" -> converter, for ops outside the default domain
+_TRAINING = "ai.onnx.preview.training"
+
+
+def _domain_converter(*keys: str) -> Callable[[Converter], Converter]:
+    def deco(fn: Converter) -> Converter:
+        for k in keys:
+            DOMAIN_CONVERTERS[k] = fn
+        return fn
+    return deco
+
+
+def _optimizer_groups(c: NodeCtx, groups: int) -> tuple[Entry, float, list[list[Entry]]]:
+    """R (run-time scalar), T (its build-time value: a shape tensor) and the per-tensor input groups."""
+    n = (c.n_in() - 2) // groups
+    if n < 1 or c.n_in() != 2 + groups * n:
+        raise BuildError(f"expects R, T and {groups} groups of tensors, got {c.n_in()} inputs")
+    t = float(c.const(1, "T (the iteration count)").reshape(-1)[0])
+    return c.input(0), t, [[c.input(2 + g * n + i) for g in range(groups)] for i in range(n)]
+
+
+def _fscalar(c: NodeCtx, v: float, like: Entry) -> torch.Tensor:
+    return c.scalar(float(v), like)
+
+
+@_domain_converter(f"{_TRAINING}::Adagrad")
+def _adagrad(c: NodeCtx) -> list[Entry]:
+    r, t, groups = _optimizer_groups(c, 3)
+    decay, eps, norm = (float(c.attr(k, d)) for k, d in (("decay_factor", 0.0), ("epsilon", 0.0),
+                                                         ("norm_coefficient", 0.0)))
+    xs, hs = [], []
+    for x, g, h in groups:
+        rr = c.add("div", [c.cast(r, c.dtype(x)), _fscalar(c, 1.0 + t * decay, x)])
+        gr = c.add("add", [c.add("mul", [x, _fscalar(c, norm, x)]), g])
+        hn = c.add("add", [h, c.add("mul", [gr, gr])])
+        hs_ = c.add("add", [c.add("sqrt", [hn]), _fscalar(c, eps, x)])
+        xs.append(c.add("sub", [x, c.add("div", [c.add("mul", [rr, gr]), hs_])]))
+        hs.append(hn)
+    return xs + hs
+
+
+@_domain_converter(f"{_TRAINING}::Momentum")
+def _momentum(c: NodeCtx) -> list[Entry]:
+    r, t, groups = _optimizer_groups(c, 3)
+    alpha, beta, norm = (float(c.attr(k, 0.0)) for k in ("alpha", "beta", "norm_coefficient"))
+    mode = c.attr("mode", "standard")
+    if mode not in ("standard", "nesterov"):
+        raise Unsupported(f"mode={mode!r}")
+    xs, vs = [], []
+    for x, g, v in groups:
+        rr = c.cast(r, c.dtype(x))
+        gr = c.add("add", [c.add("mul", [x, _fscalar(c, norm, x)]), g])
+        vn = c.add("add", [c.add("mul", [v, _fscalar(c, alpha, x)]),
+                           c.add("mul", [gr, _fscalar(c, beta if t > 0 else 1.0, x)])])
+        step = vn if mode == "standard" else c.add("add", [gr, c.add("mul", [vn, _fscalar(c, alpha, x)])])
+        xs.append(c.add("sub", [x, c.add("mul", [rr, step])]))
+        vs.append(vn)
+    return xs + vs
+
+
+@_domain_converter(f"{_TRAINING}::Adam")
+def _adam(c: NodeCtx) -> list[Entry]:
+    r, t, groups = _optimizer_groups(c, 4)
+    alpha, beta = float(c.attr("alpha", 0.9)), float(c.attr("beta", 0.999))
+    eps, norm = float(c.attr("epsilon", 1e-6)), float(c.attr("norm_coefficient", 0.0))
+    post = float(c.attr("norm_coefficient_post", 0.0))
+    adj = math.sqrt(1 - beta ** t) / (1 - alpha ** t) if t > 0 else 1.0
+    xs, vs, hs = [], [], []
+    for x, g, v, h in groups:
+        rr = c.add("mul", [c.cast(r, c.dtype(x)), _fscalar(c, adj, x)])
+        gr = c.add("add", [c.add("mul", [x, _fscalar(c, norm, x)]), g])
+        vn = c.add("add", [c.add("mul", [v, _fscalar(c, alpha, x)]), c.add("mul", [gr, _fscalar(c, 1 - alpha, x)])])
+        hn = c.add("add", [c.add("mul", [h, _fscalar(c, beta, x)]),
+                           c.add("mul", [c.add("mul", [gr, gr]), _fscalar(c, 1 - beta, x)])])
+        hsq = c.add("add", [c.add("sqrt", [hn]), _fscalar(c, eps, x)])
+        xn = c.add("sub", [x, c.add("mul", [rr, c.add("div", [vn, hsq])])])
+        xs.append(c.add("mul", [xn, _fscalar(c, 1 - post, x)]) if post else xn)
+        vs.append(vn)
+        hs.append(hn)
+    return xs + vs + hs
+
+
+# ------------------------------------------------------------------------------------------- ai.onnx.ml
+@_domain_converter("ai.onnx.ml::Binarizer")
+def _binarizer(c: NodeCtx) -> Entry:
+    x = c.input(0)
+    t = float(c.attr("threshold", 0.0))
+    return c.cast(c.add("gt", [x, c.scalar(t, x)]), c.dtype(x))
+
+
+@_domain_converter("ai.onnx.ml::ArrayFeatureExtractor")
+def _array_feature_extractor(c: NodeCtx) -> Entry:
+    """X[..., indices] with the indices flattened; a 1-D X gives [1, k]."""
+    x, i = c.input(0), c.input(1)
+    shape = list(c.shape(x))
+    k = math.prod(c.shape(i))
+    flat = c.reshape(c.cast(i, torch.int64), [k])
+    y = c.add("index_select", [x, flat], dim=len(shape) - 1)
+    return c.reshape(y, [1, k] if len(shape) == 1 else shape[:-1] + [k])
+
+
+# -------------------------------------------------------------------------------------------- sequences
+class Seq(list):
+    """An ONNX sequence inside the graph: a build-time list of tensor entries (positions must be known at
+    build time; graph inputs and outputs stay tensors)."""
+
+
+SEQUENCE_OPS = ("SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceAt", "SequenceErase",
+                "SequenceLength", "ConcatFromSequence", "SplitToSequence", "SequenceMap", "Identity", "Loop", "If",
+                "Optional", "OptionalGetElement", "OptionalHasElement")
+
+
+def _seq(c: NodeCtx, i: int) -> Seq:
+    s = c.input(i)
+    if not isinstance(s, Seq):
+        raise BuildError(f"input {i} is a tensor, the op takes a sequence")
+    return s
+
+
+def _seq_pos(c: NodeCtx, i: int, n: int, default: int, insert: bool = False) -> int:
+    p = c.ints(i, "position")[0] if c.has(i) else default
+    lo, hi = -n, n if insert else n - 1
+    if not lo <= p <= hi:
+        raise BuildError(f"position {p} is out of range for a sequence of {n}")
+    return p + n if p < 0 else p
+
+
+OPTIONAL_OPS = ("Optional", "OptionalGetElement", "OptionalHasElement", "Identity", "If", "Loop")
+
+
+@converter("Optional")
+def _optional(c: NodeCtx) -> list[Entry]:
+    """An optional is its value, or None when empty."""
+    return [c.input(0) if c.has(0) else None]
+
+
+@converter("OptionalHasElement")
+def _optional_has_element(c: NodeCtx) -> Entry:
+    return torch.tensor(c.has(0))
+
+
+@converter("OptionalGetElement")
+def _optional_get_element(c: NodeCtx) -> list[Entry]:
+    if not c.has(0):
+        raise BuildError("the optional input is empty")
+    return [c.input(0)]
+
+
+@converter("SequenceMap")
+def _sequence_map(c: NodeCtx) -> list[Entry]:
+    """The body applied to each position of the sequence inputs (tensor inputs passed to every call),
+    unrolled; each body output makes one output sequence."""
+    body = c.attr("body")
+    ins = [c.input(i) for i in range(c.n_in())]
+    n = len(_seq(c, 0))
+    if any(isinstance(x, Seq) and len(x) != n for x in ins):
+        raise BuildError("the sequence inputs have different lengths")
+    outs = [Seq() for _ in body.output]
+    for i in range(n):
+        res = _run_body(c, body, [x[i] if isinstance(x, Seq) else x for x in ins], f"{c.name}::at{i}::")
+        for o, r in zip(outs, res):
+            o.append(r)
+    return outs
+
+
+@converter("SequenceEmpty")
+def _sequence_empty(c: NodeCtx) -> list[Entry]:
+    return [Seq()]
+
+
+@converter("SequenceConstruct")
+def _sequence_construct(c: NodeCtx) -> list[Entry]:
+    return [Seq(c.input(i) for i in range(c.n_in()))]
+
+
+@converter("SequenceInsert")
+def _sequence_insert(c: NodeCtx) -> list[Entry]:
+    s = _seq(c, 0)
+    out = Seq(s)
+    out.insert(_seq_pos(c, 2, len(s), len(s), insert=True), c.input(1))
+    return [out]
+
+
+@converter("SequenceErase")
+def _sequence_erase(c: NodeCtx) -> list[Entry]:
+    s = _seq(c, 0)
+    out = Seq(s)
+    del out[_seq_pos(c, 1, len(s), len(s) - 1)]
+    return [out]
+
+
+@converter("SequenceAt")
+def _sequence_at(c: NodeCtx) -> Entry:
+    s = _seq(c, 0)
+    return s[_seq_pos(c, 1, len(s), 0)]
+
+
+@converter("SequenceLength")
+def _sequence_length(c: NodeCtx) -> Entry:
+    return torch.tensor(len(_seq(c, 0)), dtype=torch.int64)
+
+
+@converter("ConcatFromSequence")
+def _concat_from_sequence(c: NodeCtx) -> Entry:
+    s = _seq(c, 0)
+    if not s:
+        raise BuildError("ConcatFromSequence of an empty sequence")
+    rank = c.rank(s[0])
+    if c.attr("new_axis", 0):
+        ax = _axis(c.attr("axis"), rank + 1)
+        parts = [c.add("unsqueeze", [x], dim=ax) for x in s]
+    else:
+        ax = _axis(c.attr("axis"), rank)
+        parts = list(s)
+    return parts[0] if len(parts) == 1 and isinstance(parts[0], torch.Tensor) else c.add("cat", parts, dim=ax)
+
+
+@converter("SplitToSequence")
+def _split_to_sequence(c: NodeCtx) -> list[Entry]:
+    x = c.input(0)
+    shape = c.shape(x)
+    ax = _axis(c.attr("axis", 0), len(shape))
+    n = shape[ax]
+    keep = bool(c.attr("keepdims", 1))
+    if c.has(1):
+        split = c.const(1, "split")
+        if split.dim() == 0:
+            step = int(split)
+            sizes = [min(step, n - s) for s in range(0, n, step)]
+        else:
+            sizes = [int(v) for v in split.tolist()]
+        keep = True
+    else:
+        sizes = [1] * n
+    out, start = Seq(), 0
+    for sz in sizes:
+        part = c.add("slice", [x], dim=ax, start=start, end=start + sz, step=1)
+        out.append(part if keep else c.add("squeeze", [part], dims=[ax]))
+        start += sz
+    return [out]
+
+
+# ------------------------------------------------------------------------------ narrow element types
+# FLOAT8 (E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ), FLOAT4E2M1, INT4, UINT4, INT2, UINT2: torch has no kernels for
+# them, so a value of such a type lives in the IR in a storage dtype (the float codes' bits as uint8, the
+# integer values as int8/uint8) and the importer remembers its ONNX type by value name. Only Cast, CastLike,
+# QuantizeLinear, DequantizeLinear and Identity take or make them; decoding is a gather from the table of
+# the type's values, encoding rounds to nearest-even on the fp32 bits (all table ops).
+class NarrowType:
+    """One narrow ONNX element type: how it is stored and, for float codes, its format."""
+
+    def __init__(self, onnx_type: int, np_name: str, storage: torch.dtype, bits: int, exp: int = 0,
+                 man: int = 0, bias: int = 0, has_inf: bool = False, nan: int | None = None,
+                 neg_zero: bool = True) -> None:
+        self.onnx_type, self.np_name, self.storage, self.bits = onnx_type, np_name, storage, bits
+        self.exp, self.man, self.bias, self.has_inf, self.nan, self.neg_zero = exp, man, bias, has_inf, nan, neg_zero
+        self.is_float = exp > 0
+        self.name = onnx_type_name(onnx_type)
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        import ml_dtypes  # onnx depends on it
+
+        return np.dtype(getattr(ml_dtypes, self.np_name))
+
+    def values(self) -> torch.Tensor:
+        """fp32 value of every code (float formats)."""
+        codes = np.arange(1 << self.bits, dtype=np.uint8)
+        return torch.from_numpy(codes.view(self.np_dtype).astype(np.float32))
+
+    @property
+    def max(self) -> float:
+        v = self.values()
+        return float(v[torch.isfinite(v)].max())
+
+    def int_range(self) -> tuple[int, int]:
+        return (-(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1) if self.storage == torch.int8 else \
+            (0, (1 << self.bits) - 1)
+
+    def to_storage(self, arr: np.ndarray) -> torch.Tensor:
+        a = np.ascontiguousarray(arr)
+        if self.is_float:
+            return torch.from_numpy(a.view(np.uint8).copy())
+        return torch.from_numpy(a.astype(np.int8 if self.storage == torch.int8 else np.uint8))
+
+    def from_storage(self, t: torch.Tensor) -> np.ndarray:
+        a = t.detach().cpu().numpy()
+        return a.view(self.np_dtype) if self.is_float else a.astype(self.np_dtype)
+
+
+_T = TensorProto
+NARROW: dict[int, NarrowType] = {t.onnx_type: t for t in (
+    NarrowType(_T.FLOAT8E4M3FN, "float8_e4m3fn", torch.uint8, 8, 4, 3, 7, nan=0x7F),
+    NarrowType(_T.FLOAT8E4M3FNUZ, "float8_e4m3fnuz", torch.uint8, 8, 4, 3, 8, nan=0x80, neg_zero=False),
+    NarrowType(_T.FLOAT8E5M2, "float8_e5m2", torch.uint8, 8, 5, 2, 15, has_inf=True, nan=0x7E),
+    NarrowType(_T.FLOAT8E5M2FNUZ, "float8_e5m2fnuz", torch.uint8, 8, 5, 2, 16, nan=0x80, neg_zero=False),
+    NarrowType(_T.FLOAT4E2M1, "float4_e2m1fn", torch.uint8, 4, 2, 1, 1, nan=None),
+    NarrowType(_T.FLOAT8E8M0, "float8_e8m0fnu", torch.uint8, 8, 8, 0, 127, nan=0xFF, neg_zero=False),
+    NarrowType(_T.INT4, "int4", torch.int8, 4), NarrowType(_T.UINT4, "uint4", torch.uint8, 4),
+    NarrowType(_T.INT2, "int2", torch.int8, 2), NarrowType(_T.UINT2, "uint2", torch.uint8, 2),
+)}
+NARROW_BY_NP = {t.np_name: t for t in NARROW.values()}
+NARROW_OPS = ("Cast", "CastLike", "QuantizeLinear", "DequantizeLinear", "Identity")
+
+
+def narrow_of(c: NodeCtx, i: int) -> NarrowType | None:
+    """The narrow type of input ``i`` of the node, if it has one."""
+    if i >= len(c.node.input) or not c.node.input[i]:
+        return None
+    t = c.imp.narrow.get(c.node.input[i])
+    return NARROW[t] if t is not None else None
+
+
+def _set_narrow(c: NodeCtx, t: NarrowType) -> None:
+    c.imp.narrow[c.node.output[0]] = t.onnx_type
+
+
+def narrow_decode(c: NodeCtx, x: Entry, t: NarrowType) -> Entry:
+    """fp32 values (float codes: a gather from the value table) or the stored integers (int types)."""
+    if not t.is_float:
+        return x
+    shape = list(c.shape(x))
+    idx = c.reshape(c.cast(x, torch.int64), [math.prod(shape)])
+    return c.reshape(c.add("index_select", [t.values(), idx], dim=0), shape)
+
+
+def _i32(v: int) -> torch.Tensor:
+    return torch.tensor(v, dtype=torch.int32)
+
+
+def _f32(v: float) -> torch.Tensor:
+    return torch.tensor(v, dtype=torch.float32)
+
+
+def _pow2(c: NodeCtx, e: Entry) -> Entry:
+    """2**e as fp32 for int32 exponents in [-126, 127], built from the exponent bits (exact)."""
+    return c.add("bitcast", [c.add("bitwise_left_shift", [c.add("add", [e, _i32(127)]), _i32(23)])],
+                 dtype="float32")
+
+
+def narrow_encode_float(c: NodeCtx, x: Entry, t: NarrowType, saturate: bool) -> Entry:
+    """ONNX Cast of floats to float code ``t``: round to nearest even; out of range -> max (saturate),
+    else inf or NaN as the format has them; NaN -> NaN (FLOAT4E2M1: no NaN or inf, always saturates)."""
+    x = c.cast(x, torch.float32)
+    bits = c.add("bitcast", [x], dtype="int32")
+    neg = c.add("lt", [bits, _i32(0)])
+    a = c.add("abs", [x])
+    emin = 1 - t.bias
+    ex = c.add("sub", [c.add("bitwise_and", [c.add("bitwise_right_shift", [bits, _i32(23)]), _i32(255)]), _i32(127)])
+    quantum = _pow2(c, c.add("sub", [c.add("maximum", [ex, _i32(emin)]), _i32(t.man)]))
+    y = c.add("mul", [_round_even(c, c.add("div", [a, quantum])), quantum])
+    mx = t.max
+    finite = c.add("le", [y, _f32(mx)])  # false for NaN and for what rounds past the largest value
+    y = c.add("where", [finite, y, _f32(0.0)])
+    ybits = c.add("bitcast", [y], dtype="int32")
+    ey = c.add("sub", [c.add("bitwise_and", [c.add("bitwise_right_shift", [ybits, _i32(23)]), _i32(255)]),
+                       _i32(127)])
+    normal = c.add("bitwise_or", [
+        c.add("bitwise_left_shift", [c.add("add", [ey, _i32(t.bias)]), _i32(t.man)]),
+        c.add("bitwise_and", [c.add("bitwise_right_shift", [ybits, _i32(23 - t.man)]), _i32((1 << t.man) - 1)])])
+    sub = c.cast(c.add("mul", [y, _f32(2.0 ** (t.man - emin))]), torch.int32)
+    code = c.add("where", [c.add("ge", [y, _f32(2.0 ** emin)]), normal, sub])
+    sign = 1 << (t.bits - 1)
+    top = int(np.flatnonzero(t.values().numpy() == mx)[0])
+    over = top if saturate or t.nan is None else (0x7C if t.has_inf else t.nan)
+    code = c.add("where", [finite, code, _i32(over)])
+    signed = c.add("logical_and", [neg, c.add("ne", [code, _i32(0)])]) if not t.neg_zero else neg
+    if t.nan is not None and not t.neg_zero:
+        signed = c.add("logical_and", [signed, c.add("ne", [code, _i32(t.nan)])])
+    code = c.add("where", [signed, c.add("bitwise_or", [code, _i32(sign)]), code])
+    isnan = c.add("ne", [x, x])
+    code = c.add("where", [isnan, _i32(t.nan if t.nan is not None else sign), code])
+    return c.cast(code, torch.uint8)
+
+
+def narrow_encode_e8m0(c: NodeCtx, x: Entry, saturate: bool, mode: str) -> Entry:
+    """ONNX Cast to FLOAT8E8M0 (a power of two, the fp32 exponent byte), rounding ``mode`` up, down or
+    nearest on the fp32 mantissa as onnx's reference does; NaN and inf -> 0xFF."""
+    bits = c.add("bitcast", [c.cast(x, torch.float32)], dtype="int32")
+    e = c.add("bitwise_and", [c.add("bitwise_right_shift", [bits, _i32(23)]), _i32(255)])
+    special = c.add("eq", [e, _i32(255)])
+
+    def nonzero(mask: int) -> Entry:
+        return c.add("ne", [c.add("bitwise_and", [bits, _i32(mask)]), _i32(0)])
+
+    if mode == "up":
+        inc = nonzero(0x7FFFFF)
+    elif mode == "nearest":
+        lsb = c.add("gt", [e, _i32(0)])
+        inc = c.add("logical_and", [nonzero(0x400000), c.add("logical_or", [
+            c.add("logical_or", [nonzero(0x200000), nonzero(0x1FFFFF)]), lsb])])
+    elif mode == "down":
+        inc = None
+    else:
+        raise Unsupported(f"round_mode={mode!r}")
+    if inc is not None:
+        if saturate:
+            inc = c.add("logical_and", [inc, c.add("ne", [e, _i32(254)])])
+        e = c.add("add", [e, c.cast(inc, torch.int32)])
+    return c.cast(c.add("where", [special, _i32(255), e]), torch.uint8)
+
+
+def narrow_encode_int(c: NodeCtx, x: Entry, t: NarrowType) -> Entry:
+    """ONNX Cast to a 2/4-bit integer type: truncate toward zero, then wrap around as the bits do."""
+    q = c.cast(x, torch.int32) if c.dtype(x) != torch.bool else c.cast(c.cast(x, torch.uint8), torch.int32)
+    q = c.add("bitwise_and", [q, _i32((1 << t.bits) - 1)])
+    if t.storage == torch.int8:
+        half = 1 << (t.bits - 1)
+        q = c.add("sub", [c.add("bitwise_xor", [q, _i32(half)]), _i32(half)])
+    return c.cast(q, t.storage)
+
+
+def narrow_cast(c: NodeCtx, x: Entry, src: NarrowType | None, to: int) -> Entry:
+    """Cast between any supported type and a narrow one (``src`` is the narrow type of ``x``, if any)."""
+    dst = NARROW.get(to)
+    if src is not None:
+        if dst is not None and dst.onnx_type == src.onnx_type:
+            return x
+        x = narrow_decode(c, x, src)
+    if dst is None:
+        if to not in ONNX_DTYPES:
+            raise Unsupported(f"cast to {onnx_type_name(to)} (dtype not supported)")
+        return c.cast(x, ONNX_DTYPES[to])
+    _set_narrow(c, dst)
+    if dst.onnx_type == TensorProto.FLOAT8E8M0:
+        return narrow_encode_e8m0(c, x, bool(c.attr("saturate", 1)), c.attr("round_mode", "up"))
+    if dst.is_float:
+        return narrow_encode_float(c, x, dst, bool(c.attr("saturate", 1)))
+    return narrow_encode_int(c, x, dst)
+
+
+def _narrow_q_type(c: NodeCtx) -> NarrowType | None:
+    zt = narrow_of(c, 2)
+    if zt is not None:
+        return zt
+    if c.has(2):
+        return None
+    return NARROW.get(c.attr("output_dtype", 0))
+
+
+def _quantize_narrow(c: NodeCtx, t: NarrowType) -> Entry:
+    """QuantizeLinear to a narrow type: x / scale (+ zero point), rounded and saturated to the type."""
+    x = c.input(0)
+    scale, zp, _ = _qparams(c, x, 1, 2)
+    v = c.add("div", [c.cast(x, torch.float32), c.cast(scale, torch.float32)])
+    _set_narrow(c, t)
+    if t.onnx_type == TensorProto.FLOAT8E8M0:
+        raise Unsupported("quantization to FLOAT8E8M0")
+    if t.is_float:
+        if zp is not None:
+            v = c.add("add", [v, narrow_decode(c, zp, t)])
+        return narrow_encode_float(c, v, t, bool(c.attr("saturate", 1)))
+    lo, hi = t.int_range()
+    q = _round_even(c, v)
+    if zp is not None:
+        q = c.add("add", [q, c.cast(zp, torch.float32)])
+    return c.cast(c.add("clamp", [q], min=float(lo), max=float(hi)), t.storage)
+
+
+def _dequantize_narrow(c: NodeCtx, t: NarrowType) -> Entry:
+    x = c.input(0)
+    scale, zp, _ = _qparams(c, x, 1, 2)
+    xf = c.cast(narrow_decode(c, x, t), torch.float32)
+    if zp is not None:
+        xf = c.add("sub", [xf, c.cast(narrow_decode(c, zp, t), torch.float32)])
+    out_dt = c.dtype(scale)
+    return c.cast(c.add("mul", [xf, c.cast(scale, torch.float32)]), out_dt)
+
+
+_quantize_plain, _dequantize_plain = CONVERTERS["QuantizeLinear"], CONVERTERS["DequantizeLinear"]
+
+
+@converter("QuantizeLinear")
+def _quantize_any(c: NodeCtx) -> Entry:
+    t = _narrow_q_type(c)
+    return _quantize_plain(c) if t is None else _quantize_narrow(c, t)
+
+
+@converter("DequantizeLinear")
+def _dequantize_any(c: NodeCtx) -> Entry:
+    t = narrow_of(c, 0)
+    return _dequantize_plain(c) if t is None else _dequantize_narrow(c, t)
+
+
 # ---------------------------------------------------------------------------------------- plugins
 def _convert_plugin(c: NodeCtx, entry: Any) -> list[Entry]:
     """A node in a custom domain (or an op type the converters lack) served by a registered plugin."""
@@ -3200,10 +4386,11 @@ def import_onnx(model: Any, inputs: Any = None, base_dir: str | os.PathLike | No
         try:
             onnx.checker.check_model(_without_external_data(m))
         except onnx.checker.ValidationError as e:
-            raise InputError(f"invalid ONNX model: {_first_line(e)}") from None
+            raise InputError(f"invalid ONNX model: {checker_message(e)}") from None
         except Exception as e:
             if "2GB" not in str(e) and "2 GB" not in str(e):
                 raise InputError(f"invalid ONNX model: {type(e).__name__}: {_first_line(e)}") from None
+    m = _upgrade_old_opset(m)
     if m.functions:
         try:
             from onnx import inliner
@@ -3211,6 +4398,27 @@ def import_onnx(model: Any, inputs: Any = None, base_dir: str | os.PathLike | No
         except Exception as e:
             raise InputError(f"cannot inline the model's local functions: {_first_line(e)}") from None
     return Importer(m, base, inputs, registry).run()
+
+
+def _upgrade_old_opset(m: onnx.ModelProto) -> onnx.ModelProto:
+    """A model of a default-domain opset older than MIN_OPSET converted to MIN_OPSET with onnx's version
+    converter (when it cannot, the importer's opset error stands)."""
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), MAX_OPSET)
+    if opset >= MIN_OPSET:
+        return m
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(m, MIN_OPSET)
+    except Exception:
+        return m
+
+
+def checker_message(e: BaseException) -> str:
+    """onnx.checker's message on one line: it names the node (name and OpType) on the lines after the
+    first, and that part is kept."""
+    msg = " ".join(str(e).split())
+    return msg if len(msg) <= 400 else msg[:400] + " ..."
 
 
 def _without_external_data(m: onnx.ModelProto) -> onnx.ModelProto:

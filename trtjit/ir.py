@@ -30,6 +30,11 @@ DTYPES: dict[str, torch.dtype] = {
     "float8_e4m3fn": torch.float8_e4m3fn,  # fp8 GEMM operands (precision="fp8")
     "uint8": torch.uint8,
     "bool": torch.bool,
+    # unsigned 16/32/64-bit: torch has few kernels for them; the op table computes their references in
+    # int64 (ops.py: _wide_uint) and the generated Triton code uses the unsigned types natively
+    "uint16": torch.uint16,
+    "uint32": torch.uint32,
+    "uint64": torch.uint64,
 }
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
 

@@ -7,12 +7,14 @@
 ``prepare`` checks the model and compiles it for the shapes it declares when they are all static; models
 with dynamic dimensions, or with shape-tensor inputs whose values shape the graph (the ``shape`` input of
 a ``Reshape`` ...), compile on the first ``run`` for the shapes and values given, and again when those
-change (each engine is kept).
+change (each engine is kept). Inputs and outputs of the narrow element types (FLOAT8*, INT4 ...) are the
+ml_dtypes arrays onnx uses; a sequence input or output is a list of arrays.
 
-``python -m trtjit.onnx_backend [--pattern REGEX] [--jobs N] [--write-excludes PATH]`` runs every node test
-of the installed onnx package, classifies each failure by cause and prints the pass count, the causes, and
-the missing ops ranked by the number of tests they would unlock (``--write-excludes`` regenerates
-``tests/onnx_backend_excludes.txt``).
+``python -m trtjit.onnx_backend [--pattern REGEX] [--jobs N] [--progress] [--write-excludes PATH]`` runs
+every node test of the installed onnx package and its pytorch-converted, pytorch-operator and simple model
+tests (``--real`` adds the light zoo models, tens of minutes each without a GPU; ``--device CUDA`` on a
+GPU), classifies each failure by cause and prints the pass counts, the causes, and the missing ops ranked by
+the number of tests they would unlock (``--write-excludes`` regenerates ``tests/onnx_backend_excludes.txt``).
 """
 
 from __future__ import annotations
@@ -44,9 +46,12 @@ def _to_torch(x: Any, device: torch.device) -> torch.Tensor:
         raise InputError(f"{e} (input element type not supported)") from None
 
 
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    from trtjit.frontend_onnx import torch_to_np
+def _to_numpy(t: torch.Tensor, narrow: str | None = None) -> np.ndarray:
+    """numpy of an engine output; ``narrow``: the ONNX type (FLOAT8E4M3FN, INT4 ...) its storage holds."""
+    from trtjit.frontend_onnx import NARROW, torch_to_np
 
+    if narrow is not None:
+        return NARROW[onnx.TensorProto.DataType.Value(narrow)].from_storage(t)
     return torch_to_np(t.detach().cpu())
 
 
@@ -86,7 +91,9 @@ class TrtjitRep(BackendRep):
         from trtjit.frontend_onnx import import_onnx
         from trtjit.options import BuildOptions
 
-        graph = import_onnx(self.model, None if tensors is None else [t.cpu() for t in tensors], check=False)
+        examples = None if tensors is None else \
+            [None if t is None else [v.cpu() for v in t] if isinstance(t, list) else t.cpu() for t in tensors]
+        graph = import_onnx(self.model, examples, check=False)
         if tensors is None and graph.meta.get("bound_inputs"):
             return None  # needs the values of shape-tensor inputs: compile on the first run
         engine = build(graph, BuildOptions.make(None, **self.options))
@@ -116,17 +123,30 @@ class TrtjitRep(BackendRep):
             inputs = [inputs[n] for n in self.input_names]
         elif isinstance(inputs, (np.ndarray, torch.Tensor)):
             inputs = [inputs]
-        tensors = [_to_torch(x, self.device) for x in inputs]
+        # a sequence input is a list of arrays: the engine takes its tensors as separate inputs
+        # None: an empty optional input
+        nested = [None if x is None else [_to_torch(v, self.device) for v in x] if isinstance(x, (list, tuple))
+                  else _to_torch(x, self.device) for x in inputs]
+        tensors = [t for x in nested if x is not None for t in (x if isinstance(x, list) else [x])]
         engine = None
         for e in ([self._last] if self._last is not None else []) + list(self.engines.values()):
             if self._matches(e, tensors):
                 engine = e
                 break
         if engine is None:
-            engine = self._engine(tensors)
+            engine = self._engine(nested)
         self._last = engine
         outs = engine.run(*tensors)
-        return namedtupledict("Outputs", self.output_names)(*[_to_numpy(o) for o in outs])
+        narrow = engine.graph.meta.get("onnx_narrow_outputs") or {}
+        seqs = engine.graph.meta.get("onnx_sequence_outputs") or {}
+        arrays: list[Any] = []
+        it = iter(outs)
+        for n in self.output_names:
+            if n in seqs:  # a sequence output comes back as a list of arrays
+                arrays.append([_to_numpy(next(it)) for _ in range(seqs[n])])
+            else:
+                arrays.append(_to_numpy(next(it), narrow.get(n)))
+        return namedtupledict("Outputs", self.output_names)(*arrays)
 
 
 class Backend(_OnnxBackend):
@@ -144,7 +164,9 @@ class Backend(_OnnxBackend):
         try:
             onnx.checker.check_model(m)
         except onnx.checker.ValidationError as e:
-            raise InputError(f"invalid ONNX model: {str(e).strip().splitlines()[0]}") from None
+            from trtjit.frontend_onnx import checker_message
+
+            raise InputError(f"invalid ONNX model: {checker_message(e)}") from None
         return TrtjitRep(m, device, **kwargs)
 
     @classmethod
@@ -253,6 +275,57 @@ def _node_tests() -> list[Any]:
     return load_model_tests(kind="node")
 
 
+# onnx's model test kinds besides the node tests: their models and data ship in the onnx package ("real"
+# runs the light versions of the zoo models with the outputs stored next to them)
+MODEL_KINDS = {"real": "Real", "simple": "Simple", "pytorch-converted": "PyTorchConverted",
+               "pytorch-operator": "PyTorchOperator"}
+
+
+# the "real" kind's light zoo models take 224x224 inputs: tens of minutes each under the Triton CPU
+# interpreter, so the conformance run lists them as not run unless asked for (--real), as on a GPU
+NOT_RUN_REAL = ("not run here: light ONNX-zoo model at full 224x224 input, tens of minutes under the Triton CPU "
+                "interpreter (run it on a GPU: python -m trtjit.onnx_backend --real --device CUDA)")
+
+
+def model_tests(kinds: Sequence[str] = tuple(MODEL_KINDS), device: str = "CPU") -> dict[str, Any]:
+    """{test name: test function} of onnx's model tests of ``kinds`` (as ``onnx.backend.test.BackendTest``
+    runs them; the functions take the unittest instance, which they do not use)."""
+    from collections import defaultdict
+
+    from onnx.backend.test.loader import load_model_tests
+    from onnx.backend.test.runner import Runner
+
+    class _Models(Runner):
+        def __init__(self) -> None:  # noqa: D107 - not Runner.__init__, which loads every kind
+            self.backend = Backend
+            self._parent_module = __name__
+            self._include_patterns, self._exclude_patterns, self._xfail_patterns = set(), set(), set()
+            self._test_kwargs = {}
+            self._test_items = defaultdict(dict)
+            for kind in kinds:
+                for case in load_model_tests(kind=kind):
+                    self._add_model_test(case, MODEL_KINDS[kind])
+
+    runner = _Models()
+    suffix = "_" + device.lower()
+    return {n[:-len(suffix)]: it.func for cat in runner._test_items.values() for n, it in cat.items()
+            if n.endswith(suffix)}
+
+
+def run_model_test(fn: Any) -> tuple[str, str, float]:
+    """(status, cause, seconds) of one model test function from ``model_tests``."""
+    import time
+
+    t0 = time.perf_counter()
+    try:
+        fn(None)
+        return "pass", "", time.perf_counter() - t0
+    except BaseException as e:  # noqa: BLE001 - classify every failure
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return "fail", classify(e), time.perf_counter() - t0
+
+
 def run_case(case: Any, device: str = "CPU") -> tuple[str, str, float]:
     """(status, cause, seconds) of one onnx node test case: status is 'pass' or 'fail'."""
     import time
@@ -274,11 +347,11 @@ def run_case(case: Any, device: str = "CPU") -> tuple[str, str, float]:
         return "fail", classify(e), time.perf_counter() - t0
 
 
-def _worker(args: tuple[list[str], str, int]) -> list[tuple[str, str, str, float]]:
+def _worker(args: tuple[list[str], str, int, bool]) -> list[tuple[str, str, str, float]]:
     import warnings
 
     warnings.filterwarnings("ignore")
-    names, device, seed = args
+    names, device, seed, progress = args
     np.random.seed(seed)  # onnx draws the node tests' inputs from numpy's global generator
     wanted = set(names)
     out = []
@@ -286,25 +359,37 @@ def _worker(args: tuple[list[str], str, int]) -> list[tuple[str, str, str, float
         if case.name in wanted:
             status, cause, sec = run_case(case, device)
             out.append((case.name, status, cause, sec))
+            if progress:
+                print(f"{status:4s} {sec:6.2f}s {case.name} {cause}", flush=True)
+    if wanted - {r[0] for r in out}:
+        for name, fn in model_tests(device=device).items():
+            if name in wanted:
+                status, cause, sec = run_model_test(fn)
+                out.append((name, status, cause, sec))
+                if progress:
+                    print(f"{status:4s} {sec:6.2f}s {name} {cause}", flush=True)
     return out
 
 
-def conformance(pattern: str = "", jobs: int = 1, device: str = "CPU", seed: int = 0,
-                ) -> list[tuple[str, str, str, float]]:
+def conformance(pattern: str = "", jobs: int = 1, device: str = "CPU", seed: int = 0, progress: bool = False,
+                with_real: bool = False) -> list[tuple[str, str, str, float]]:
     """Run every node test whose name matches ``pattern``: (name, status, cause, seconds) each; ``seed``
     seeds the random inputs onnx generates."""
     import warnings
 
     warnings.filterwarnings("ignore")
     names = [c.name for c in _node_tests() if re.search(pattern, c.name)]
+    real = set(model_tests(["real"]))
+    names += [n for n in model_tests() if re.search(pattern, n) and (with_real or n not in real)]
+    skipped = [(n, "fail", NOT_RUN_REAL, 0.0) for n in sorted(real) if re.search(pattern, n) and not with_real]
     if jobs <= 1:
-        return _worker((names, device, seed))
+        return sorted(_worker((names, device, seed, progress)) + skipped)
     import multiprocessing as mp
 
     chunks = [names[i::jobs] for i in range(jobs)]
     with mp.get_context("spawn").Pool(jobs) as pool:
-        parts = pool.map(_worker, [(c, device, seed) for c in chunks])
-    res = [r for p in parts for r in p]
+        parts = pool.map(_worker, [(c, device, seed, progress) for c in chunks])
+    res = [r for p in parts for r in p] + skipped
     return sorted(res)
 
 
@@ -345,11 +430,12 @@ def write_excludes(results: list[tuple[str, str, str, float]], path: str) -> Non
         if status == "fail":
             groups.setdefault(cause, []).append(name)
     order = sorted(groups, key=lambda c: (c.split(":")[0], -len(groups[c]), c))
-    lines = ["# ONNX node tests (onnx.backend.test) that trtjit does not pass yet, grouped by cause.",
+    lines = ["# ONNX backend tests (onnx.backend.test: node tests and the pytorch-converted, pytorch-operator, simple",
+             "# and real model tests) that trtjit does not pass or does not run here, grouped by cause.",
              "# One test name per line (without the _cpu/_cuda suffix); '## <cause>' starts a group.",
              "# tests/test_onnx_backend.py skips every test listed here; regenerate with",
              "#   python -m trtjit.onnx_backend --jobs 2 --write-excludes tests/onnx_backend_excludes.txt",
-             f"# {sum(len(v) for v in groups.values())} tests excluded of {len(results)} node tests.", ""]
+             f"# {sum(len(v) for v in groups.values())} tests excluded of {len(results)} tests.", ""]
     for cause in order:
         lines.append(f"## {cause} ({len(groups[cause])})")
         lines.extend(sorted(groups[cause]))
@@ -381,11 +467,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--write-excludes", default=None, help="write the excludes file for the failing tests")
     p.add_argument("--verbose", action="store_true", help="print each test's status")
+    p.add_argument("--progress", action="store_true", help="print each test's status as it finishes")
+    p.add_argument("--real", action="store_true", help="also run the light zoo models (slow without a GPU)")
+    p.add_argument("--device", default="CPU", help="CPU or CUDA")
     p.add_argument("--repeat", type=int, default=1, help="run N times (onnx draws fresh random inputs each "
                    "process): tests that pass only sometimes are reported as flaky")
     args = p.parse_args(argv)
+    if args.real:
+        import os
+        import tempfile
+
+        os.environ.setdefault("ONNX_MODELS", tempfile.mkdtemp(prefix="trtjit-onnx-models-"))
     t0 = time.perf_counter()
-    runs = [conformance(args.pattern, args.jobs, seed=r) for r in range(max(args.repeat, 1))]
+    runs = [conformance(args.pattern, args.jobs, args.device, seed=r, progress=args.progress, with_real=args.real)
+            for r in range(max(args.repeat, 1))]
     res = combine_runs(runs)
     wall = (time.perf_counter() - t0) / len(runs)
     passed = sum(1 for r in res if r[1] == "pass")
@@ -397,7 +492,11 @@ def main(argv: list[str] | None = None) -> int:
         if status == "fail":
             top = cause.split(":")[0]
             causes[top] = causes.get(top, 0) + 1
-    print(f"{passed} of {len(res)} node tests pass ({wall:.0f} s wall, {sum(r[3] for r in res):.0f} s in tests, "
+    nodes = {c.name for c in _node_tests()}
+    n_node = sum(1 for r in res if r[0] in nodes)
+    p_node = sum(1 for r in res if r[0] in nodes and r[1] == "pass")
+    print(f"node tests: {p_node} of {n_node} pass; model tests: {passed - p_node} of {len(res) - n_node} pass")
+    print(f"{passed} of {len(res)} tests pass ({wall:.0f} s wall, {sum(r[3] for r in res):.0f} s in tests, "
           f"{args.jobs} job(s))")
     for c, n in sorted(causes.items(), key=lambda kv: -kv[1]):
         print(f"  {n:5d} {c}")

@@ -9,6 +9,7 @@ lower to stride arithmetic with no kernel at all. Adding an op touches this file
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,9 +88,35 @@ def get_op(name: str) -> OpDef:
         raise GraphError(f"op {name!r} is not in the op table") from None
 
 
+_WIDE_UINTS = (torch.uint16, torch.uint32, torch.uint64)
+_NATIVE_UINT_REFS = {"bitcast"}  # references that work on the unsigned types as they are
+
+
+def _wide_uint(ref: Callable[..., Any]) -> Callable[..., Any]:
+    """``ref`` computing uint16/32/64 inputs in int64, where torch has kernels, then cast to the output
+    dtypes the op has on those inputs (torch's meta kernels cover the unsigned types; its CPU kernels do
+    not). Exact for uint16/uint32; uint64 values of 2**63 and more wrap, so comparisons, division and right
+    shifts of such values in a reference are off (the generated Triton code computes them unsigned)."""
+
+    def run(ins: list[Any], **attrs: Any) -> Any:
+        if not any(isinstance(t, torch.Tensor) and t.dtype in _WIDE_UINTS and not t.is_meta for t in ins):
+            return ref(ins, **attrs)
+        metas = [t.to("meta") if isinstance(t, torch.Tensor) else t for t in ins]
+        want = ref(metas, **attrs)
+        wide = [t.to(torch.int64) if isinstance(t, torch.Tensor) and t.dtype in _WIDE_UINTS else t for t in ins]
+        out = ref(wide, **attrs)
+        if isinstance(out, (tuple, list)):
+            return type(out)(o.to(w.dtype) for o, w in zip(out, want))
+        return out.to(want.dtype)
+
+    return run
+
+
 def _register(op: OpDef) -> OpDef:
     assert op.kind in KINDS, op.kind
     assert op.name not in OPS, op.name
+    if op.kind not in ("source", "fused", "plugin") and op.name not in _NATIVE_UINT_REFS:
+        op = dataclasses.replace(op, ref=_wide_uint(op.ref))
     OPS[op.name] = op
     return op
 
@@ -165,6 +192,7 @@ def _cast_expr(a: list[str], attrs: dict) -> str:
 _TL_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float64": "float64",
               "int64": "int64", "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8",
               "bool": "int1", "float8_e4m3fn": "float8e4nv"}
+_TL_DTYPES.update({"uint16": "uint16", "uint32": "uint32", "uint64": "uint64"})
 
 _pointwise("neg", 1, torch.neg, "-{0}")
 _pointwise("abs", 1, torch.abs, "tl.abs({0})")
@@ -196,6 +224,8 @@ _pointwise("clamp", 1, lambda x, min, max: torch.clamp(x, min, max), _clamp_expr
 _pointwise("pow_scalar", 1, lambda x, exponent: torch.pow(x, exponent), _pow_scalar_expr, {"exponent": REQUIRED})
 _pointwise("logical_not", 1, torch.logical_not, "{0} == 0")
 _pointwise("cast", 1, lambda x, dtype: x.to(DTYPES[dtype]), _cast_expr, {"dtype": REQUIRED})
+_pointwise("bitcast", 1, lambda x, dtype: x.view(DTYPES[dtype]), lambda a, at: f"{a[0]}.to(tl.{_TL_DTYPES[at['dtype']]}, bitcast=True)",
+           {"dtype": REQUIRED}, doc="reinterpret the bits as another dtype of the same size")
 _pointwise("add", 2, torch.add, "{0} + {1}")
 _pointwise("sub", 2, torch.sub, "{0} - {1}")
 _pointwise("mul", 2, torch.mul, "{0} * {1}")
@@ -516,10 +546,22 @@ _composite("rms_norm", lambda ins, normalized_shape, eps: F.rms_norm(
 _composite("batch_norm", lambda ins, eps: F.batch_norm(ins[0], ins[1], ins[2], ins[3], ins[4], False, 0.0, eps),
            {"eps": 1e-5}, 5, _dec_batch_norm, "inference BatchNorm; inputs x, mean, var, weight, bias")
 _composite("linear", lambda ins: F.linear(*ins), {}, None, _dec_linear, "x @ W^T (+ b)")
-_register(OpDef("sdpa", "attention", lambda ins, is_causal, scale, enable_gqa, out_perm: F.scaled_dot_product_attention(
-    *ins[:3], attn_mask=ins[3] if len(ins) > 3 else None, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa),
-    {"is_causal": False, "scale": None, "enable_gqa": False, "out_perm": None}, None,
-    doc="scaled_dot_product_attention (inputs q, k, v[, mask]): one flash-attention kernel"))
+def _sdpa_ref(ins: list[torch.Tensor], is_causal: bool, scale: float | None, enable_gqa: bool, out_perm: Any,
+              mask_fill: float | None = None) -> torch.Tensor:
+    if mask_fill is None or len(ins) < 4:
+        return F.scaled_dot_product_attention(*ins[:3], attn_mask=ins[3] if len(ins) > 3 else None,
+                                              is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+    q, k, v, keep = ins  # eager softmax(where(keep, q @ k^T * scale, mask_fill)) @ v, rows of fills included
+    if enable_gqa and k.shape[-3] != q.shape[-3]:
+        k, v = (t.repeat_interleave(q.shape[-3] // t.shape[-3], dim=-3) for t in (k, v))
+    s = (q @ k.transpose(-2, -1)) * (scale if scale is not None else 1.0 / math.sqrt(q.shape[-1]))
+    return torch.softmax(torch.where(keep, s, torch.tensor(mask_fill, dtype=s.dtype)), dim=-1) @ v
+
+
+_register(OpDef("sdpa", "attention", _sdpa_ref,
+    {"is_causal": False, "scale": None, "enable_gqa": False, "out_perm": None, "mask_fill": None}, None,
+    doc="scaled_dot_product_attention (inputs q, k, v[, mask]): one flash-attention kernel; mask_fill: the "
+        "finite score a boolean mask writes (eager masked_fill), else -inf with fully masked rows giving 0"))
 def _dec_embedding(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
     w, idx = ins
     flat = _add(g, n, "reshape", [idx], "flat_ids", shape=[g.spec(idx).numel])
