@@ -3144,16 +3144,20 @@ def _qlinear_matmul(c: NodeCtx) -> Entry:
     return _requantize(c, real, ys, yzp, c.dtype(yzp) if yzp is not None else torch.uint8)
 
 
-def _conv3d(c: NodeCtx, x: Entry, w: Entry, bias: Entry | None) -> Entry:
+def _conv3d(c: NodeCtx, x: Entry, w: Entry, bias: Entry | None, unpadded: bool = False) -> Entry:
     """3-D convolution as one 2-D convolution per kernel depth offset, with the output depths folded into
-    the batch, summed."""
-    k = list(c.attr("kernel_shape") or c.shape(w)[2:])
-    s = list(c.attr("strides") or [1] * 3)
+    the batch, summed (``unpadded``: stride 1, no padding, the node's dilations: a transposed convolution's
+    inner convolution)."""
+    k = list(c.shape(w)[2:])
     d = list(c.attr("dilations") or [1] * 3)
-    begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
-    pads2 = _spatial_pads(c, c.shape(x)[3:], k[1:], s[1:], d[1:]) if begin[1:] == end[1:] else None
-    if pads2 is None:
-        raise Unsupported(f"asymmetric padding begin={begin} end={end}")
+    if unpadded:
+        s, begin, end, pads2 = [1, 1, 1], [0, 0, 0], [0, 0, 0], [0, 0]
+    else:
+        s = list(c.attr("strides") or [1] * 3)
+        begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
+        pads2 = _spatial_pads(c, c.shape(x)[3:], k[1:], s[1:], d[1:]) if begin[1:] == end[1:] else None
+        if pads2 is None:
+            raise Unsupported(f"asymmetric padding begin={begin} end={end}")
     x = _pad_axis(c, x, 2, begin[0], end[0])
     n, ch, depth = c.shape(x)[:3]
     od = (depth - ((k[0] - 1) * d[0] + 1)) // s[0] + 1
@@ -3293,8 +3297,8 @@ def _conv_transpose(c: NodeCtx) -> Entry:
     x, w = c.input(0), c.input(1)
     _need_float(c, x)
     rank = c.rank(x)
-    if rank not in (3, 4):
-        raise Unsupported(f"{rank - 2}-D transposed convolution (only 1-D and 2-D)")
+    if rank not in (3, 4, 5):
+        raise Unsupported(f"{rank - 2}-D transposed convolution (only 1-D, 2-D and 3-D)")
     nsp = rank - 2
     g = int(c.attr("group", 1))
     in_sp = list(c.shape(x)[2:])
@@ -3328,6 +3332,8 @@ def _conv_transpose(c: NodeCtx) -> Entry:
     for i in range(nsp):
         y = _zero_insert(c, y, 2 + i, s[i])
         y = _pad_axis(c, y, 2 + i, keff[i] - 1 - begin[i], keff[i] - 1 - end[i] + op[i])
+    if nsp == 3:
+        return _conv3d(c, y, wt, c.input(2) if c.has(2) else None, unpadded=True)
     if nsp == 1:
         y, wt = _to_2d(c, y), _to_2d(c, wt)
         d = [1] + d
