@@ -20,6 +20,7 @@ from trtjit.codegen.common import (
     cdiv,
     check_index_range,
     element_bytes,
+    lit,
     next_pow2,
     offset_expr,
     store_cast,
@@ -103,15 +104,15 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         m_lay = mask.layout
         mshape = batch + (L, S)
         mvars = {**names, nb: "offs_m[:, None]", nb + 1: "offs_n[None, :]"}
-        m_off, used = offset_expr(m_lay, mshape, mvars.__getitem__)
-        if nb not in used:  # a mask broadcast over the rows still needs a tile of pointers
-            m_off += " + offs_m[:, None] * 0"
-        if nb + 1 not in used:
-            m_off += " + offs_n[None, :] * 0"
+        m_off, m_used = offset_expr(m_lay, mshape, mvars.__getitem__)
+        # a mask broadcast along L or S (shape [L, 1], [1, 1], [B, 1, 1, 1]) still needs a [BLOCK_M, BLOCK_N]
+        # pointer block: tl.load broadcasts the pointer to the mask, never the other way
+        m_off += ("" if nb in m_used else " + offs_m[:, None] * 0") + ("" if nb + 1 in m_used else " + offs_n[None, :] * 0")
         inb = f"(offs_m[:, None] < {L}) & (offs_n[None, :] < {S})"
         if mask.dtype == torch.bool:
             w(f"    keep = tl.load({mask.pointer} + {m_off}, mask={inb}, other=0)")
-            w("    s = tl.where(keep, s, float('-inf'))")
+            fill = node.attrs.get("mask_fill")
+            w(f"    s = tl.where(keep, s, {lit(float(fill) if fill is not None else float('-inf'))})")
         else:
             w(f"    s = s + tl.load({mask.pointer} + {m_off}, mask={inb}, other=0.0).to(tl.float32)")
     if node.attrs["is_causal"]:
@@ -129,7 +130,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     else:
         w(f'    acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt, input_precision="{prec}")')
     w("    m_i = m_new")
-    w("out = acc / l_i[:, None]")
+    w("out = tl.where(l_i[:, None] > 0, acc / l_i[:, None], 0.0)  # every key masked: 0, as torch's sdpa")
     o_off, _ = offset_expr(_drop2(out_lay), batch, names.__getitem__)
     som, sod = out_lay.strides[-2:]
     w(f"tl.store({ptr} + {o_off} + offs_m[:, None] * {som} + offs_dv[None, :] * {sod}, {store_cast('out', spec.dtype)}, "

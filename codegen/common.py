@@ -198,6 +198,11 @@ def literal_of(t: torch.Tensor) -> str:
     return lit(int(x))
 
 
+def int_literal(v: int) -> str:
+    """An integer literal Triton types as int64 even at the int64 minimum (2**63 alone would be uint64)."""
+    return f"({v + 1} - 1)" if v == -2**63 else str(v)
+
+
 def load_cast(expr: str, dtype: torch.dtype) -> str:
     """Loaded half/bfloat16 values compute in fp32."""
     return f"{expr}.to(tl.float32)" if dtype in (torch.float16, torch.bfloat16) else expr

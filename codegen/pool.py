@@ -1,14 +1,15 @@
 """Pooling template: max and average pooling over NCHW windows.
 
 One flat index over the output (n, c, oh, ow); the window is unrolled at compile time
-(``tl.static_range``) with bounds masks, matching torch's padding, dilation, ceil_mode and
-count_include_pad semantics.
+(``tl.static_range``; a plain loop for windows of more than ``UNROLL`` elements) with bounds masks,
+matching torch's padding, dilation, ceil_mode and count_include_pad semantics.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 from trtjit.codegen.common import (
     KernelInput,
     KernelSpec,
@@ -17,9 +18,15 @@ from trtjit.codegen.common import (
     check_index_range,
     element_bytes,
     flat_index,
+    int_literal,
     next_pow2,
     store_cast,
+    tl_dtype,
 )
+
+from trtjit.errors import BuildError
+
+UNROLL = 64
 
 
 def generate(kin: KernelInput, name: str) -> KernelSpec:
@@ -27,6 +34,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     (inp,) = [n.name for n in kin.body if n.op == "input"]
     X = kin.operands[inp]
     (ptr, spec), = kin.outputs
+    if len(spec.shape) != 4 or len(X.layout.shape) != 4:
+        raise BuildError(f"node {node.name!r}: {node.op} needs NCHW (4-D) tensors, got {list(X.layout.shape)}")
     N, C, OH, OW = spec.shape
     _, _, H, W = X.layout.shape
     sxn, sxc, sxh, sxw = X.layout.strides
@@ -45,11 +54,17 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     check_index_range(node.name, numel)
     block = min(1024, next_pow2(numel))
     is_max = node.op == "max_pool2d"
+    exact = not X.dtype.is_floating_point  # integers compare in their own type: fp32 would round them
+    if exact and (not is_max or X.dtype == torch.bool):
+        raise BuildError(f"node {node.name!r}: {node.op} of {X.dtype} tensors is not supported (integer "
+                         "pooling other than max)")
     w = Writer()
     flat_index(w, spec.shape, kin.out_layouts[0].strides, ["n", "c", "oh", "ow"])
     w(f"base = {X.pointer} + {X.layout.offset} + n * {sxn} + c * {sxc}")
     init = "float('-inf')" if is_max else "0.0"
-    w(f"acc = tl.full((BLOCK,), {init}, tl.float32)")
+    if exact:
+        init = int_literal(torch.iinfo(X.dtype).min)
+    w(f"acc = tl.full((BLOCK,), {init}, {tl_dtype(X.dtype) if exact else 'tl.float32'})")
     if not is_max:
         w("cnt = tl.zeros((BLOCK,), dtype=tl.float32)")
     if adaptive:
@@ -57,8 +72,9 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         w(f"he = ((oh + 1) * {H} + {OH - 1}) // {OH}")
         w(f"ws = (ow * {W}) // {OW}")
         w(f"we = ((ow + 1) * {W} + {OW - 1}) // {OW}")
-    w(f"for kh in tl.static_range({KH}):")
-    w(f"    for kw in tl.static_range({KW}):")
+    loop = "tl.static_range" if KH * KW <= UNROLL else "range"  # huge windows: a loop, not 10**4 copies
+    w(f"for kh in {loop}({KH}):")
+    w(f"    for kw in {loop}({KW}):")
     if adaptive:
         w("        ih = hs + kh")
         w("        iw = ws + kw")
@@ -67,8 +83,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         w(f"        ih = oh * {sh} - {ph} + kh * {dh}")
         w(f"        iw = ow * {sw} - {pw} + kw * {dw}")
         w(f"        ok = mask & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
-    other = "float('-inf')" if is_max else "0.0"
-    w(f"        x = tl.load(base + ih * {sxh} + iw * {sxw}, mask=ok, other={other}).to(tl.float32)")
+    other = init if exact else "float('-inf')" if is_max else "0.0"
+    w(f"        x = tl.load(base + ih * {sxh} + iw * {sxw}, mask=ok, other={other}){'' if exact else '.to(tl.float32)'}")
     if is_max:
         w("        acc = tl.maximum(acc, x)")
     else:

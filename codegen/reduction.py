@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from trtjit.codegen.common import (
     BodyEmitter,
     KernelInput,
@@ -19,6 +20,7 @@ from trtjit.codegen.common import (
     cdiv,
     check_index_range,
     element_bytes,
+    int_literal,
     load_cast,
     next_pow2,
     offset_expr,
@@ -36,6 +38,17 @@ TILE = 4096
 
 _COMBINE = {"sum": ("tl.sum", "0.0"), "mean": ("tl.sum", "0.0"), "amax": ("tl.max", "float('-inf')"),
             "amin": ("tl.min", "float('inf')")}
+
+
+def _neutral(op: str, dtype: torch.dtype, float_neutral: str) -> str:
+    """The masked-lane fill of a reduction, in the reduced value's own type: a float literal would turn
+    int64 rows into fp32 (exact only below 2**24)."""
+    if dtype.is_floating_point:
+        return float_neutral
+    if dtype == torch.bool:
+        return {"amax": "0", "amin": "1"}.get(op, "0")
+    info = torch.iinfo(dtype)
+    return {"amax": int_literal(info.min), "amin": int_literal(info.max)}.get(op, "0")
 
 
 def _space(kin: KernelInput) -> tuple[tuple[int, ...], list[int]]:
@@ -120,6 +133,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         if get_op(node.op).kind == "reduction":
             x = em.value(kin.body.inputs_of(node.name)[0], node)
             fn, neutral = _COMBINE[node.op]
+            neutral = _neutral(node.op, kin.body.spec(kin.body.inputs_of(node.name)[0]).dtype, neutral)
             expr = f"{fn}(tl.where(mask, {x}, {neutral}), axis=1, keep_dims=True)"
             if node.op == "mean":
                 expr = f"{expr} / {float(ncols)}"

@@ -20,12 +20,16 @@ from trtjit.codegen.common import (
     store_cast,
 )
 
+from trtjit.errors import BuildError
+
 
 def generate(kin: KernelInput, name: str) -> KernelSpec:
     node = kin.node
     (inp,) = [n.name for n in kin.body if n.op == "input"]
     X = kin.operands[inp]
     (ptr, spec), = kin.outputs
+    if len(spec.shape) != 4 or len(X.layout.shape) != 4:
+        raise BuildError(f"node {node.name!r}: {node.op} needs NCHW (4-D) tensors, got {list(X.layout.shape)}")
     N, C, OH, OW = spec.shape
     H, W = X.layout.shape[-2:]
     sxn, sxc, sxh, sxw = X.layout.strides
@@ -42,10 +46,14 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     w = Writer()
     flat_index(w, spec.shape, kin.out_layouts[0].strides, ["n", "c", "oh", "ow"])
     w(f"base = {X.pointer} + {X.layout.offset} + n * {sxn} + c * {sxc}")
+    exact = not X.dtype.is_floating_point  # integers are copied in their own type: fp32 would round them
+    if exact and node.op != "resize_nearest":
+        raise BuildError(f"node {node.name!r}: {node.op} of {X.dtype} tensors is not supported (interpolating "
+                         "integers)")
     if node.op == "resize_nearest":
         w(f"ih = tl.minimum((oh.to(tl.float32) * {float(sh)!r}).to(tl.int32), {H - 1})")
         w(f"iw = tl.minimum((ow.to(tl.float32) * {float(sw)!r}).to(tl.int32), {W - 1})")
-        w(f"v = tl.load(base + ih * {sxh} + iw * {sxw}, mask=mask).to(tl.float32)")
+        w(f"v = tl.load(base + ih * {sxh} + iw * {sxw}, mask=mask){'' if exact else '.to(tl.float32)'}")
     else:
         for ax, o, size, sc in (("h", "oh", H, sh), ("w", "ow", W, sw)):
             if node.attrs["align_corners"]:

@@ -4,11 +4,19 @@ Requires: no-op views removed and constants folded, composites not yet decompose
 one node). Guarantees: every ``matmul(softmax(mask(scale(matmul(q, k^T)))), v)`` whose intermediates
 have no other use is replaced by an ``sdpa`` node (the flash-attention kernel), with the scale taken from
 scalar multiplies/divides and the mask from an additive ``add`` or a ``where`` that fills with a large
-negative constant. Patterns with other shapes (mask before scale, a softmax not over the last dim,
+negative constant (a finite fill is kept as ``mask_fill``, so rows whose keys are all masked get eager
+softmax's uniform weights; a -inf fill gives 0 there, as ``F.scaled_dot_product_attention`` does, where
+eager softmax gives NaN). Patterns with other shapes (mask before scale, a softmax not over the last dim,
 intermediates used elsewhere) are left alone and the reason is logged.
+
+Grouped-query attention: when K and V of an ``sdpa`` are HF's ``repeat_kv`` (unsqueeze + expand + reshape
+of [..., kv_heads, S, E] to [..., kv_heads * n_rep, S, E]), the ``sdpa`` reads the unrepeated K and V
+with ``enable_gqa`` (query head h uses kv head h // n_rep), so the repeated copies are never made.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -18,6 +26,56 @@ from trtjit.passmanager import PassContext
 
 ATTENTION = rule("matmul + scale + mask + softmax + matmul => attention", "fuse_attention",
                  "the score matrix never reaches memory: one flash-attention kernel")
+
+
+GQA = rule("repeat_kv (unsqueeze + expand + reshape) + attention => grouped-query attention", "fuse_attention",
+           "the kernel maps each query head to its kv head: K and V are never copied n_rep times")
+
+
+def _through_copies(graph: Graph, v: Value) -> Value:
+    while graph.node(v.node).op == "copy":
+        v = graph.inputs_of(v.node)[0]
+    return v
+
+
+def _repeated_kv(graph: Graph, v: Value) -> tuple[Value, int] | None:
+    """(x, n_rep) when ``v`` is repeat_kv(x): reshape(expand(unsqueeze(x, -3)))."""
+    r = graph.node(v.node)
+    if r.op != "reshape":
+        return None
+    e = graph.node(_through_copies(graph, graph.inputs_of(r.name)[0]).node)
+    if e.op != "expand":
+        return None
+    u = graph.node(graph.inputs_of(e.name)[0].node)
+    if u.op != "unsqueeze":
+        return None
+    x = graph.inputs_of(u.name)[0]
+    xs, es = graph.spec(x).shape, graph.node(e.name).spec.shape
+    k = len(xs)
+    if k < 3 or u.attrs["dim"] % (k + 1) != k - 2:
+        return None
+    n_rep = es[k - 2]
+    if es[:k - 2] != xs[:k - 2] or es[k - 1:] != xs[k - 2:]:
+        return None
+    if graph.spec(v).shape != xs[:k - 3] + (xs[k - 3] * n_rep,) + xs[k - 2:]:
+        return None
+    return x, n_rep
+
+
+def _gqa(graph: Graph, name: str) -> tuple[Value, Value, int] | str:
+    """Unrepeated (k, v, n_rep) of the sdpa ``name``, or why not."""
+    n = graph.node(name)
+    if n.attrs["enable_gqa"]:
+        return "already grouped-query"
+    q, k, v = graph.inputs_of(name)[:3]
+    rk, rv = _repeated_kv(graph, k), _repeated_kv(graph, v)
+    if rk is None or rv is None:
+        return ""
+    if rk[1] != rv[1] or rk[1] < 2:
+        return f"K and V are repeated {rk[1]} and {rv[1]} times"
+    if len(graph.spec(q).shape) < 3 or graph.spec(q).shape[-3] != graph.spec(rk[0]).shape[-3] * rk[1]:
+        return "the query heads are not the repeated kv heads"
+    return rk[0], rv[0], rk[1]
 
 
 def _scalar(graph: Graph, v: Value) -> float | None:
@@ -42,7 +100,7 @@ def _match(graph: Graph, name: str) -> tuple[dict, str | None]:
     if not _single(graph, p):
         return {}, "the attention probabilities are used elsewhere"
     cur = graph.inputs_of(sm.name)[0]
-    mask, keep_bool, scale = None, False, 1.0
+    mask, keep_bool, scale, fill = None, False, 1.0, None
     n = graph.node(cur.node)
     if n.op == "add" and _single(graph, cur):
         a, b = graph.inputs_of(n.name)
@@ -52,9 +110,9 @@ def _match(graph: Graph, name: str) -> tuple[dict, str | None]:
         c, x, y = graph.inputs_of(n.name)
         fx, fy = _scalar(graph, x), _scalar(graph, y)
         if fy is not None and fy <= -1e4:
-            mask, keep_bool, cur = c, True, x
+            mask, keep_bool, cur, fill = c, True, x, fy
         elif fx is not None and fx <= -1e4:
-            mask, keep_bool, cur = c, False, y
+            mask, keep_bool, cur, fill = c, False, y, fx
         else:
             return {}, "where() does not fill with a large negative constant"
         if graph.spec(mask).dtype != torch.bool:
@@ -77,6 +135,7 @@ def _match(graph: Graph, name: str) -> tuple[dict, str | None]:
     if len(graph.spec(q).shape) != len(ks) or len(ks) < 3 or graph.spec(v).shape[-2] != ks[-1]:
         return {}, "operands are not [..., L, E] x [..., E, S] x [..., S, Ev]"
     return {"q": q, "kt": kt, "v": v, "mask": mask, "keep_bool": keep_bool, "scale": scale,
+            "fill": fill if fill is not None and math.isfinite(fill) else None,
             "nodes": [qk.name, sm.name, pv.name]}, None
 
 
@@ -92,14 +151,35 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         src = graph.node(name).source
         rank = len(graph.spec(m["kt"]).shape)
         perm = list(range(rank - 2)) + [rank - 1, rank - 2]
-        k = Value(graph.add("permute", [m["kt"]], {"dims": perm}, name=f"{name}.key", source=src).name)
+        kt = graph.node(m["kt"].node)
+        if kt.op == "permute" and kt.attrs["dims"] == perm:  # q @ k.transpose(-2, -1): read k itself
+            k = graph.inputs_of(kt.name)[0]
+        else:
+            k = Value(graph.add("permute", [m["kt"]], {"dims": perm}, name=f"{name}.key", source=src).name)
         ins = [m["q"], k, m["v"]]
         if m["mask"] is not None:
             mask = m["mask"]
             if graph.spec(mask).dtype == torch.bool and not m["keep_bool"]:
-                mask = Value(graph.add("logical_not", [mask], name=f"{name}.keep", source=src).name)
+                if graph.node(mask.node).op == "logical_not":  # masked_fill(~keep, ...): read keep itself
+                    mask = graph.inputs_of(mask.node)[0]
+                else:
+                    mask = Value(graph.add("logical_not", [mask], name=f"{name}.keep", source=src).name)
             ins.append(mask)
-        att = graph.add("sdpa", ins, {"scale": m["scale"]}, name=f"{name}.attention", source=src)
+        att = graph.add("sdpa", ins, {"scale": m["scale"], "mask_fill": m["fill"]}, name=f"{name}.attention",
+                        source=src)
         graph.replace_all_uses(Value(name), Value(att.name))
         ctx.fired(ATTENTION, name, f"scale {m['scale']:.6g}" + (", mask" if m["mask"] is not None else ""))
+    for name in graph.topo_order():
+        if graph.node(name).op != "sdpa":
+            continue
+        got = _gqa(graph, name)
+        if isinstance(got, str):
+            if got:
+                ctx.skipped(GQA, name, got)
+            continue
+        k, v, n_rep = got
+        graph.set_input(name, 1, k)
+        graph.set_input(name, 2, v)
+        graph.node(name).attrs["enable_gqa"] = True
+        ctx.fired(GQA, name, f"{n_rep} query heads per kv head")
     return graph

@@ -4,13 +4,17 @@ Requires: composites decomposed (linear is matmul + add). Guarantees: every matm
 ``fused_gemm`` node whose body is the GEMM plus the longest chain of pointwise ops (any DAG of them) that
 consume its result at its full output shape (bias, scaling, activation, residual add, GELU's several uses
 of x), so the tile is written once; values also used outside become extra outputs. Growth stops (the
-reason is logged) at ops that are not pointwise, change the shape, or would create a cycle.
+reason is logged) at ops that are not pointwise, change the shape, or would create a cycle. A last op
+that only feeds a row reduction while its input is stored anyway (RMSNorm's square of the residual sum)
+is left to that reduction's prologue: taking it would store one more tensor for nothing.
 """
 
 from __future__ import annotations
 
+import math
+
 from trtjit.fusion import creates_cycle, fuse_group, rule
-from trtjit.ir import Graph, Value
+from trtjit.ir import Graph, TensorSpec, Value
 from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
 
@@ -18,6 +22,14 @@ GEMM = rule("matmul + epilogue (bias, scale, activation, residual add) => gemm e
             "pointwise ops on a matmul result run on the accumulator before the single store")
 CONV = rule("conv + epilogue (bias, activation, residual add) => conv epilogue", "fuse_gemm_epilogue",
             "pointwise ops on a convolution result run on the accumulator before the single store")
+
+
+def _anchor_role(graph: Graph, name: str) -> str:
+    n = graph.node(name)
+    if n.op == "conv2d" and n.attrs["groups"] > 1 and n.attrs["groups"] == n.spec.shape[1] == \
+            graph.spec(graph.inputs_of(name)[0]).shape[1]:
+        return "depthwise conv2d"
+    return n.op
 
 
 def _role(graph: Graph, name: str, tail: Value, out_shape: tuple[int, ...]) -> str:
@@ -30,16 +42,83 @@ def _role(graph: Graph, name: str, tail: Value, out_shape: tuple[int, ...]) -> s
         return "residual add" if big else "bias"
     if n.op in ("mul", "div") and all(graph.spec(v).numel == 1 for v in others):
         return "scale"
+    if n.op == "mul" and big and all(graph.node(v.node).op in ("matmul", "fused_gemm") for v in big):
+        return "gated product"  # SwiGLU / GEGLU: act(x @ Wg) * (x @ Wu)
     return n.op
 
 
+def _row_kernel(graph: Graph, red: str) -> bool:
+    """Whether ``fuse_reductions`` will build a row kernel (and so can take a prologue) for ``red``."""
+    shape, dims = graph.spec(graph.inputs_of(red)[0]).shape, graph.node(red).attrs["dims"]
+    return bool(dims) and math.prod(shape[d] for d in dims) > 1
+
+
+def _prologue_leaves(graph: Graph, gset: set[str], anchor: str) -> list[tuple[str, str]]:
+    """Leaves of the epilogue (no user inside it) whose only users are reductions and whose inputs from the
+    group are stored anyway: (node, reduction) pairs to hand to ``fuse_reductions`` as its prologue."""
+    out = []
+    for u in gset - {anchor}:
+        users = graph.consumers(u)
+        if graph.is_output(u) or not users or any(c in gset for c in users):
+            continue
+        if not all(get_op(graph.node(c).op).kind == "reduction" and _row_kernel(graph, c) for c in users):
+            continue
+        tails = [v for v in graph.inputs_of(u) if v.node in gset]
+        if all(graph.is_output(v) or any(w not in gset and w != u for w, _ in graph.users(v)) for v in tails):
+            out.append((u, users[0]))
+    return out
+
+
+FLAT = rule("reshape + matmul (+ bias) + reshape => batched matmul", "fuse_gemm_epilogue",
+            "addmm on flattened rows (GPT-2's Conv1D) reads the rows in place, so the epilogue reaches the "
+            "activation and residual add after the view back")
+
+
+def _single_use(graph: Graph, name: str) -> bool:
+    return len(graph.users(Value(name))) == 1 and not graph.is_output(name)
+
+
+def _unflatten(graph: Graph, ctx: PassContext) -> None:
+    """``reshape(matmul(a, W) (+ b), [*lead, N])`` with ``a`` of shape [M, K], ``M = prod(lead)``, becomes
+    ``matmul(reshape(a, [*lead, K]), W) (+ b)``: the same GEMM (the batch folds into M) with no view between
+    it and what follows."""
+    for name in graph.topo_order():
+        if name not in graph or graph.node(name).op != "matmul":
+            continue
+        a, w = graph.inputs_of(name)
+        if len(graph.spec(w).shape) != 2 or len(graph.spec(a).shape) != 2:
+            continue
+        chain, tail = [name], name
+        users = [u for u, _ in graph.users(Value(name))]
+        if _single_use(graph, name) and graph.node(users[0]).op == "add":
+            other = [v for v in graph.inputs_of(users[0]) if v != Value(name)]
+            if len(other) == 1 and len(graph.spec(other[0]).shape) <= 1:
+                tail = users[0]
+                chain.append(tail)
+        if not _single_use(graph, tail):
+            continue
+        back = graph.node(graph.users(Value(tail))[0][0])
+        (m, k), n_out = graph.spec(a).shape, graph.node(name).spec.shape[1]
+        lead = back.spec.shape[:-1]
+        if back.op != "reshape" or len(lead) < 2 or back.spec.shape[-1] != n_out or math.prod(lead) != m:
+            continue
+        rows = graph.add("reshape", [a], {"shape": [*lead, k]}, name=f"{name}.rows", source=graph.node(name).source)
+        graph.set_input(name, 0, Value(rows.name))
+        for n in chain:  # same nodes and names, batched shapes: traces (trtjit.explore) still find them
+            graph.node(n).outputs = [TensorSpec(tuple(lead) + (n_out,), graph.node(n).spec.dtype)]
+        graph.replace_all_uses(Value(back.name), Value(tail))
+        graph.remove_node(back.name)
+        ctx.fired(FLAT, name, f"{list(lead)} rows, the view {back.name!r} dropped")
+
+
 def run(graph: Graph, ctx: PassContext) -> Graph:
+    _unflatten(graph, ctx)
     for anchor in graph.topo_order():
         if anchor not in graph or graph.node(anchor).op not in ("matmul", "conv2d", "conv_transpose2d"):
             continue
         rule_name = GEMM if graph.node(anchor).op == "matmul" else CONV
         out_shape = graph.node(anchor).spec.shape
-        group, gset, parts, reasons = [anchor], {anchor}, [graph.node(anchor).op], []
+        group, gset, parts, reasons = [anchor], {anchor}, [_anchor_role(graph, anchor)], []
         changed = True
         while changed:
             changed = False
@@ -60,6 +139,10 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                         group.append(u)
                         gset.add(u)
                         changed = True
+        for u, red in _prologue_leaves(graph, gset, anchor):
+            gset.discard(u)
+            reasons.append(f"{u!r} only feeds the reduction {red!r}: left to its prologue")
+        parts = [p for p, n in zip(parts, group) if n in gset]
         group = [n for n in graph.topo_order() if n in gset]
         reason = "; ".join(dict.fromkeys(reasons)) or "the result has no other consumer"
         if len(group) > 1 and reasons:

@@ -5,7 +5,9 @@ Requires: composites decomposed and constants folded (a linear is ``matmul(x, W^
 more such matmuls on the same input (BERT's query, key and value projections) is one matmul with the
 weights concatenated along N, followed by one bias add when every member had one; each original result
 becomes a slice view of the merged result. One wide GEMM fills the GPU better than three narrow ones and
-saves two launches per group.
+saves two launches per group. Gated pairs (SwiGLU's ``silu(x @ Wg) * (x @ Wu)``, GEGLU) stay apart, with
+the reason logged: each then fuses its half of the gate into its own epilogue, which stores one tensor
+instead of the wide product plus a separate pointwise kernel.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 
 from trtjit.fusion import rule
 from trtjit.ir import Graph, Value
+from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
 
 MERGE = rule("parallel matmuls on one input => one wide matmul", "merge_parallel_gemms",
@@ -40,6 +43,35 @@ def _bias(graph: Graph, mm: str) -> tuple[str, torch.Tensor] | None:
     return add.name, b
 
 
+GATED = rule("gate GEMM + up GEMM (silu(g) * u) => kept apart for epilogue fusion", "merge_parallel_gemms",
+             "the gate's activation and the product run in the two GEMMs' epilogues, not in a pointwise kernel")
+
+
+def _result(graph: Graph, mm: str) -> Value:
+    b = _bias(graph, mm)
+    return Value(b[0]) if b else Value(mm)
+
+
+def _gated_pairs(graph: Graph, members: list[str]) -> dict[str, str]:
+    """member -> its partner, for members whose results (optionally through one unary pointwise op used
+    only there) are multiplied together: a gated MLP."""
+    by_value = {_result(graph, m): m for m in members}
+    pairs: dict[str, str] = {}
+    for v, m in by_value.items():
+        for user, _ in graph.users(v):
+            un = graph.node(user)
+            src = v
+            if len(graph.inputs_of(user)) == 1 and get_op(un.op).kind == "pointwise" and len(graph.users(Value(user))) == 1:
+                src, un = Value(user), graph.node(graph.users(Value(user))[0][0])
+            if un.op != "mul":
+                continue
+            other = [w for w in graph.inputs_of(un.name) if w != src]
+            partner = by_value.get(other[0]) if len(other) == 1 else None
+            if partner is not None and partner != m and m not in pairs and partner not in pairs:
+                pairs[m], pairs[partner] = partner, m
+    return pairs
+
+
 def run(graph: Graph, ctx: PassContext) -> Graph:
     groups: dict[Value, list[str]] = {}
     for name in graph.topo_order():
@@ -51,6 +83,12 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if w is not None and w.dim() == 2:
             groups.setdefault(a, []).append(name)
     for a, members in groups.items():
+        gated = _gated_pairs(graph, members) if len(members) > 1 else {}
+        for m in [m for m in members if m in gated]:
+            ctx.skipped(MERGE, m, f"gated pair with {gated[m]!r}: each GEMM fuses its part of the gate")
+            if m < gated[m]:
+                ctx.fired(GATED, m, f"{m} and {gated[m]}")
+        members = [m for m in members if m not in gated]
         widths = {graph.node(m).spec.dtype for m in members}
         if len(members) < 2 or len(widths) != 1:
             continue

@@ -190,15 +190,75 @@ VISION = {
 }
 
 
+def all_nodes(engine: trtjit.Engine) -> list:
+    """Every IR node the engine runs, fused bodies included."""
+    out = []
+    for n in engine.graph:
+        out.append(n)
+        if "body" in n.attrs:
+            out.extend(b for b in n.attrs["body"] if b.op not in ("input", "constant"))
+    return out
+
+
+def ops_in(engine: trtjit.Engine) -> set[str]:
+    return {n.op for n in all_nodes(engine)}
+
+
+def _convs(engine: trtjit.Engine) -> list:
+    """(conv2d node, weight shape) of every convolution kernel."""
+    out = []
+    for n in engine.graph:
+        body = n.attrs.get("body")
+        for b in body if body is not None else []:
+            if b.op == "conv2d":
+                out.append((b, body.spec(body.inputs_of(b.name)[1]).shape))
+    return out
+
+
+def _has_squeeze_excite(engine: trtjit.Engine, gate: str) -> bool:
+    """SE: a global average pool (mean over H, W), 1x1 convs on [N, C, 1, 1], ``gate``, and the channel
+    scale ``x * gate`` broadcast over H, W."""
+    nodes = all_nodes(engine)
+    pooled = any(n.op == "mean" and n.attrs["dims"] == [2, 3] and n.attrs["keepdim"] for n in nodes)
+    squeezed = [n for n in nodes if n.op == "conv2d" and n.spec.shape[2:] == (1, 1)]
+    scale = any(n.op == "mul" and len(n.spec.shape) == 4 and n.spec.shape[2:] != (1, 1) for n in nodes)
+    return pooled and len(squeezed) >= 2 and gate in ops_in(engine) and scale
+
+
+def _check_features(name: str, engine: trtjit.Engine) -> None:
+    """The architecture-specific pieces issue 3 names are really there (and compiled)."""
+    ops, nodes = ops_in(engine), all_nodes(engine)
+    assert nodes
+    if name.startswith("resnet"):
+        assert not any(n.op == "batch_norm" for n in engine.graph)  # every BN folded into its conv
+        assert "max_pool2d" in ops
+    if name == "mobilenet_v3":
+        assert {"hardswish", "hardsigmoid"} <= ops
+        assert _has_squeeze_excite(engine, "hardsigmoid")
+    if name == "efficientnet_b0":
+        assert {"silu", "sigmoid"} <= ops
+        assert _has_squeeze_excite(engine, "sigmoid")
+    if name in ("mobilenet_v2", "mobilenet_v3", "efficientnet_b0"):  # depthwise conv + activation: one kernel
+        dw = [n for n in engine.graph if n.op == "fused_gemm" and any(
+            b.op == "conv2d" and b.attrs["groups"] > 1 and b.attrs["groups"] == n.spec.shape[1] for b in n.attrs["body"])]
+        assert dw and all(len(n.attrs["body"].nodes) > 3 for n in dw)
+    if name == "convnext":
+        assert "gelu" in ops
+        dw = [(n, w) for n, w in _convs(engine) if n.attrs["groups"] > 1]
+        assert dw and all(n.attrs["groups"] == n.spec.shape[1] and w[2:] == (7, 7) for n, w in dw)  # 7x7 depthwise
+        # LayerNorm over channels: row statistics over the channel dim of an NHWC-ordered [N, H, W, C]
+        chan_norms = [n for n in nodes if n.op == "mean" and len(n.attrs["dims"]) == 1 and n.attrs["dims"][0] == 3]
+        assert chan_norms
+    if name == "vit_b_16":
+        assert any(k.template == "attention" for k in engine.kernels)
+
+
 @pytest.mark.parametrize("name", list(VISION))
 def test_vision_architecture(name, gen):
     torch.manual_seed(0)
     model = _randomize(VISION[name](), gen)
     engine = check(model, (torch.randn(2, 3, 16, 16, generator=gen),))
-    if name.startswith("resnet"):
-        assert not any(n.op == "batch_norm" for n in engine.graph)  # every BN folded into its conv
-    if name == "vit_b_16":
-        assert any(k.template == "attention" for k in engine.kernels)
+    _check_features(name, engine)
 
 
 # -------------------------------------------------------------------------------------- language models
@@ -237,11 +297,29 @@ def test_gpt2(attn, gen):
     check(model, (torch.randint(0, 64, (2, 8), generator=gen),))
 
 
-def test_llama(gen):
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_llama(attn, gen):
+    layers = 2
     model = _hf(transformers.LlamaModel, transformers.LlamaConfig, hidden_size=32, num_attention_heads=4,
-                num_key_value_heads=2, num_hidden_layers=2, intermediate_size=64, vocab_size=64,
-                max_position_embeddings=32, bos_token_id=0, eos_token_id=0)
-    check(model, (torch.randint(0, 64, (2, 8), generator=gen),))
+                num_key_value_heads=2, num_hidden_layers=layers, intermediate_size=64, vocab_size=64,
+                max_position_embeddings=32, bos_token_id=0, eos_token_id=0, attn_implementation=attn)
+    engine = check(model, (torch.randint(0, 64, (2, 8), generator=gen),))
+    templates = [k.template for k in engine.kernels]
+    # RMSNorm: rsqrt of the mean of squares, one row kernel per norm (2 per layer and the final one)
+    norms = [n for n in engine.graph if n.op == "fused_reduction" and "rsqrt" in {b.op for b in n.attrs["body"]}]
+    assert len(norms) == 2 * layers + 1
+    # RoPE: rotate_half's cat runs inside one pointwise kernel per rotated tensor (q and k)
+    rope = [n for n in engine.graph if n.op == "fused_pointwise" and "cat" in {b.op for b in n.attrs["body"]}]
+    assert len(rope) == 2 * layers and "cat" not in templates
+    # GQA: 4 query heads over 2 kv heads, read in place (no repeat_kv copies)
+    sdpa = [n for n in engine.graph if n.op == "sdpa"]
+    assert len(sdpa) == layers and all(n.attrs["enable_gqa"] for n in sdpa)
+    assert all(engine.graph.spec(engine.graph.inputs_of(n.name)[1]).shape[1] == 2 for n in sdpa)
+    # SiLU: SwiGLU's silu(gate) * up in the gate GEMM's epilogue
+    gated = [n for n in engine.graph if n.op == "fused_gemm" and {"silu", "mul"} <= {b.op for b in n.attrs["body"]}]
+    assert len(gated) == layers
+    # embedding, then per layer: norm, QKV GEMM, 2 RoPE, attention, o_proj(+residual), norm, up, gate, down
+    assert len(engine.kernels) == 1 + 10 * layers + 1, templates
 
 
 def test_hf_vit(gen):
@@ -285,3 +363,29 @@ def test_layout_stays_nchw_where_nhwc_would_cost_a_copy(gen):
     assert not any(n.attrs.get("out_perm") for n in engine.graph if n.op == "fused_gemm")
     rec = next(r for r in engine.build_log if r.name == "layout_nhwc")
     assert any(not e["fired"] and "reshape need a copy" in e["detail"] for e in rec.events)
+
+
+ROPE_FAMILY = {
+    "mistral": ("MistralModel", "MistralConfig", dict(num_key_value_heads=2)),  # sliding-window mask (a & b), GQA
+    "phi": ("PhiModel", "PhiConfig", dict(partial_rotary_factor=0.5)),  # RoPE on half the head dims
+    "gpt_neox": ("GPTNeoXModel", "GPTNeoXConfig", dict(rotary_pct=0.5)),
+}
+
+
+@pytest.mark.parametrize("name", list(ROPE_FAMILY))
+def test_rotary_decoders(name, gen):
+    model_cls, cfg_cls, extra = ROPE_FAMILY[name]
+    model = _hf(getattr(transformers, model_cls), getattr(transformers, cfg_cls), hidden_size=32,
+                num_attention_heads=4, num_hidden_layers=1, intermediate_size=64, vocab_size=64,
+                max_position_embeddings=32, **extra)
+    engine = check(model, (torch.randint(0, 64, (2, 8), generator=gen),))
+    rope = [n for n in engine.graph if n.op == "fused_pointwise" and "cat" in {b.op for b in n.attrs["body"]}]
+    assert len(rope) == 2 and "cat" not in [k.template for k in engine.kernels]  # q and k: one kernel each
+
+
+def test_gptj_interleaved_rotary(gen):
+    """GPT-J: rotary on every other element (stack + flatten), sin/cos picked by position (indexing) and
+    repeated (repeat_interleave). Compiled and matched; its rotation is not one kernel yet."""
+    model = _hf(transformers.GPTJModel, transformers.GPTJConfig, n_embd=32, n_head=4, n_layer=1, rotary_dim=4,
+                vocab_size=64, n_positions=32, bos_token_id=0, eos_token_id=0)
+    check(model, (torch.randint(0, 64, (2, 8), generator=gen),))

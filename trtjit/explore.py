@@ -751,7 +751,8 @@ def _diff_row(name: str, op: str, where: str, a: torch.Tensor, b: torch.Tensor, 
 def compare(reference: Any, candidate: Any, inputs: Sequence[torch.Tensor] | torch.Tensor | None = None,
             tol: float | None = None, bodies: bool = True) -> Comparison:
     """Run ``reference`` and ``candidate`` (each a Graph, an Engine or a ``Capture``) on ``inputs`` and
-    compare every value they share by name, then the outputs by position.
+    compare every value they share by name, then the outputs by position. ``only_reference`` and
+    ``only_candidate`` list the computed values (not views) one side lacks.
 
     The error is max|cand - ref| / max|ref|; ``tol`` defaults to the loosest float dtype computed in either
     run (1e-4 all fp32, 1e-2 with fp16 tensors, 2e-2 with bf16); integers must match exactly. A value whose
@@ -783,8 +784,10 @@ def compare(reference: Any, candidate: Any, inputs: Sequence[torch.Tensor] | tor
     if len(ca.outputs) != len(cb.outputs):
         outs.append(LayerDiff(f"{len(ca.outputs)} vs {len(cb.outputs)} outputs", "output", "output", (), "",
                               math.inf, 0.0, "diverged"))
-    only_a = [e.name for v, e in ca.entries.items() if e.kind not in ("input", "constant") and v not in cb.entries]
-    only_b = [e.name for v, e in cb.entries.items() if e.kind not in ("input", "constant") and v not in ca.entries]
+    # views are free aliases that passes add and drop (remove_noops, a GEMM reading flattened rows in place):
+    # only computed values are listed as missing on one side
+    only_a = [e.name for v, e in ca.entries.items() if e.kind == "op" and v not in cb.entries]
+    only_b = [e.name for v, e in cb.entries.items() if e.kind == "op" and v not in ca.entries]
     return Comparison(ca.source, cb.source, rows, outs, only_a, only_b)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.fx
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from torch.fx.operator_schemas import normalize_function
 from torch.utils import _pytree as pytree
 
@@ -38,7 +39,11 @@ def supported_aten_ops() -> list[str]:
 
 
 class _Unsupported:
-    """Stands for the outputs of an op that could not be converted, so import can go on collecting."""
+    """Stands for the outputs of an op that could not be converted, so import can go on collecting.
+    ``what`` names an output a converter does not produce (max_pool2d's indices): an error once used."""
+
+    def __init__(self, what: str = "") -> None:
+        self.what = what
 
 
 class Ctx:
@@ -96,6 +101,32 @@ def _unary(op: str) -> Converter:
 
 for _aten, _op in _UNARY.items():
     converter(f"aten.{_aten}")(_unary(_op))
+
+
+@converter("aten.bitwise_not")
+def _bitwise_not(c: Ctx, a: dict[str, Any]) -> Value:
+    """``~mask`` on booleans is logical not (the usual ``masked_fill(~keep, ...)``), on integers bitwise."""
+    x = a["input"]
+    return c.add("logical_not" if c.spec(x).dtype == torch.bool else "bitwise_not", [x])
+
+
+@converter("aten.__and__", "aten.__or__", "aten.bitwise_and", "aten.bitwise_or")
+def _and_or(c: Ctx, a: dict[str, Any]) -> Value:
+    """``mask_a & mask_b`` (Mistral's sliding-window mask): logical on booleans, bitwise on integers."""
+    x = a["input"]
+    y = c.scalar(a["other"], x)
+    logical = c.spec(x).dtype == torch.bool and c.spec(y).dtype == torch.bool
+    op = ("logical_" if logical else "bitwise_") + ("and" if "and" in c.target else "or")
+    return c.add(op, [x, y])
+
+
+@converter("aten.new_ones", "aten.new_zeros", "aten.new_full")
+def _new_filled(c: Ctx, a: dict[str, Any]) -> Value:
+    """A constant of the given size; the tensor argument only lends its dtype."""
+    dtype = a.get("dtype") or c.spec(a["input"]).dtype
+    fill = {"aten.new_ones": 1, "aten.new_zeros": 0}.get(c.target, a.get("fill_value"))
+    return c.g.add_constant(f"{c.name}.filled", torch.full([int(n) for n in a["size"]], fill, dtype=dtype),
+                            source=c.source)
 
 
 def _binary(op: str) -> Converter:
@@ -353,7 +384,23 @@ def _addmm(c: Ctx, a: dict[str, Any]) -> Value:
     return c.add("add", [y, bias])
 
 
+def _batch_optional(key: str, rank: int) -> Callable[[Converter], Converter]:
+    """torch also takes these ops unbatched (one dim fewer): convert with a size-1 batch dim and drop it."""
+    def deco(fn: Converter) -> Converter:
+        def conv(c: Ctx, a: dict[str, Any]) -> Any:
+            x = a.get(key)
+            if not isinstance(x, Value) or c.rank(x) != rank - 1:
+                return fn(c, a)
+            out = fn(c, {**a, key: c.add("unsqueeze", [x], dim=0)})
+            if isinstance(out, tuple) and not isinstance(out, Value):  # (values, unsupported outputs)
+                return (c.add("squeeze", [out[0]], dims=[0]), *out[1:])
+            return c.add("squeeze", [out], dims=[0])
+        return conv
+    return deco
+
+
 @converter("aten.scaled_dot_product_attention")
+@_batch_optional("query", 3)
 def _sdpa(c: Ctx, a: dict[str, Any]) -> Value:
     if a.get("dropout_p", 0.0):
         raise BuildError(f"node {c.name!r}: scaled_dot_product_attention with dropout_p > 0")
@@ -371,6 +418,7 @@ def _pair(v: Any) -> list[int]:
 
 
 @converter("aten.conv2d", "aten.convolution")
+@_batch_optional("input", 4)
 def _conv2d(c: Ctx, a: dict[str, Any]) -> Value:
     x, w = a["input"], a["weight"]
     if a.get("transposed"):
@@ -383,12 +431,13 @@ def _conv2d(c: Ctx, a: dict[str, Any]) -> Value:
     if isinstance(padding, str):
         if padding == "valid":
             padding = [0, 0]
-        elif padding == "same":
+        elif padding == "same":  # as ATen: total d*(k-1), the odd element padded at the end explicitly
             k = c.spec(w).shape[2:]
             tot = [d * (kk - 1) for d, kk in zip(dil, k)]
-            if any(t % 2 for t in tot):
-                raise BuildError(f"node {c.name!r}: padding='same' needs asymmetric padding here; not supported")
             padding = [t // 2 for t in tot]
+            extra = [t - 2 * (t // 2) for t in tot]
+            if any(extra):
+                x = c.add("pad", [x], before=[0, 0, 0, 0], after=[0, 0, *extra], mode="constant", value=0.0)
         else:
             raise BuildError(f"node {c.name!r}: unknown padding mode {padding!r}")
     y = c.add("conv2d", [x, w], stride=_pair(a.get("stride", 1)), padding=_pair(padding), dilation=dil,
@@ -400,6 +449,7 @@ def _conv2d(c: Ctx, a: dict[str, Any]) -> Value:
 
 
 @converter("aten.conv_transpose2d")
+@_batch_optional("input", 4)
 def _conv_transpose2d(c: Ctx, a: dict[str, Any]) -> Value:
     x, w = a["input"], a["weight"]
     if c.rank(x) != 4:
@@ -414,6 +464,7 @@ def _conv_transpose2d(c: Ctx, a: dict[str, Any]) -> Value:
 
 
 @converter("aten.upsample_nearest2d", "aten.upsample_bilinear2d")
+@_batch_optional("input", 4)
 def _upsample(c: Ctx, a: dict[str, Any]) -> Value:
     x = a["input"]
     out = c.node_val_shape
@@ -451,15 +502,18 @@ def _pad(c: Ctx, a: dict[str, Any]) -> Value:
 
 
 @converter("aten.max_pool2d", "aten.max_pool2d_with_indices")
+@_batch_optional("input", 4)
 def _max_pool(c: Ctx, a: dict[str, Any]) -> Any:
     k = _pair(a["kernel_size"])
     s = _pair(a.get("stride") or k)
     y = c.add("max_pool2d", [a["input"]], kernel=k, stride=s, padding=_pair(a.get("padding", 0)),
               dilation=_pair(a.get("dilation", 1)), ceil_mode=bool(a.get("ceil_mode", False)))
-    return (y, _Unsupported()) if c.target.endswith("with_indices") else y
+    return (y, _Unsupported("aten.max_pool2d_with_indices (the indices output)")) if c.target.endswith(
+        "with_indices") else y
 
 
 @converter("aten.avg_pool2d")
+@_batch_optional("input", 4)
 def _avg_pool(c: Ctx, a: dict[str, Any]) -> Value:
     k = _pair(a["kernel_size"])
     s = _pair(a.get("stride") or k)
@@ -469,6 +523,7 @@ def _avg_pool(c: Ctx, a: dict[str, Any]) -> Value:
 
 
 @converter("aten.adaptive_avg_pool2d", "aten._adaptive_avg_pool2d")
+@_batch_optional("input", 4)
 def _adaptive_avg(c: Ctx, a: dict[str, Any]) -> Value:
     x = a["input"]
     h, w = c.spec(x).shape[-2:]
@@ -590,6 +645,14 @@ def _slice(c: Ctx, a: dict[str, Any]) -> Value:
     return c.add("slice", [x], dim=d, start=start, end=max(end, start), step=int(step))
 
 
+@converter("aten.narrow")
+def _narrow(c: Ctx, a: dict[str, Any]) -> Value:
+    x = a["input"]
+    d = _dim(a["dim"], c.rank(x))
+    start = int(a["start"]) % c.spec(x).shape[d] if int(a["start"]) < 0 else int(a["start"])
+    return c.add("slice", [x], dim=d, start=start, end=start + int(a["length"]), step=1)
+
+
 @converter("aten.embedding")
 def _embedding(c: Ctx, a: dict[str, Any]) -> Value:
     if a.get("max_norm") is not None:
@@ -601,6 +664,33 @@ def _embedding(c: Ctx, a: dict[str, Any]) -> Value:
 def _index_select(c: Ctx, a: dict[str, Any]) -> Value:
     x = a["input"]
     return c.add("index_select", [x, a["index"]], dim=_dim(a["dim"], c.rank(x)))
+
+
+@converter("aten.index")
+def _index(c: Ctx, a: dict[str, Any]) -> Value:
+    """``x[..., idx, ...]`` with one index tensor (``embed_positions[position_ids]``): an index_select."""
+    x, idx = a["input"], list(a["indices"])
+    given = [i for i, t in enumerate(idx) if t is not None]
+    if len(given) != 1 or c.spec(idx[given[0]]).dtype == torch.bool:
+        raise BuildError(f"node {c.name!r}: indexing with {len(given)} index tensors (or a boolean mask) is not "
+                         "supported; one integer index tensor is")
+    d, t = given[0], idx[given[0]]
+    shape = list(c.spec(x).shape)
+    flat = c.add("reshape", [t], shape=[c.spec(t).numel])
+    rows = c.add("index_select", [x, flat], dim=d)
+    return c.add("reshape", [rows], shape=shape[:d] + list(c.spec(t).shape) + shape[d + 1:])
+
+
+@converter("aten.repeat_interleave")
+def _repeat_interleave(c: Ctx, a: dict[str, Any]) -> Value:
+    x, reps = a["input"], a.get("repeats")
+    if not isinstance(reps, int) or a.get("dim") is None:
+        raise BuildError(f"node {c.name!r}: repeat_interleave needs an integer repeat count and a dim")
+    d = _dim(a["dim"], c.rank(x))
+    shape = list(c.spec(x).shape)
+    u = c.add("unsqueeze", [x], dim=d + 1)
+    e = c.add("expand", [u], shape=shape[:d + 1] + [reps] + shape[d + 1:])
+    return c.add("reshape", [e], shape=shape[:d] + [shape[d] * reps] + shape[d + 1:])
 
 
 @converter("aten.gather")
@@ -811,6 +901,9 @@ def import_exported(ep: torch.export.ExportedProgram, batch: Any = None) -> Grap
                 env[node.name] = _Unsupported()
                 if name not in CONVERTERS:
                     unsupported.setdefault(name, []).append(path or node.name)
+                for x in leaves:
+                    if isinstance(x, _Unsupported) and x.what:
+                        unsupported.setdefault(x.what, []).append(path or node.name)
                 continue
             tensor_args = [x for x in leaves if isinstance(x, Value)]
             if not tensor_args and isinstance(node.target, torch._ops.OpOverload) and name not in CONVERTERS:
@@ -834,7 +927,11 @@ def import_exported(ep: torch.export.ExportedProgram, batch: Any = None) -> Grap
             used_paths.add(path)
             ctx.source, ctx.target = path or node.name, name
             val = node.meta.get("val")
-            ctx.node_val_shape = _spec_of(val, batch, ctx.name).shape if isinstance(val, torch.Tensor) else ()
+            try:
+                ctx.node_val_shape = _spec_of(val, batch, ctx.name).shape if isinstance(val, torch.Tensor) else ()
+            except GuardOnDataDependentSymNode:
+                raise BuildError(f"node {ctx.name!r} ({name}): its output shape depends on the input values "
+                                 "(boolean-mask indexing, nonzero, ...); trtjit engines have static shapes") from None
             a = _normalize(node, args)
             try:
                 out = CONVERTERS[name](ctx, a)
@@ -848,6 +945,8 @@ def import_exported(ep: torch.export.ExportedProgram, batch: Any = None) -> Grap
             outs = []
             for o in pytree.tree_leaves(node.args[0]):
                 v = env.get(o.name) if isinstance(o, torch.fx.Node) else None
+                if isinstance(v, _Unsupported) and v.what:
+                    raise UnsupportedOpError({v.what: [f"model output {o.name}"]})
                 if not isinstance(v, Value):
                     raise InputError(f"model output {o} is not a tensor; trtjit engines return tensors only")
                 outs.append(v)

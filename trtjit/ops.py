@@ -473,10 +473,22 @@ _composite("rms_norm", lambda ins, normalized_shape, eps: F.rms_norm(
 _composite("batch_norm", lambda ins, eps: F.batch_norm(ins[0], ins[1], ins[2], ins[3], ins[4], False, 0.0, eps),
            {"eps": 1e-5}, 5, _dec_batch_norm, "inference BatchNorm; inputs x, mean, var, weight, bias")
 _composite("linear", lambda ins: F.linear(*ins), {}, None, _dec_linear, "x @ W^T (+ b)")
-_register(OpDef("sdpa", "attention", lambda ins, is_causal, scale, enable_gqa, out_perm: F.scaled_dot_product_attention(
-    *ins[:3], attn_mask=ins[3] if len(ins) > 3 else None, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa),
-    {"is_causal": False, "scale": None, "enable_gqa": False, "out_perm": None}, None,
-    doc="scaled_dot_product_attention (inputs q, k, v[, mask]): one flash-attention kernel"))
+def _sdpa_ref(ins: list[torch.Tensor], is_causal: bool, scale: float | None, enable_gqa: bool, out_perm: Any,
+              mask_fill: float | None = None) -> torch.Tensor:
+    if mask_fill is None or len(ins) < 4:
+        return F.scaled_dot_product_attention(*ins[:3], attn_mask=ins[3] if len(ins) > 3 else None,
+                                              is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+    q, k, v, keep = ins  # eager softmax(where(keep, q @ k^T * scale, mask_fill)) @ v, rows of fills included
+    if enable_gqa and k.shape[-3] != q.shape[-3]:
+        k, v = (t.repeat_interleave(q.shape[-3] // t.shape[-3], dim=-3) for t in (k, v))
+    s = (q @ k.transpose(-2, -1)) * (scale if scale is not None else 1.0 / math.sqrt(q.shape[-1]))
+    return torch.softmax(torch.where(keep, s, torch.tensor(mask_fill, dtype=s.dtype)), dim=-1) @ v
+
+
+_register(OpDef("sdpa", "attention", _sdpa_ref,
+    {"is_causal": False, "scale": None, "enable_gqa": False, "out_perm": None, "mask_fill": None}, None,
+    doc="scaled_dot_product_attention (inputs q, k, v[, mask]): one flash-attention kernel; mask_fill: the "
+        "finite score a boolean mask writes (eager masked_fill), else -inf with fully masked rows giving 0"))
 def _dec_embedding(g: Graph, n: Node, ins: list[Value]) -> list[Value]:
     w, idx = ins
     flat = _add(g, n, "reshape", [idx], "flat_ids", shape=[g.spec(idx).numel])
