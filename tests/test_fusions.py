@@ -285,6 +285,13 @@ def test_cat_fusion_with_broadcast_and_int_inputs(gen):
     assert torch.equal(engine(a.to(DEVICE), b.to(DEVICE)).cpu(), IntCat()(a, b))
     assert [t for t, _ in kernels(engine)] == ["pointwise"]
 
+    class OneElement(nn.Module):  # an input computed from one element: a scalar load inside the select
+        def forward(self, x, y):
+            return torch.cat([x * 2.0, y + 1.0]) * 3.0
+
+    engine = compile_checked(OneElement(), torch.randn(5, generator=gen), torch.randn(1, generator=gen))
+    assert [t for t, _ in kernels(engine)] == ["pointwise"]
+
 
 # ------------------------------------------------------------------------ residual add + LayerNorm/RMSNorm
 ROW_RULE = rule_name("fuse_reductions", "ROW")
