@@ -67,9 +67,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         lay = op.layout
         if shifted:
             off, used = offset_expr(lay, shape, lambda j: shifted_var(var, shifted, j))
-            masked = f", mask={shifted[-1][2]}"
-            if not used:  # a broadcast cat input: the block mask needs a block of pointers
-                off += " + offs * 0"
+            masked = f", mask={shifted[-1][2]}" if used else ""  # one broadcast element: a scalar load
         elif lay.shape == shape and lay.strides == strides:
             off = "offs" + (f" + {lay.offset}" if lay.offset else "")
             masked = ", mask=mask"
