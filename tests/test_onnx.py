@@ -417,3 +417,14 @@ def test_broadcast_operands_in_gather_and_gemm_epilogue(gen):
              "s": torch.randn(2, 4, 1, 1, generator=gen).numpy()}
     eng = trtjit.compile(m, {k: torch.from_numpy(v) for k, v in feeds.items()})
     check(eng, m, feeds)
+
+
+def test_constant_pad_with_runtime_value(gen):
+    """Pad whose constant value is a run-time scalar: the pad pieces and the input are one cat kernel in
+    which the scalar is a broadcast load under each piece's mask."""
+    m = make_model([helper.make_node("Pad", ["x", "pads", "v"], ["y"], mode="constant")],
+                   [vi("x", [1, 3, 4, 5]), vi("v", [])], [vi("y", [1, 3, 7, 12])],
+                   [numpy_helper.from_array(np.array([0, 0, 1, 3, 0, 0, 2, 4], np.int64), "pads")])
+    feeds = {"x": torch.randn(1, 3, 4, 5, generator=gen).numpy(), "v": np.array(1.5, np.float32)}
+    eng = trtjit.compile(m, {k: torch.from_numpy(v) for k, v in feeds.items()})
+    check(eng, m, feeds)

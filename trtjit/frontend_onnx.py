@@ -3144,16 +3144,20 @@ def _qlinear_matmul(c: NodeCtx) -> Entry:
     return _requantize(c, real, ys, yzp, c.dtype(yzp) if yzp is not None else torch.uint8)
 
 
-def _conv3d(c: NodeCtx, x: Entry, w: Entry, bias: Entry | None) -> Entry:
+def _conv3d(c: NodeCtx, x: Entry, w: Entry, bias: Entry | None, unpadded: bool = False) -> Entry:
     """3-D convolution as one 2-D convolution per kernel depth offset, with the output depths folded into
-    the batch, summed."""
-    k = list(c.attr("kernel_shape") or c.shape(w)[2:])
-    s = list(c.attr("strides") or [1] * 3)
+    the batch, summed (``unpadded``: stride 1, no padding, the node's dilations: a transposed convolution's
+    inner convolution)."""
+    k = list(c.shape(w)[2:])
     d = list(c.attr("dilations") or [1] * 3)
-    begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
-    pads2 = _spatial_pads(c, c.shape(x)[3:], k[1:], s[1:], d[1:]) if begin[1:] == end[1:] else None
-    if pads2 is None:
-        raise Unsupported(f"asymmetric padding begin={begin} end={end}")
+    if unpadded:
+        s, begin, end, pads2 = [1, 1, 1], [0, 0, 0], [0, 0, 0], [0, 0]
+    else:
+        s = list(c.attr("strides") or [1] * 3)
+        begin, end = _pads_begin_end(c, c.shape(x)[2:], k, s, d)
+        pads2 = _spatial_pads(c, c.shape(x)[3:], k[1:], s[1:], d[1:]) if begin[1:] == end[1:] else None
+        if pads2 is None:
+            raise Unsupported(f"asymmetric padding begin={begin} end={end}")
     x = _pad_axis(c, x, 2, begin[0], end[0])
     n, ch, depth = c.shape(x)[:3]
     od = (depth - ((k[0] - 1) * d[0] + 1)) // s[0] + 1
@@ -3293,8 +3297,8 @@ def _conv_transpose(c: NodeCtx) -> Entry:
     x, w = c.input(0), c.input(1)
     _need_float(c, x)
     rank = c.rank(x)
-    if rank not in (3, 4):
-        raise Unsupported(f"{rank - 2}-D transposed convolution (only 1-D and 2-D)")
+    if rank not in (3, 4, 5):
+        raise Unsupported(f"{rank - 2}-D transposed convolution (only 1-D, 2-D and 3-D)")
     nsp = rank - 2
     g = int(c.attr("group", 1))
     in_sp = list(c.shape(x)[2:])
@@ -3328,6 +3332,8 @@ def _conv_transpose(c: NodeCtx) -> Entry:
     for i in range(nsp):
         y = _zero_insert(c, y, 2 + i, s[i])
         y = _pad_axis(c, y, 2 + i, keff[i] - 1 - begin[i], keff[i] - 1 - end[i] + op[i])
+    if nsp == 3:
+        return _conv3d(c, y, wt, c.input(2) if c.has(2) else None, unpadded=True)
     if nsp == 1:
         y, wt = _to_2d(c, y), _to_2d(c, wt)
         d = [1] + d
@@ -3486,9 +3492,10 @@ def _dft(c: NodeCtx) -> Entry:
     comp = c.shape(x)[-1]
     if comp not in (1, 2):
         raise BuildError(f"the last dimension must be 1 (real) or 2 (complex), got {comp}")
-    if inverse and onesided:
-        raise Unsupported("inverse with onesided")
     n_in = c.shape(x)[ax]
+    if inverse and onesided:
+        return _irfft(c, x, ax, c.ints(1, "dft_length")[0] if c.has(1) and c.const(1, "dft_length").numel()
+                      else 2 * (n_in - 1))
     n = c.ints(1, "dft_length")[0] if c.has(1) and c.const(1, "dft_length").numel() else n_in
     re = c.add("select", [x], dim=rank - 1, index=0)
     im = c.add("select", [x], dim=rank - 1, index=1) if comp == 2 else None
@@ -3516,6 +3523,31 @@ def _dft(c: NodeCtx) -> Entry:
     return c.add("cat", [c.add("unsqueeze", [out_re], dim=rank - 1), c.add("unsqueeze", [out_im], dim=rank - 1)],
                  dim=rank - 1)
 
+
+
+def _irfft(c: NodeCtx, x: Entry, ax: int, n: int) -> Entry:
+    """Inverse of a one-sided DFT (numpy's irfft): the n//2 + 1 bins taken as a Hermitian spectrum, a real
+    signal of length n ([..., n, 1]) by two matmuls with constant matrices."""
+    rank = c.rank(x)
+    k = n // 2 + 1
+    re = c.add("select", [x], dim=rank - 1, index=0)
+    im = c.add("select", [x], dim=rank - 1, index=1) if c.shape(x)[-1] == 2 else None
+    have = c.shape(re)[ax]
+    if have != k:
+        re = _pad_axis(c, re, ax, 0, k - have)
+        im = _pad_axis(c, im, ax, 0, k - have) if im is not None else None
+    m = torch.arange(k, dtype=torch.float64).reshape(k, 1)
+    theta = 2 * math.pi * ((m * torch.arange(n, dtype=torch.float64).reshape(1, n)) % n) / n
+    mult = torch.full((k, 1), 2.0, dtype=torch.float64)
+    mult[0] = 1.0
+    if n % 2 == 0:
+        mult[-1] = 1.0
+    dt = c.dtype(x)
+    cos, sin = (mult * torch.cos(theta) / n).to(dt), (mult * torch.sin(theta) / n).to(dt)
+    y = _along_last(c, re, ax, lambda u: c.add("matmul", [u, cos]))
+    if im is not None:
+        y = c.add("sub", [y, _along_last(c, im, ax, lambda u: c.add("matmul", [u, sin]))])
+    return c.add("unsqueeze", [y], dim=rank - 1)
 
 
 @converter("STFT")
@@ -3572,8 +3604,10 @@ def _grid_sample(c: NodeCtx) -> Entry:
     mode = {"bilinear": "linear", "bicubic": "cubic"}.get(c.attr("mode", "linear"), c.attr("mode", "linear"))
     pad = c.attr("padding_mode", "zeros")
     align = bool(c.attr("align_corners", 0))
-    if mode not in ("linear", "nearest"):
+    if mode not in ("linear", "nearest", "cubic"):
         raise Unsupported(f"mode={mode!r}")
+    if mode == "cubic" and pad == "reflection":
+        raise Unsupported("mode='bicubic' with padding_mode='reflection'")
     shape = list(c.shape(x))
     n, ch, dims = shape[0], shape[1], shape[2:]
     nsp = len(dims)
@@ -3614,6 +3648,26 @@ def _grid_sample(c: NodeCtx) -> Entry:
     if mode == "nearest":
         taps = [[(c.add("where", [c.add("lt", [v, zero]), c.add("ceil", [v]), c.add("floor", [v])]), None)]
                 for v in coords]  # truncation toward zero, as the reference's astype(int)
+    elif mode == "cubic":  # 4 taps per axis, cubic convolution weights with A = -0.75 (as the reference)
+        a = -0.75
+        taps = []
+        for v in coords:
+            f0 = c.add("floor", [v])
+            t = c.add("sub", [v, f0])
+
+            def poly(u: Entry, coeffs: Sequence[float]) -> Entry:
+                acc = c.scalar(coeffs[0], g)
+                for k in coeffs[1:]:
+                    acc = c.add("add", [c.add("mul", [acc, u]), c.scalar(k, g)])
+                return acc
+
+            t1, u = c.add("add", [t, one]), c.add("sub", [one, t])
+            w_m1 = poly(t1, [a, -5 * a, 8 * a, -4 * a])  # ((A(t+1) - 5A)(t+1) + 8A)(t+1) - 4A
+            w_0 = poly(t, [a + 2, -(a + 3), 0.0, 1.0])  # ((A+2)t - (A+3)) t^2 + 1
+            w_1 = poly(u, [a + 2, -(a + 3), 0.0, 1.0])
+            w_2 = c.add("sub", [c.add("sub", [c.add("sub", [one, w_m1]), w_0]), w_1])
+            taps.append([(c.add("add", [f0, c.scalar(float(k), g)]), w) for k, w in
+                         zip((-1, 0, 1, 2), (w_m1, w_0, w_1, w_2))])
     else:
         taps = []
         for v in coords:
