@@ -285,6 +285,14 @@ def test_cat_fusion_with_broadcast_and_int_inputs(gen):
     assert torch.equal(engine(a.to(DEVICE), b.to(DEVICE)).cpu(), IntCat()(a, b))
     assert [t for t, _ in kernels(engine)] == ["pointwise"]
 
+    class OneElements(nn.Module):  # one-element cat inputs (ONNX Range's loop): no index dim in their loads
+        def forward(self, a, b):
+            return torch.cat([a + 1.0, b * 2.0]) * 3.0
+
+    a, b = torch.randn(1, generator=gen), torch.randn(1, generator=gen)
+    engine = compile_checked(OneElements(), a, b)
+    assert [t for t, _ in kernels(engine)] == ["pointwise"]
+
     class OneElement(nn.Module):  # an input computed from one element: a scalar load inside the select
         def forward(self, x, y):
             return torch.cat([x * 2.0, y + 1.0]) * 3.0
