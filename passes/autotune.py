@@ -73,8 +73,9 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             continue
         dtype = graph.spec(base.args[0]).dtype
         timed = []
-        log.info("tuning %s (%s): %d candidate tiles", name, base.problem, len(tile_candidates(base.problem, dtype)))
-        for cand in tile_candidates(base.problem, dtype):
+        cands = tile_candidates(base.problem, dtype)
+        log.info("tuning %s (%s): %d candidate tiles", name, base.problem, len(cands))
+        for cand in cands:
             graph.meta["tiles"] = {name: cand}
             k = generate(graph, name, layouts, tf32=opts.tf32)
             try:

@@ -155,8 +155,6 @@ _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xc_worker.py
 def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env["TRITON_INTERPRET"] = "0"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     return env
 
 
@@ -332,9 +330,3 @@ def _check_meta(path: Any, target: str, k: Any, m: dict[str, Any], cubin_blob: b
                         source_sha256=m["source_sha256"], triton_version=str(m.get("triton_version", "")),
                         launch_cooperative_grid=bool(m["launch_cooperative_grid"]), launch_pdl=bool(m["launch_pdl"]),
                         **ints)
-
-
-if __name__ == "__main__":  # the worker, also reachable as a module
-    from trtjit.xc_worker import main as _worker_main
-
-    sys.exit(_worker_main())

@@ -944,12 +944,18 @@ Converter = Callable[[NodeCtx], Any]
 CONVERTERS: dict[str, Converter] = {}
 
 
-def converter(*names: str) -> Callable[[Converter], Converter]:
-    def deco(fn: Converter) -> Converter:
-        for n in names:
-            CONVERTERS[n] = fn
-        return fn
-    return deco
+def _registrar(table: dict[str, Converter]) -> Callable[..., Callable[[Converter], Converter]]:
+    """A decorator factory registering a converter under one or more keys of ``table``."""
+    def register(*keys: str) -> Callable[[Converter], Converter]:
+        def deco(fn: Converter) -> Converter:
+            for k in keys:
+                table[k] = fn
+            return fn
+        return deco
+    return register
+
+
+converter = _registrar(CONVERTERS)
 
 
 # Attributes each converter reads; any other attribute with a non-default value makes the node unsupported
@@ -3936,12 +3942,7 @@ DOMAIN_CONVERTERS: dict[str, Converter] = {}  # "domain::OpType" -> converter, f
 _TRAINING = "ai.onnx.preview.training"
 
 
-def _domain_converter(*keys: str) -> Callable[[Converter], Converter]:
-    def deco(fn: Converter) -> Converter:
-        for k in keys:
-            DOMAIN_CONVERTERS[k] = fn
-        return fn
-    return deco
+_domain_converter = _registrar(DOMAIN_CONVERTERS)
 
 
 def _optimizer_groups(c: NodeCtx, groups: int) -> tuple[Entry, float, list[list[Entry]]]:
