@@ -326,7 +326,12 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
         w(f"    a_mask = (rm < {M}) & (rk[None, :] < {K}) & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
     w(f"    a = tl.load(x_base + c[None, :] * {sxc} + ih * {sxh} + iw * {sxw}, mask=a_mask, other=0.0)")
     w(f"    b_mask = (rk[:, None] < {K}) & (rn < {OCg})")
-    w(f"    b = tl.load(w_base + c[:, None] * {swc} + kh[:, None] * {swh} + kw[:, None] * {sww}, mask=b_mask, other=0.0)")
+    if sxc == 1 and Cg > 1 and not transposed and sww == Cg * swc and swh == KW * sww:
+        # HWIO-stored weight (passes/conv_weight_layout): the channel-fastest k is one linear index
+        w(f"    b = tl.load(w_base + rk[:, None] * {swc}, mask=b_mask, other=0.0)")
+    else:
+        w(f"    b = tl.load(w_base + c[:, None] * {swc} + kh[:, None] * {swh} + kw[:, None] * {sww}, mask=b_mask, "
+          "other=0.0)")
     w(_dot(prec))
     grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
     return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \

@@ -40,3 +40,23 @@ def test_nhwc_and_depthwise_conv_paths(dtype, gen):
         ref = copy.deepcopy(model).double()(x.double())
         out = engine(x.to(dtype)).double()
     assert_close_rel(out, ref, 1e-4 if dtype == torch.float32 else 1e-2)
+
+
+def test_nhwc_conv_weights_stored_hwio(gen, tmp_path):
+    """passes/conv_weight_layout: convs reading NHWC tensors get HWIO-stored weights (one linear K index in the
+    B load); the first conv reads the NCHW graph input and keeps OIHW; the int8 build does the same."""
+    model = _net()
+    x = torch.randn(2, 3, 13, 13, generator=gen)
+    engine = trtjit.compile(copy.deepcopy(model), (x,), verify=True)
+    (rec,) = [r for r in engine.build_log if r.name == "conv_weight_layout"]
+    fired = sorted(e["node"] for e in rec.events if e["fired"])
+    assert len(fired) == 4 and "0" not in fired, fired  # every conv but the stem
+    consts = [n for n in engine.graph if n.op == "constant" and n.name.endswith(".hwio")]
+    assert {tuple(n.value.shape) for n in consts} >= {(3, 3, 16, 24), (3, 3, 1, 24), (1, 1, 24, 8)}
+    convs = [k.source for k in engine.kernels if k.template == "conv"]
+    assert sum("b = tl.load(w_base + rk[:, None] * 24" in s for s in convs) == 1  # the 3x3, OC=24 contiguous
+    with torch.no_grad():
+        ref = copy.deepcopy(model).double()(x.double())
+    assert_close_rel(engine(x).double(), ref, 1e-4)
+    plan = engine.save(str(tmp_path / "cnn.plan"))
+    assert_close_rel(trtjit.load(plan)(x).double(), ref, 1e-4)  # the HWIO constants round-trip the engine file

@@ -1,0 +1,66 @@
+"""Conv weights stored in the order the NHWC convolution kernels read them.
+
+Requires: ``layout_nhwc`` done (a convolution's input layout is final), weights constant. Guarantees: every
+``fused_gemm`` convolution (not transposed) whose input is stored channels-last and whose weight is a
+constant ``[OC, C/g, KH, KW]`` reads it through ``permute(W_hwio, [3, 2, 0, 1])`` of a constant
+``W_hwio = W.permute(2, 3, 1, 0)`` stored contiguously: the logical weight (and every value and shape) is
+unchanged, only its storage. The kernel's reduction index runs (kh, kw, c) with c fastest, so the B tile
+``[BLOCK_K, BLOCK_N]`` becomes one contiguous row block per k (output channels fastest) instead of a
+gather striding by C*KH*KW along N and by KH*KW along K; a depthwise weight ``[C, 1, KH, KW]`` becomes
+``[KH, KW, 1, C]``, one contiguous channel vector per tap. A constant read by other kernels too keeps its
+original copy for them.
+"""
+
+from __future__ import annotations
+
+from trtjit.fusion import rule
+from trtjit.ir import Graph, Value
+from trtjit.layout import compute_layouts
+from trtjit.passmanager import PassContext
+
+HWIO = rule("NHWC conv weight => HWIO storage", "conv_weight_layout",
+            "the weight tile of a channels-last convolution loads contiguously (output channels fastest)")
+TO_OIHW = [3, 2, 0, 1]  # HWIO storage viewed as the logical OIHW weight
+
+
+def _conv_operands(graph: Graph, name: str) -> tuple[Value, int, Value] | None:
+    """(outer input value, weight's input index, outer weight value) of the convolution kernel ``name``."""
+    n = graph.node(name)
+    if n.op != "fused_gemm":
+        return None
+    body = n.attrs["body"]
+    conv = next((b for b in body if b.op == "conv2d"), None)
+    if conv is None:
+        return None
+    x, w = body.inputs_of(conv.name)
+    if body.node(w.node).op != "input" or body.node(x.node).op != "input":
+        return None
+    outer = graph.inputs_of(name)
+    i = body.inputs.index(w.node)
+    return outer[body.inputs.index(x.node)], i, outer[i]
+
+
+def run(graph: Graph, ctx: PassContext) -> Graph:
+    layouts = compute_layouts(graph, strict=False)
+    relaid: dict[str, Value] = {}
+    for name in graph.topo_order():
+        found = _conv_operands(graph, name)
+        if found is None:
+            continue
+        x, index, wv = found
+        src = graph.node(wv.node)
+        if src.op != "constant" or src.value.dim() != 4:
+            continue
+        lay = layouts.get(x)
+        if lay is None or lay.strides[1] != 1 or graph.spec(x).shape[1] == 1:
+            continue  # NCHW input: the kernel's K order is (c, kh, kw), which OIHW already serves
+        if wv.node not in relaid:
+            t = src.value.permute(2, 3, 1, 0).contiguous()
+            c = graph.add_constant(f"{wv.node}.hwio", t, source=src.source)
+            relaid[wv.node] = Value(graph.add("permute", [c], {"dims": TO_OIHW}, name=f"{wv.node}.oihw",
+                                              source=src.source).name)
+        graph.set_input(name, index, relaid[wv.node])
+        ctx.fired(HWIO, name, f"weight {wv.node} {tuple(src.value.shape)} stored as HWIO")
+        if not graph.users(wv.node) and not graph.is_output(wv.node):
+            graph.remove_node(wv.node)
+    return graph
