@@ -55,6 +55,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
     layouts = compute_layouts(graph)
     tiles = dict(graph.meta.get("tiles", {}))
     graph.meta.pop("tiles", None)  # generate the heuristic kernel first: it is the cache key and candidate one
+    todo: dict[str, tuple[str, list[str], dict, list[dict]]] = {}  # key -> (first node, nodes, problem, tiles)
     for name in graph.topo_order():
         if not is_kernel_node(graph, name) or graph.node(name).op == "plugin" \
                 or template_of(graph, name) != "gemm":
@@ -71,28 +72,39 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if timer is None:
             ctx.skipped(CACHED, name, "not in the tuning cache, and no GPU to time candidates on (opt_level 3)")
             continue
-        dtype = graph.spec(base.args[0]).dtype
-        timed = []
-        cands = tile_candidates(base.problem, dtype)
-        log.info("tuning %s (%s): %d candidate tiles", name, base.problem, len(cands))
-        for cand in cands:
+        if key in todo:  # an identical kernel (a repeated layer) is tuned once
+            todo[key][1].append(name)
+            continue
+        todo[key] = (name, [name], base.problem, tile_candidates(base.problem, graph.spec(base.args[0]).dtype))
+    # every candidate kernel of every layer, generated first so a GPU timer can compile them all in parallel
+    specs: dict[tuple[str, int], object] = {}
+    for key, (name, _, _, cands) in todo.items():
+        for i, cand in enumerate(cands):
             graph.meta["tiles"] = {name: cand}
-            k = generate(graph, name, layouts, tf32=opts.tf32)
+            specs[(key, i)] = generate(graph, name, layouts, tf32=opts.tf32)
+    graph.meta.pop("tiles", None)
+    if specs and hasattr(timer, "prepare"):
+        log.info("compiling %d candidate kernels of %d distinct GEMM/conv kernels", len(specs), len(todo))
+        timer.prepare(list(specs.values()))
+    for n_done, (key, (name, names, problem, cands)) in enumerate(todo.items()):
+        log.info("tuning %d/%d %s (%s): %d candidate tiles", n_done + 1, len(todo), name, problem, len(cands))
+        timed = []
+        for i, cand in enumerate(cands):
             try:
-                ms = timer(k)
+                ms = timer(specs[(key, i)])
             except (TrtjitError, RuntimeError, ValueError) as e:  # e.g. too much shared memory for this tile
                 ctx.skipped(TUNED, name, f"tile {cand} failed: {type(e).__name__}: {str(e)[:120]}")
                 ms = math.inf
             timed.append((ms, cand))
-        graph.meta.pop("tiles", None)
         best_ms, best = min(timed, key=lambda t: t[0])
         if math.isinf(best_ms):
             continue
-        cache.put(key, best, {"kernel": base.name, "arch": arch, "triton": triton.__version__,
-                              "problem": base.problem, "ms": best_ms,
+        cache.put(key, best, {"kernel": specs[(key, 0)].name, "arch": arch, "triton": triton.__version__,
+                              "problem": problem, "ms": best_ms,
                               "timings": [[ms, [c[k] for k in TILE_KEYS]] for ms, c in timed]})
-        tiles[name] = {**best, "source": "tuned"}
-        ctx.fired(TUNED, name, f"{best} {best_ms:.4f} ms; heuristic {timed[0][0]:.4f} ms, {len(timed)} candidates")
+        for n in names:
+            tiles[n] = {**best, "source": "tuned"}
+            ctx.fired(TUNED, n, f"{best} {best_ms:.4f} ms; heuristic {timed[0][0]:.4f} ms, {len(timed)} candidates")
     if tiles:
         graph.meta["tiles"] = tiles
     cache.save()

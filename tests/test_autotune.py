@@ -141,3 +141,29 @@ def test_opt_level_3_without_a_gpu_builds_like_level_2(gen):
     assert [k.constexprs for k in e3.kernels] == [k.constexprs for k in e2.kernels]
     with torch.no_grad():
         assert_close_rel(e3(x).double(), _ref(model, x), 1e-4)
+
+
+def test_repeated_layers_tuned_once_and_candidates_prepared_together(tmp_path, gen):
+    """Identical kernels (repeated blocks) are timed once and share the tile; a timer that can compile in
+    bulk (the GPU timer cross-compiles every candidate in parallel workers) gets all candidates first."""
+    block = [torch.nn.Linear(32, 32), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*block, *copy.deepcopy(block), *copy.deepcopy(block)).eval()
+    x = torch.randn(8, 32, generator=gen)
+    engine = trtjit.compile(model, (x,), opt_level=2)
+    gemms = [k for k in engine.kernels if k.template == "gemm"]
+    assert len(gemms) == 3
+    calls, prepared = [], []
+
+    def timer(k):
+        assert k.source in prepared, "timed a kernel the timer was not asked to prepare"
+        calls.append(k.source)
+        return _cost({**k.constexprs, "num_warps": k.num_warps, "num_stages": k.num_stages})
+
+    timer.prepare = lambda specs: prepared.extend(s.source for s in specs)
+    ctx = PassContext(BuildOptions(opt_level=3, tuning_cache=str(tmp_path / "t.json")), timer=timer,
+                      tuning_arch="sm_90")
+    g = run_pass(load_pass("autotune"), engine.graph.copy(), ctx)
+    n_cands = len(tile_candidates(gemms[0].problem, torch.float32))
+    assert len(calls) == len(prepared) == n_cands  # one layer's candidates, not three
+    tiles = g.meta["tiles"]
+    assert len(tiles) == 3 and len({json.dumps(t, sort_keys=True) for t in tiles.values()}) == 1

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trtjit.errors import InputError
+from trtjit.errors import InputError, TrtjitError
+
+log = logging.getLogger("trtjit.autotune")
 
 FORMAT = "trtjit-tuning-cache"
 VERSION = 1
@@ -93,6 +96,28 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
                 bufs[v] = torch.zeros(spec.shape, dtype=spec.dtype, device=device)
         return bufs[v]
 
+    def prepare(kernels: list[Any]) -> None:
+        """Compile every candidate at once in the cross-compile worker processes (cubins for this GPU's arch):
+        the build waits for the slowest worker, not for the sum of hundreds of sequential JIT compilations.
+        A candidate that fails to compile here is left to the JIT, which reports it when it is timed."""
+        from trtjit.crosscompile import compile_kernels
+        from trtjit.cuda_launcher import CubinKernel, current_arch
+
+        todo = [k for k in kernels if k.source not in fns]
+        arch = current_arch(device)
+        if not todo or arch is None:
+            return
+        try:
+            bins = compile_kernels(graph, todo, [arch])[arch]
+        except TrtjitError as e:
+            log.info("parallel candidate compilation failed (%s); timing falls back to the JIT", e)
+            return
+        for k, b in zip(todo, bins):
+            try:
+                fns[k.source] = CubinKernel(b, device)
+            except TrtjitError as e:  # e.g. more shared memory than this GPU allows: the JIT says so when timed
+                log.info("candidate %s not loadable as a cubin: %s", k.name, e)
+
     def time_ms(k: Any) -> float:
         if k.source not in fns:
             fns[k.source] = load_kernel(k.name, k.source)
@@ -114,4 +139,5 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
             times.append(s.elapsed_time(e))
         return statistics.median(times)
 
+    time_ms.prepare = prepare  # type: ignore[attr-defined]
     return time_ms
