@@ -23,6 +23,13 @@ evaluation crops; fp32's median confidence on these crops is 0.25, i.e. most are
     0.01             13                    310/320 = 96.9%   100%
     (--min-crop 0.7, 0.05: 48 layers, 77.5%; 100% on the 90 confident crops)
 
+Measured on 2026-12-03 (same setup, 640 evaluation crops of 50-100% of the side, ``--eval 640 --min-crop 0.5``):
+47 int8 layers, top-1 agreement 509/640 = 79.5%; on the 178 crops fp32 classifies with p > 0.5: 175/178 =
+98.3%. The noise floor of the metric on these crops: the fp32 model run in bf16 agrees on only 628/640 = 98.1%,
+so the 99% target is out of reach for any 8-bit format on this data. Fake-quantization ablations in PyTorch
+(320 crops, 0.35-1.0): per-channel int8 weights alone 90.9%, int8 activations alone 86.9%, the input image
+alone 94.4%, every activation in 16 bits 100%, fp16 100%, bf16 95.6%.
+
 For scale: fake-quantizing only the input image to int8 (scale 0.0208) in the fp32 model already flips
 6% of these crops' top-1 classes (160x160, 48 crops), as does Gaussian noise of std 0.006.
 """
@@ -109,11 +116,17 @@ def main() -> None:
             conf = ref.softmax(1).amax(1) > 0.5
             agree, total = agree + int(same.sum()), total + len(same)
             confident, agree_conf = confident + int(conf.sum()), agree_conf + int(same[conf].sum())
+    # the noise floor of this metric on these crops: the same fp32 model run in bf16 (8-bit mantissa)
+    with torch.no_grad():
+        bf = sum(int((net.cpu().bfloat16()(xb.bfloat16()).float().argmax(1) == net.cpu().float()(xb).argmax(1)).sum())
+                 for xb in ev.split(args.batch)[:total // args.batch])
+    net.float()
     n8 = sum(r["precision"] == "int8" for r in engine.precision_report())
     print(f"EfficientNet-Lite0, {args.calibrator} calibrator on {args.calib} crops (min crop {args.min_crop}, "
           f"int8_tolerance {args.tolerance}), {n8} int8 layers "
           f"(build {build_s:.0f} s): top-1 agreement with fp32 {agree}/{total} = {100 * agree / total:.1f}%; "
-          f"on the {confident} crops fp32 classifies with p > 0.5: {100 * agree_conf / max(confident, 1):.1f}%")
+          f"on the {confident} crops fp32 classifies with p > 0.5: {agree_conf}/{confident} = "
+          f"{100 * agree_conf / max(confident, 1):.1f}%; bf16 (not int8) agrees on {bf}/{total} = {100 * bf / total:.1f}%")
 
 
 if __name__ == "__main__":
