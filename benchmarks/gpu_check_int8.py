@@ -10,11 +10,15 @@ fp32 rounding) and with the fp32 module (int8 tolerance), then times resnet50-si
 
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
 
-import trtjit
-from trtjit.examples import example
-from trtjit.interpreter import run_graph
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import trtjit  # noqa: E402
+from trtjit.examples import example  # noqa: E402
+from trtjit.interpreter import run_graph  # noqa: E402
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
