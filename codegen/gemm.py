@@ -305,7 +305,8 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     w(f"for k in range(0, {K}, BLOCK_K):")
     w("    rk = k + tl.arange(0, BLOCK_K)")
-    if sxc == 1 and Cg > 1 and not transposed:  # channels-last input: K runs channel-fastest, loads contiguous
+    channels_last = sxc == 1 and Cg > 1 and not transposed
+    if channels_last:  # channels-last input: K runs channel-fastest, loads contiguous
         w(f"    c = rk % {Cg}")
         w(f"    kw = (rk // {Cg}) % {KW}")
         w(f"    kh = rk // {Cg * KW}")
@@ -326,7 +327,7 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
         w(f"    a_mask = (rm < {M}) & (rk[None, :] < {K}) & (ih >= 0) & (ih < {H}) & (iw >= 0) & (iw < {W})")
     w(f"    a = tl.load(x_base + c[None, :] * {sxc} + ih * {sxh} + iw * {sxw}, mask=a_mask, other=0.0)")
     w(f"    b_mask = (rk[:, None] < {K}) & (rn < {OCg})")
-    if sxc == 1 and Cg > 1 and not transposed and sww == Cg * swc and swh == KW * sww:
+    if channels_last and sww == Cg * swc and swh == KW * sww:
         # HWIO-stored weight (passes/conv_weight_layout): the channel-fastest k is one linear index
         w(f"    b = tl.load(w_base + rk[:, None] * {swc}, mask=b_mask, other=0.0)")
     else:

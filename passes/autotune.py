@@ -15,6 +15,7 @@ import math
 
 import triton
 from trtjit.codegen import generate, template_of
+from trtjit.codegen.common import KernelSpec
 from trtjit.codegen.gemm import TILE_KEYS, tile_candidates
 
 from trtjit.backend import interpreting
@@ -77,7 +78,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             continue
         todo[key] = (name, [name], base.problem, tile_candidates(base.problem, graph.spec(base.args[0]).dtype))
     # every candidate kernel of every layer, generated first so a GPU timer can compile them all in parallel
-    specs: dict[tuple[str, int], object] = {}
+    specs: dict[tuple[str, int], KernelSpec] = {}
     for key, (name, _, _, cands) in todo.items():
         for i, cand in enumerate(cands):
             graph.meta["tiles"] = {name: cand}
