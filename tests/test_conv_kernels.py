@@ -35,7 +35,10 @@ def test_nhwc_and_depthwise_conv_paths(dtype, gen):
     x = torch.randn(2, 3, 13, 13, generator=gen)
     engine = trtjit.compile(copy.deepcopy(model).to(dtype), (x.to(dtype),))
     convs = [k.source for k in engine.kernels if k.template == "conv"]
-    assert sum("c = rk % 16" in s for s in convs) == 1  # the 3x3 conv reading an NHWC tensor
+    # the 3x3 conv reading an NHWC tensor (16 channels) steps through one filter tap per K step ...
+    assert sum("tap = k // 16" in s and "c = rk %" not in s for s in convs) == 1
+    # ... the 1x1 conv's 24 channels fit no 16-multiple BLOCK_K: the generic channel-fastest gather
+    assert sum("c = rk % 24" in s for s in convs) == 1
     assert sum("tl.static_range" in s and "tl.dot" not in s for s in convs) == 2  # both depthwise convs
     with torch.no_grad():
         ref = copy.deepcopy(model).double()(x.double())
@@ -55,7 +58,9 @@ def test_nhwc_conv_weights_stored_hwio(gen, tmp_path):
     consts = [n for n in engine.graph if n.op == "constant" and n.name.endswith(".hwio")]
     assert {tuple(n.value.shape) for n in consts} >= {(3, 3, 16, 24), (3, 3, 1, 24), (1, 1, 24, 8)}
     convs = [k.source for k in engine.kernels if k.template == "conv"]
-    assert sum("b = tl.load(w_base + rk[:, None] * 24" in s for s in convs) == 1  # the 3x3, OC=24 contiguous
+    # the 3x3 (OC=24, tap loop) and the 1x1 (generic loop): each B tile one linear K index, OC contiguous
+    assert sum("b = tl.load(w_base + (k + tl.arange(0, BLOCK_K))[:, None] * 24" in s for s in convs) == 1
+    assert sum("b = tl.load(w_base + rk[:, None] * 8" in s for s in convs) == 1
     with torch.no_grad():
         ref = copy.deepcopy(model).double()(x.double())
     assert_close_rel(engine(x).double(), ref, 1e-4)

@@ -1,0 +1,163 @@
+"""GEMM micro-benchmark on the GPU: the structure trtjit's GEMM template emits, with variations, against cuBLAS.
+
+    python benchmarks/gemm_micro.py [--json out.json]
+
+Each variant is timed with ``triton.testing.do_bench_cudagraph`` (no launch overhead) on the fp16 shapes
+of the transformer models at batch 32 and 1. It answers which tile / swizzle / load style the template's
+defaults should take; nothing here is used by the compiler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+
+import torch
+import triton
+import triton.language as tl
+from triton.testing import do_bench_cudagraph
+
+
+@triton.jit
+def mm_masked(a_ptr, b_ptr, c_ptr, M, N, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """trtjit's template: row/column masks on every load, full K steps unmasked (K % BLOCK_K == 0 here)."""
+    if GROUP_M == 0:
+        pid_m = tl.program_id(0)
+        pid_n = tl.program_id(1)
+    else:
+        pid = tl.program_id(0)
+        num_m = tl.cdiv(M, BLOCK_M)
+        num_n = tl.cdiv(N, BLOCK_N)
+        width = GROUP_M * num_n
+        group = pid // width
+        first_m = group * GROUP_M
+        size_m = min(num_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % width) % size_m
+        pid_n = (pid % width) // size_m
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    rk = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + rm * K + rk[None, :]
+    b_ptrs = b_ptr + rk[:, None] * N + rn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for _ in range(0, K, BLOCK_K):
+        a = tl.load(a_ptrs, mask=rm < M, other=0.0)
+        b = tl.load(b_ptrs, mask=rn < N, other=0.0)
+        acc = tl.dot(a, b, acc)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K * N
+    tl.store(c_ptr + rm * N + rn, acc.to(tl.float16), mask=(rm < M) & (rn < N))
+
+
+@triton.jit
+def mm_clamped(a_ptr, b_ptr, c_ptr, M, N, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """No load masks: out-of-range rows/columns are clamped (modulo) to valid ones; only the store masks."""
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP_M * num_n
+    group = pid // width
+    first_m = group * GROUP_M
+    size_m = min(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % size_m
+    pid_n = (pid % width) // size_m
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    ram = tl.max_contiguous(tl.multiple_of(rm % M, BLOCK_M), BLOCK_M)
+    rbn = tl.max_contiguous(tl.multiple_of(rn % N, BLOCK_N), BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + ram[:, None] * K + rk[None, :]
+    b_ptrs = b_ptr + rk[:, None] * N + rbn[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for _ in range(0, K, BLOCK_K):
+        a = tl.load(a_ptrs)
+        b = tl.load(b_ptrs)
+        acc = tl.dot(a, b, acc)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K * N
+    tl.store(c_ptr + rm[:, None] * N + rn[None, :], acc.to(tl.float16), mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def mm_tma(a_ptr, b_ptr, c_ptr, M, N, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+           BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """Device-side TMA descriptors (Hopper bulk tensor copies), grouped order."""
+    a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
+    b_desc = tl.make_tensor_descriptor(b_ptr, shape=[K, N], strides=[N, 1], block_shape=[BLOCK_K, BLOCK_N])
+    c_desc = tl.make_tensor_descriptor(c_ptr, shape=[M, N], strides=[N, 1], block_shape=[BLOCK_M, BLOCK_N])
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP_M * num_n
+    group = pid // width
+    first_m = group * GROUP_M
+    size_m = min(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % size_m
+    pid_n = (pid % width) // size_m
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        a = a_desc.load([pid_m * BLOCK_M, k])
+        b = b_desc.load([k, pid_n * BLOCK_N])
+        acc = tl.dot(a, b, acc)
+    c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(tl.float16))
+
+
+SHAPES = {  # (M, N, K): tokens x out x in
+    "vit32 qkv": (6304, 2304, 768), "vit32 fc1": (6304, 3072, 768), "vit32 fc2": (6304, 768, 3072),
+    "vit32 proj": (6304, 768, 768), "bert32 fc1": (4096, 3072, 768), "bert32 fc2": (4096, 768, 3072),
+    "vit1 fc1": (197, 3072, 768), "vit1 fc2": (197, 768, 3072), "bert1 qkv": (128, 2304, 768),
+}
+TILES = [(128, 128, 64, 8, 3), (128, 128, 64, 4, 4), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3),
+         (128, 128, 64, 8, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4), (32, 64, 64, 4, 4), (64, 32, 128, 4, 4)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+    rows = []
+    for sname, (M, N, K) in SHAPES.items():
+        A = torch.randn(M, K, device="cuda", dtype=torch.float16)
+        B = torch.randn(K, N, device="cuda", dtype=torch.float16)
+        ref = A @ B
+        flop = 2 * M * N * K
+        ms = do_bench_cudagraph(functools.partial(torch.matmul, A, B))
+        rows.append({"shape": sname, "variant": "cublas", "ms": ms, "tflops": flop / ms / 1e9})
+        print(f"{sname:12s} cublas {ms * 1e3:8.1f} us {flop / ms / 1e9:6.0f} TFLOP/s", flush=True)
+        best = None
+        for bm, bn, bk, w, s in TILES:
+            if (M < 1000) != (bm * bn <= 128 * 64) and bm * bn != 128 * 128:
+                continue  # big tiles for big M, small tiles for small M, 128x128 for both
+            for kern, group in ((mm_masked, 0), (mm_masked, 8), (mm_clamped, 8), (mm_tma, 8)):
+                C = torch.empty(M, N, device="cuda", dtype=torch.float16)
+                ntile = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+                grid = (triton.cdiv(M, bm), triton.cdiv(N, bn)) if group == 0 else (ntile,)
+                try:
+                    run = functools.partial(kern[grid], A, B, C, M, N, K, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+                                            GROUP_M=group, num_warps=w, num_stages=s)
+                    run()
+                    err = ((C.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
+                    ms = do_bench_cudagraph(run)
+                except Exception as e:  # a variant that does not compile is reported, not fatal
+                    print(f"{sname:12s} {kern.__name__} g{group} {bm}x{bn}x{bk} w{w} s{s}: {type(e).__name__} "
+                          f"{str(e)[:120]}", flush=True)
+                    continue
+                r = {"shape": sname, "variant": f"{kern.__name__} g{group}", "tile": [bm, bn, bk, w, s], "ms": ms,
+                     "tflops": flop / ms / 1e9, "err": err}
+                rows.append(r)
+                if best is None or ms < best["ms"]:
+                    best = r
+                print(f"{sname:12s} {kern.__name__:10s} g{group} {bm}x{bn}x{bk} w{w} s{s} {ms * 1e3:8.1f} us "
+                      f"{flop / ms / 1e9:6.0f} TFLOP/s err {err:.1e}", flush=True)
+        print(f"BEST {sname}: {best}", flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Where an engine's time goes on the GPU: per-kernel device times (CUPTI, no launch overhead), by template.
+
+    python benchmarks/kernel_profile.py vit_b_16:32:2 bert_base:32:3 [--json out.json]
+
+Each argument is model:batch:opt_level (fp16, random weights, as in bench.py). For each engine it prints the
+CUDA-graph time, the sum of kernel times per template, and the slowest kernels with their fused IR ops, tile,
+TFLOP/s (GEMM/conv) and GB/s (the bytes the kernel must move), so the worst kernels' roofline is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import trtjit  # noqa: E402
+from benchmarks.bench import time_ms  # noqa: E402
+from benchmarks.models import MODELS, randomize  # noqa: E402
+
+
+def device_times(engine, inputs, iters: int = 5) -> dict[str, float]:
+    """Median device time per kernel name (ms) over ``iters`` eager (non-graph) runs, from the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    engine.cuda_graphs = False
+    engine(*inputs)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            engine(*inputs)
+        torch.cuda.synchronize()
+    per: dict[str, list[float]] = defaultdict(list)
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            per[ev.name].append(ev.device_time_total / 1e3 if hasattr(ev, "device_time_total") else ev.cuda_time / 1e3)
+    engine.cuda_graphs = True
+    out = {}
+    for name, ts in per.items():
+        ts.sort()
+        out[name] = sum(ts) / iters  # total per forward (a kernel name may run several times per forward)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("specs", nargs="+")
+    p.add_argument("--json", default=None)
+    p.add_argument("--top", type=int, default=15)
+    a = p.parse_args()
+    cap = torch.cuda.get_device_capability()
+    report = []
+    for spec in a.specs:
+        name, batch, level = spec.split(":")
+        torch.manual_seed(0)
+        model, inputs = MODELS[name](int(batch))
+        model = randomize(model).eval().cuda().half()
+        inputs = tuple(t.cuda().half() if t.is_floating_point() else t.cuda() for t in inputs)
+        engine = trtjit.compile(model, inputs, opt_level=int(level), targets=[f"sm_{cap[0]}{cap[1]}"])
+        graph_ms = time_ms(engine, inputs)
+        dev = device_times(engine, inputs)
+        rows = []
+        for k in engine.kernels:
+            ms = dev.get(k.name, 0.0)
+            rows.append({"name": k.name, "template": k.template, "covers": k.covers, "grid": list(k.grid),
+                         "tile": {**k.constexprs, "w": k.num_warps, "s": k.num_stages}, "src": k.tile, "ms": ms,
+                         "tflops": k.flops / (ms * 1e-3) / 1e12 if ms else 0.0,
+                         "gbs": k.bytes / (ms * 1e-3) / 1e9 if ms else 0.0})
+        by_t: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        for r in rows:
+            by_t[r["template"]][0] += r["ms"]
+            by_t[r["template"]][1] += 1
+        total = sum(r["ms"] for r in rows)
+        print(f"\n== {spec}: graph {graph_ms:.3f} ms, kernels {len(rows)}, sum of device times {total:.3f} ms", flush=True)
+        for t, (ms, n) in sorted(by_t.items(), key=lambda x: -x[1][0]):
+            print(f"   {t:10s} {n:4d} kernels {ms:7.3f} ms")
+        for r in sorted(rows, key=lambda r: -r["ms"])[:a.top]:
+            print(f"   {r['ms'] * 1e3:7.1f} us {r['template']:9s} {r['tflops']:6.1f} TF {r['gbs']:6.0f} GB/s "
+                  f"grid {r['grid']} {r['tile']} {r['src']} | {' '.join(r['covers'])[:110]}", flush=True)
+        report.append({"spec": spec, "graph_ms": graph_ms, "kernels": rows})
+        del engine
+        torch.cuda.empty_cache()
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
