@@ -1,7 +1,8 @@
 """Precision assignment: run the graph's float32 tensors in fp16 or bf16.
 
-Requires: composites decomposed and constants folded (BatchNorm folded in fp32 first). Guarantees: with
-``precision`` "fp16"/"bf16", every float32 weight is converted, float32 graph inputs are cast on entry
+Requires: composites decomposed and constants folded (BatchNorm folded in fp32 first); before
+``quantize_int8``. Guarantees: with ``precision`` "fp16"/"bf16" (or "int8"/"fp8" with that
+``fallback_precision``: the int8 pass then quantizes the 16-bit GEMMs), every float32 weight is converted, float32 graph inputs are cast on entry
 and outputs cast back (the caller's dtypes are kept), and every op's output spec is re-inferred, so
 intermediate tensors are stored in 16 bits (kernels still accumulate and reduce in fp32). Ops named in
 ``keep_fp32`` (node names, name prefixes or op types, e.g. "layer_norm" parts via their names, or
@@ -28,7 +29,9 @@ def _kept(name: str, op: str, keep: tuple[str, ...]) -> bool:
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
-    target = _TARGET.get(ctx.options.precision)
+    opts = ctx.options
+    label = opts.precision if opts.precision not in ("int8", "fp8") else opts.fallback_precision
+    target = _TARGET.get(label)
     if target is None:
         return graph
     keep = tuple(ctx.options.keep_fp32)
@@ -43,7 +46,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if n.op == "input":
             if n.spec.dtype == torch.float32:
                 users = graph.users(Value(name))
-                cast = graph.add("cast", [Value(name)], {"dtype": dtype_name(target)}, name=f"{name}.{ctx.options.precision}")
+                cast = graph.add("cast", [Value(name)], {"dtype": dtype_name(target)}, name=f"{name}.{label}")
                 for u, i in users:
                     graph.set_input(u, i, Value(cast.name))
                 graph.outputs = [Value(cast.name) if o == Value(name) else o for o in graph.outputs]

@@ -114,6 +114,35 @@ def test_small_cnn_int8(cal_cls, gen):
     assert agree >= 0.9 * 2 * len(xs)
 
 
+@pytest.mark.parametrize("fallback", ["fp16", "bf16"])
+def test_int8_with_16bit_fallback(fallback, gen):
+    """fallback_precision: every layer that is not int8 and every tensor between layers is 16-bit (TensorRT's
+    INT8 + FP16 flags); the int8 layers' dequantize stays fp32 in the kernel and stores the 16-bit dtype.
+    The user's fp32 input and output dtypes are kept."""
+    model = _cnn(gen)
+    x = torch.randn(2, 3, 8, 8, generator=gen)
+    engine = _build(model, x, trtjit.MinMaxCalibrator(_batches(gen, (2, 3, 8, 8))), verify=True,
+                    fallback_precision=fallback)
+    # the RGB stem conv (3 input channels) stays 16-bit: faster than int8 there
+    assert set(_int8_layers(engine)) == {"conv1", "conv2", "head.matmul"}, engine.precision_table()
+    report = {r["layer"]: r for r in engine.precision_report()}
+    assert report["stem.0"]["precision"] == fallback and "3 input channels" in report["stem.0"]["reason"]
+    want = {"fp16": torch.float16, "bf16": torch.bfloat16}[fallback]
+    floats = {s.dtype for n in engine.graph if n.op not in ("input", "constant") for s in n.outputs
+              if s.dtype.is_floating_point}
+    assert want in floats and floats <= {want, torch.float32}
+    outs = {v.node for v in engine.graph.outputs}
+    stored = {s.dtype for n in engine.graph if n.op == "fused_gemm" and n.name not in outs for s in n.outputs}
+    assert stored <= {want, torch.int8} and torch.int8 in stored  # no fp32 tensor between layers
+    with torch.no_grad():
+        ref = model(x.to(DEVICE))
+    out = engine(x.to(DEVICE))
+    assert out.dtype == torch.float32 and rel_error(out, ref) <= 2 * TOL
+    assert_close_rel(out, run_graph(engine.graph, [x.to(DEVICE)])[0], tol=1e-2)  # kernels == the IR
+    with pytest.raises(trtjit.InputError, match="fallback_precision"):
+        trtjit.compile(model, (x,), precision="fp16", fallback_precision="fp16")
+
+
 @pytest.mark.parametrize("cal_cls", CALIBRATORS, ids=lambda c: c.__name__)
 def test_transformer_block_int8(cal_cls, gen):
     model, (x,) = example("transformer_layer")

@@ -523,6 +523,40 @@ def test_materialize_views(gen):
         assert lay.root == v and lay.is_contiguous and is_kernel_node(g, v.node), v
 
 
+# ------------------------------------------------------------------------------------- fold_view_chains
+def test_fold_view_chains_mha_split(gen):
+    """nn.MultiheadAttention's q.view(L, B*H, hd).transpose(0, 1).view(B, H, L, hd) on a strided slice of the
+    packed projection: rewritten as view(L, B, H, hd).permute(1, 2, 0, 3), which needs no copy."""
+    SPLIT = rule_name("fold_view_chains", "SPLIT_PERMUTE")
+    g = Graph()
+    x = inp(g, "x", 5, 2, 3, 8)  # [L, B, 3, E] packed projection
+    q = op(g, "select", [op(g, "permute", [x], "t", dims=[2, 0, 1, 3])], "q", dim=0, index=1)  # [L, B, E] strided
+    v = op(g, "reshape", [q], "v", shape=[5, 4, 4])  # merges B with the head dim across unrelated strides
+    tr = op(g, "permute", [v], "tr", dims=[1, 0, 2])
+    out = op(g, "reshape", [tr], "out", shape=[2, 2, 5, 4])
+    keep = op(g, "reshape", [x], "keep", shape=[10, 24])  # a viewable reshape: untouched
+    g.outputs = [op(g, "exp", [out], "e"), op(g, "neg", [keep], "n")]
+    assert compute_layouts(g, strict=False)[v] is None
+    g, rec = check_pass("fold_view_chains", g, gen)
+    assert fired(rec, SPLIT) == ["v"]
+    assert g.node("v.split").attrs["shape"] == [5, 2, 2, 4] and g.node("tr.split").attrs["dims"] == [1, 2, 0, 3]
+    assert "v" not in g and "tr" not in g and "out" not in g and g.node("keep").op == "reshape"
+    layouts = compute_layouts(g)  # strict: every value is a strided view now, no copy needed
+    assert layouts[V("tr.split")].root == V("x")
+
+
+def test_fold_view_chains_negative(gen):
+    """A chain that is viewable already, or whose shapes do not nest, is left alone."""
+    g = Graph()
+    x = inp(g, "x", 6, 4)
+    a = op(g, "reshape", [op(g, "permute", [x], "t", dims=[1, 0])], "a", shape=[8, 3])  # 4*6 -> 8*3: no nesting
+    b = op(g, "permute", [a], "b", dims=[1, 0])
+    c = op(g, "reshape", [x], "c", shape=[2, 3, 4])  # viewable
+    g.outputs = [op(g, "exp", [b], "e"), op(g, "neg", [op(g, "permute", [c], "p", dims=[2, 0, 1])], "n")]
+    g, rec = check_pass("fold_view_chains", g, gen)
+    assert fired(rec) == [] and {"a", "b", "c", "p"} <= set(n.name for n in g)
+
+
 # ------------------------------------------------------------------------------------------ memory_plan
 def _chain_graph() -> Graph:
     g = Graph()

@@ -26,10 +26,14 @@ class BuildOptions:
         scales from the calibrator passed to ``trtjit.compile(..., calibrator=...)`` (the calibrator is an
         argument of the build, not an option: options stay frozen and serializable; its result, the scales,
         lives in the IR), unless the layer is kept in fp32 (below) or fails the precision check; every
-        other op runs in fp32.
+        other op runs in ``fallback_precision``.
     precision "fp8": the same with float8_e4m3fn matmuls (scales = calibrated threshold / 448, accumulation
         in fp32; convolutions stay fp32): for GPUs with fp8 tensor cores (sm_89, sm_90 and newer); other
         ``targets`` are refused, and so is a GPU without them at run time.
+    fallback_precision: with "int8"/"fp8", the precision of everything that is not an int8/fp8 layer (the
+        tensors between layers, pointwise ops, reductions, layers kept out of int8): "fp32" (default), or
+        "fp16"/"bf16" as with that precision (TensorRT's INT8 + FP16 builder flags; a model already in fp16
+        gets it anyway). The int8 layers' dequantize math stays fp32 inside their kernels.
     keep_fp32: node names, name prefixes or op types that stay fp32 under a lower precision.
     int8_tolerance: a layer stays int8 only if, on the calibration data, its int8 output is within this
         relative error (||int8 - fp32|| / ||fp32||) of its fp32 output and finite.
@@ -50,6 +54,7 @@ class BuildOptions:
 
     opt_level: int = 2
     precision: str = "fp32"
+    fallback_precision: str = "fp32"
     keep_fp32: tuple[str, ...] = ()
     int8_tolerance: float = 0.05
     strict_precision: bool = False
@@ -71,6 +76,12 @@ class BuildOptions:
             object.__setattr__(self, "tuning_cache", str(self.tuning_cache))
         if self.precision not in PRECISIONS:
             raise InputError(f"precision {self.precision!r} is not supported; choose one of {PRECISIONS}")
+        if self.fallback_precision not in ("fp32", "fp16", "bf16"):
+            raise InputError(f"fallback_precision {self.fallback_precision!r} is not supported; choose one of "
+                             "('fp32', 'fp16', 'bf16')")
+        if self.fallback_precision != "fp32" and self.precision not in ("int8", "fp8"):
+            raise InputError(f"fallback_precision={self.fallback_precision!r} applies to precision 'int8' or 'fp8', "
+                             f"not {self.precision!r}")
         if self.precision == "fp8":
             lacking = [t for t in self.targets if t not in FP8_TARGETS]
             if lacking:

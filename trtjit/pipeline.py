@@ -10,12 +10,13 @@ PIPELINES: dict[int, list[str]] = {
     # fold and clean up, no fusion
     1: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "decompose",
         "constant_folding", "assign_precision", "quantize_int8", "remove_noops", "dead_code_elimination",
-        "materialize_views", "memory_plan"],
+        "fold_view_chains", "materialize_views", "memory_plan"],
     # everything: fusion of GEMM epilogues, row reductions and pointwise chains; tiles from the tuning cache
     2: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "fuse_attention", "decompose",
         "constant_folding", "assign_precision", "remove_noops", "dead_code_elimination", "merge_parallel_gemms",
         "quantize_int8", "fuse_gemm_epilogue",
-        "fuse_reductions", "fuse_pointwise", "layout_nhwc", "conv_weight_layout", "materialize_views", "memory_plan", "autotune"],
+        "fuse_reductions", "fuse_pointwise", "layout_nhwc", "conv_weight_layout", "fold_view_chains",
+        "materialize_views", "memory_plan", "autotune"],
 }
 # level 3: the same passes; autotune also times candidate tiles on the GPU (passes/autotune.py)
 PIPELINES[3] = list(PIPELINES[2])

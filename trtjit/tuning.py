@@ -74,8 +74,19 @@ class TuningCache:
         self.dirty = False
 
 
+def _binary_key(k: Any) -> tuple:
+    """What one compiled binary of a candidate is specific to. Candidate tiles often share a source (block
+    sizes are constexprs), so a binary looked up by source alone would run another tile's code on this
+    tile's grid (and time a fraction of the work)."""
+    return k.source, json.dumps(k.constexprs, sort_keys=True), k.num_warps, k.num_stages
+
+
+GRAPH_REPS = 20  # launches per timed CUDA-graph replay
+
+
 def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float]:
-    """``time(kernel_spec) -> ms``: median of ``iters`` CUDA-event timings of one launch on random buffers
+    """``time(kernel_spec) -> ms``: median CUDA-event time per launch, from CUDA-graph replays of
+    ``GRAPH_REPS`` launches (``iters`` single launches where capture fails), on random buffers
     shaped like the kernel's arguments (allocated once per build and shared by all candidates). A
     dynamic-batch graph (trtjit.dynamic) is timed at its opt batch: the engine is tuned for opt."""
     import torch
@@ -103,7 +114,7 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
         from trtjit.crosscompile import compile_kernels
         from trtjit.cuda_launcher import CubinKernel, current_arch
 
-        todo = [k for k in kernels if k.source not in fns]
+        todo = [k for k in kernels if _binary_key(k) not in fns]
         arch = current_arch(device)
         if not todo or arch is None:
             return
@@ -114,14 +125,15 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
             return
         for k, b in zip(todo, bins):
             try:
-                fns[k.source] = CubinKernel(b, device)
+                fns[_binary_key(k)] = CubinKernel(b, device)
             except TrtjitError as e:  # e.g. more shared memory than this GPU allows: the JIT says so when timed
                 log.info("candidate %s not loadable as a cubin: %s", k.name, e)
 
     def time_ms(k: Any) -> float:
-        if k.source not in fns:
-            fns[k.source] = load_kernel(k.name, k.source)
-        fn = fns[k.source]
+        key = _binary_key(k)
+        if key not in fns:
+            fns[key] = load_kernel(k.name, k.source)
+        fn = fns[key]
         args = [buffer(a) for a in k.args] + ([opt] if getattr(k, "batch_arg", False) else [])
 
         def launch() -> None:
@@ -129,14 +141,27 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
 
         launch()  # compiles this tile
         torch.cuda.synchronize(device)
+        # Time REPS back-to-back launches replayed from a CUDA graph: one launch between two events would
+        # also time the CPU's launch (several us, as long as a small GEMM) and rank candidates by noise.
+        run, reps = launch, 1
+        try:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for _ in range(GRAPH_REPS):
+                    launch()
+            run, reps = graph.replay, GRAPH_REPS
+            run()
+        except RuntimeError as e:  # capture refused (e.g. a launcher that syncs): time single launches
+            log.info("CUDA-graph timing of %s unavailable (%s); timing single launches", k.name, e)
+        torch.cuda.synchronize(device)
         times = []
-        for _ in range(iters):
+        for _ in range(iters if reps == 1 else max(3, iters // 4)):
             s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             s.record()
-            launch()
+            run()
             e.record()
             e.synchronize()
-            times.append(s.elapsed_time(e))
+            times.append(s.elapsed_time(e) / reps)
         return statistics.median(times)
 
     time_ms.prepare = prepare  # type: ignore[attr-defined]

@@ -1,0 +1,70 @@
+"""GEMM template paths chosen by shape: mask-free main loops with clamped rows/columns for tiles that overhang
+M or N, the column mask where N is no multiple of 16, the ragged K tail, and epilogue operands loaded in
+their broadcast shape (a bias as one row of BLOCK_N values)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from trtjit.codegen.gemm import gemm_config, tile_candidates
+
+import trtjit
+from tests.conftest import assert_close_rel
+
+
+def gemm_sources(engine) -> list[str]:
+    return [k.source for k in engine.kernels if k.template == "gemm"]
+
+
+@pytest.mark.parametrize(("m", "n", "k", "rows", "cols"), [
+    (64, 64, 64, "rm", "rn"),      # tiles fit exactly: no clamp, no mask
+    (37, 48, 40, "ra", "rb"),      # rows clamp, columns wrap (48 % 16 == 0), K is only a ragged tail
+    (37, 50, 100, "ra", "mask"),   # columns keep their mask (50 % 16 != 0); one full K step and a tail
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_linear_clamped_main_loop(m, n, k, rows, cols, dtype, gen):
+    model = nn.Sequential(nn.Linear(k, n), nn.GELU()).eval().to(dtype)
+    x = torch.randn(m, k, generator=gen).to(dtype)
+    engine = trtjit.compile(model, (x,))
+    (src,) = gemm_sources(engine)
+    loop = src[src.index("acc = tl.zeros"):src.index("mask = (rm")]  # main loop and K tail
+    if rows == "ra":
+        assert f"ra = rm % {m}" in src
+    if cols == "rb":
+        assert f"rb = rn % {n}" in src and "mask=rn <" not in loop
+    elif cols == "mask":
+        assert f"mask=rn < {n}" in loop or f"(rn < {n})" in loop
+    else:
+        assert "a = tl.load(a_ptrs)" in src and "b = tl.load(b_ptrs)" in src
+    # the bias loads as one [1, BLOCK_N] row, not a tile of pointers
+    (bias_load,) = [ln for ln in src.splitlines() if ln.endswith("# 0.bias")]
+    assert f"tl.load(in2 + rn, mask=rn < {n}, other=0.0)" in bias_load
+    with torch.no_grad():
+        ref = model.double()(x.double())
+    assert_close_rel(engine(x).double(), ref, 1e-4 if dtype == torch.float32 else 1e-2)
+
+
+def test_batched_matmul_folds_batch_and_clamps(gen):
+    """A batched activation times a shared weight folds the batch into M; a ragged M clamps the folded row."""
+    model = nn.Linear(24, 32).eval()
+    x = torch.randn(3, 5, 24, generator=gen)
+    engine = trtjit.compile(model, (x,))
+    (src,) = gemm_sources(engine)
+    assert "ra = rm % 15" in src and "ab0 = (ra // 5) % 3" in src
+    with torch.no_grad():
+        assert_close_rel(engine(x), model(x), 1e-4)
+
+
+def test_tile_heuristic_fills_the_gpu():
+    # wide N with many tiles: 128x256, 8 warps
+    assert gemm_config(4096, 3072, 768, 1, torch.float16) == (128, 256, 64, 8, 3)
+    # batch-1 transformer shapes step down until half of the 132 SMs have a program
+    assert gemm_config(197, 3072, 768, 1, torch.float16)[:2] == (64, 128)
+    assert gemm_config(128, 2304, 768, 1, torch.float16)[:2] == (64, 64)
+    assert gemm_config(197, 768, 3072, 1, torch.float16)[:3] == (64, 32, 128)
+    # BLOCK_K spans 128 bytes of K for every operand width
+    assert gemm_config(4096, 1024, 4096, 1, torch.int8)[2] == 128
+    assert gemm_config(4096, 1024, 4096, 1, torch.float32)[2] == 32
+    cands = tile_candidates({"M": 4096, "N": 1024, "K": 4096, "batch": 1}, torch.int8)
+    assert all(c["BLOCK_K"] >= 64 for c in cands) and len({tuple(c.values()) for c in cands}) == len(cands)
