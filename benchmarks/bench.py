@@ -3,8 +3,8 @@
     python benchmarks/bench.py [--models resnet50,bert_base] [--batches 1,32] [--max-autotune] [--json out.json]
 
 For every (model, batch): check trtjit's output against eager, then time eager, torch.compile (default;
-reduce-overhead at batch 1; max-autotune behind a flag) and trtjit with CUDA events after warm-up (median
-of many runs), and report trtjit's build time, engine save + load + first inference time, achieved
+reduce-overhead at batch 1; max-autotune behind a flag) and trtjit with CUDA events after warm-up (medians
+of 5 rounds of 20 runs, the contenders taking turns within each round), and report trtjit's build time, engine save + load + first inference time, achieved
 TFLOP/s and fraction of the measured GEMM ceiling, and peak GPU memory.
 """
 
@@ -50,8 +50,18 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
+def interleaved(fns: dict[str, object], inputs, rounds: int = 5, iters: int = 20) -> dict[str, float]:
+    """ms of each contender: the median over ``rounds`` of each round's median, the contenders timed in turn
+    within every round, so a drift of the card's speed during the run (clocks, other tenants) falls on all
+    of them alike instead of on whichever was timed last."""
+    per: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            per[k].append(time_ms(fn, inputs, warmup=3, iters=iters))
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
 def compiled(model, inputs, mode: str | None):
-    torch._dynamo.reset()
     fn = torch.compile(model, mode=mode)
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -66,18 +76,15 @@ def bench_one(name: str, batch: int, args) -> dict:
     model = randomize(model).eval().cuda().half()
     inputs = tuple(t.cuda().half() if t.is_floating_point() else t.cuda() for t in inputs)
     row: dict = {"model": name, "batch": batch, "precision": "fp16"}
+    torch._dynamo.reset()
+    contenders: dict[str, object] = {"eager_ms": model}
     with torch.no_grad():
         ref = model(*inputs)
-        row["eager_ms"] = time_ms(model, inputs)
-        fn, row["compile_first_s"] = compiled(model, inputs, None)
-        row["compile_ms"] = time_ms(fn, inputs)
+        contenders["compile_ms"], row["compile_first_s"] = compiled(model, inputs, None)
         if batch == 1:
-            fn, row["ro_first_s"] = compiled(model, inputs, "reduce-overhead")
-            row["ro_ms"] = time_ms(fn, inputs)
+            contenders["ro_ms"], row["ro_first_s"] = compiled(model, inputs, "reduce-overhead")
         if args.max_autotune:
-            fn, row["ma_first_s"] = compiled(model, inputs, "max-autotune")
-            row["ma_ms"] = time_ms(fn, inputs)
-        torch._dynamo.reset()
+            contenders["ma_ms"], row["ma_first_s"] = compiled(model, inputs, "max-autotune")
     t0 = time.perf_counter()
     cap = torch.cuda.get_device_capability()
     targets = [f"sm_{cap[0]}{cap[1]}"] if not args.jit else []  # cubins compiled in parallel worker processes
@@ -89,9 +96,14 @@ def bench_one(name: str, batch: int, args) -> dict:
     row["max_rel_err"] = rel_err(out, ref)
     if not ref.abs().max() > 0:
         raise RuntimeError(f"{name}: the eager reference output is all zeros; the output check would prove nothing")
+    contenders["trtjit_ms"] = engine
     torch.cuda.reset_peak_memory_stats()
-    row["trtjit_ms"] = time_ms(engine, inputs)
+    engine(*inputs)
     row["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    with torch.no_grad():
+        row.update(interleaved(contenders, inputs))
+    del contenders
+    torch._dynamo.reset()
     with tempfile.TemporaryDirectory() as d:
         path = engine.save(os.path.join(d, "m.plan"))
         t0 = time.perf_counter()

@@ -31,6 +31,9 @@ from trtjit.errors import BuildError
 from trtjit.layout import Layout
 
 
+LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e))
+
+
 def _drop2(lay: Layout) -> Layout:
     return Layout(lay.root, lay.shape[:-2], lay.strides[:-2], lay.offset)
 
@@ -82,11 +85,18 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     sqm, sqd = q.layout.strides[-2:]
     skn, skd = k.layout.strides[-2:]
     svn, svd = v.layout.strides[-2:]
+    # Masks only where a tile overhangs: keys S % BLOCK_N, head dims D < BLOCK_D (e.g. 80 in 128).
+    n_part, d_part, dv_part = S % bn != 0, D != bd, Dv != bdv
+
+    def both(a: str | None, b: str | None) -> str:
+        m = " & ".join(x for x in (a, b) if x)
+        return f", mask={m}, other=0.0" if m else ""
+
     w("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
     w("offs_d = tl.arange(0, BLOCK_D)")
     w("offs_dv = tl.arange(0, BLOCK_DV)")
-    w(f"q = tl.load({q.pointer} + {q_off} + offs_m[:, None] * {sqm} + offs_d[None, :] * {sqd}, "
-      f"mask=(offs_m[:, None] < {L}) & (offs_d[None, :] < {D}), other=0.0)")
+    w(f"q = tl.load({q.pointer} + {q_off} + offs_m[:, None] * {sqm} + offs_d[None, :] * {sqd}"
+      f"{both(f'(offs_m[:, None] < {L})', f'(offs_d[None, :] < {D})' if d_part else None)})")
     if upcast:
         w("q = q.to(tl.float32)")
     w("m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)")
@@ -95,11 +105,12 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     end = f"tl.minimum({S}, (pid_m + 1) * BLOCK_M)" if node.attrs["is_causal"] else str(S)
     w(f"for start in range(0, {end}, BLOCK_N):")
     w("    offs_n = start + tl.arange(0, BLOCK_N)")
-    w(f"    kt = tl.load({k.pointer} + {k_off} + offs_n[None, :] * {skn} + offs_d[:, None] * {skd}, "
-      f"mask=(offs_n[None, :] < {S}) & (offs_d[:, None] < {D}), other=0.0)")
+    w(f"    kt = tl.load({k.pointer} + {k_off} + offs_n[None, :] * {skn} + offs_d[:, None] * {skd}"
+      f"{both(f'(offs_n[None, :] < {S})' if n_part else None, f'(offs_d[:, None] < {D})' if d_part else None)})")
     if upcast:
         w("    kt = kt.to(tl.float32)")
-    w(f'    s = tl.dot(q, kt, input_precision="{prec}") * {scale!r}')
+    # scores in log2 units (scale * log2(e) folded in), so the softmax exponentials are exp2
+    w(f'    s = tl.dot(q, kt, input_precision="{prec}") * {scale * LOG2E!r}')
     if mask is not None:
         m_lay = mask.layout
         mshape = batch + (L, S)
@@ -112,19 +123,20 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         if mask.dtype == torch.bool:
             w(f"    keep = tl.load({mask.pointer} + {m_off}, mask={inb}, other=0)")
             fill = node.attrs.get("mask_fill")
-            w(f"    s = tl.where(keep, s, {lit(float(fill) if fill is not None else float('-inf'))})")
+            w(f"    s = tl.where(keep, s, {lit(float(fill) * LOG2E if fill is not None else float('-inf'))})")
         else:
-            w(f"    s = s + tl.load({mask.pointer} + {m_off}, mask={inb}, other=0.0).to(tl.float32)")
+            w(f"    s = s + tl.load({mask.pointer} + {m_off}, mask={inb}, other=0.0).to(tl.float32) * {LOG2E!r}")
     if node.attrs["is_causal"]:
         w("    s = tl.where(offs_m[:, None] >= offs_n[None, :], s, float('-inf'))")
-    w(f"    s = tl.where(offs_n[None, :] < {S}, s, float('-inf'))")
+    if n_part:
+        w(f"    s = tl.where(offs_n[None, :] < {S}, s, float('-inf'))")
     w("    m_new = tl.maximum(m_i, tl.max(s, 1))")
     w("    m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)  # rows masked so far stay empty")
-    w("    p = tl.exp(s - m_safe[:, None])")
-    w("    alpha = tl.exp(m_i - m_safe)")
+    w("    p = tl.exp2(s - m_safe[:, None])")
+    w("    alpha = tl.exp2(m_i - m_safe)")
     w("    l_i = l_i * alpha + tl.sum(p, 1)")
-    w(f"    vt = tl.load({v.pointer} + {v_off} + offs_n[:, None] * {svn} + offs_dv[None, :] * {svd}, "
-      f"mask=(offs_n[:, None] < {S}) & (offs_dv[None, :] < {Dv}), other=0.0)")
+    w(f"    vt = tl.load({v.pointer} + {v_off} + offs_n[:, None] * {svn} + offs_dv[None, :] * {svd}"
+      f"{both(f'(offs_n[:, None] < {S})' if n_part else None, f'(offs_dv[None, :] < {Dv})' if dv_part else None)})")
     if upcast:
         w(f'    acc = acc * alpha[:, None] + tl.dot(p, vt.to(tl.float32), input_precision="{prec}")')
     else:

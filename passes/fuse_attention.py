@@ -9,6 +9,9 @@ softmax's uniform weights; a -inf fill gives 0 there, as ``F.scaled_dot_product_
 eager softmax gives NaN). Patterns with other shapes (mask before scale, a softmax not over the last dim,
 intermediates used elsewhere) are left alone and the reason is logged.
 
+An ``sdpa`` whose mask is a constant that keeps every key (HF BERT without an attention_mask) loses the
+mask input.
+
 Grouped-query attention: when K and V of an ``sdpa`` are HF's ``repeat_kv`` (unsqueeze + expand + reshape
 of [..., kv_heads, S, E] to [..., kv_heads * n_rep, S, E]), the ``sdpa`` reads the unrepeated K and V
 with ``enable_gqa`` (query head h uses kv head h // n_rep), so the repeated copies are never made.
@@ -28,8 +31,26 @@ ATTENTION = rule("matmul + scale + mask + softmax + matmul => attention", "fuse_
                  "the score matrix never reaches memory: one flash-attention kernel")
 
 
+NO_MASK = rule("attention + constant all-keep mask => attention", "fuse_attention",
+               "a mask that keeps every key (all True, or all 0 added) changes nothing: the kernel skips it")
+
 GQA = rule("repeat_kv (unsqueeze + expand + reshape) + attention => grouped-query attention", "fuse_attention",
            "the kernel maps each query head to its kv head: K and V are never copied n_rep times")
+
+
+_VIEWS = ("expand", "reshape", "permute", "unsqueeze", "squeeze", "slice", "copy")
+
+
+def _keeps_everything(graph: Graph, v: Value) -> bool:
+    """Whether ``v`` is a constant (through views) that masks nothing: all True, or all 0 when added.
+    HF BERT without an attention_mask passes an expanded all-True mask."""
+    n = graph.node(v.node)
+    while n.op in _VIEWS:
+        n = graph.node(graph.inputs_of(n.name)[0].node)
+    if n.op != "constant":
+        return False
+    t = n.value
+    return bool(t.all()) if t.dtype == torch.bool else bool((t == 0).all())
 
 
 def _through_copies(graph: Graph, v: Value) -> Value:
@@ -169,6 +190,16 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                         source=src)
         graph.replace_all_uses(Value(name), Value(att.name))
         ctx.fired(ATTENTION, name, f"scale {m['scale']:.6g}" + (", mask" if m["mask"] is not None else ""))
+    for name in graph.topo_order():
+        n = graph.node(name)
+        ins = graph.inputs_of(name)
+        if n.op != "sdpa" or len(ins) != 4 or not _keeps_everything(graph, ins[3]):
+            continue
+        att = graph.add("sdpa", ins[:3], dict(n.attrs), name=f"{name}.unmasked", source=n.source)
+        graph.replace_all_uses(Value(name), Value(att.name))
+        graph.remove_node(name)
+        graph.rename(att.name, name)
+        ctx.fired(NO_MASK, name, f"{graph.spec(ins[3]).dtype} mask {list(graph.spec(ins[3]).shape)}")
     for name in graph.topo_order():
         if graph.node(name).op != "sdpa":
             continue

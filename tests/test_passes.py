@@ -714,6 +714,25 @@ def test_fuse_attention_eager_pattern(gen):
     assert skipped(rec, ATT)["pv2"] == ["scores do not come from a matmul used only here"]
 
 
+@pytest.mark.parametrize("kind", ["bool", "additive"])
+def test_fuse_attention_drops_an_all_keep_mask(kind, gen):
+    """HF BERT without an attention_mask passes sdpa an expanded constant all-True mask: the kernel skips it.
+    A mask that drops a key stays."""
+    NO_MASK = rule_name("fuse_attention", "NO_MASK")
+    g = Graph()
+    q, k, v = inp(g, "q", 2, 3, 5, 8), inp(g, "k", 2, 3, 6, 8), inp(g, "v", 2, 3, 6, 4)
+    keep_all = torch.ones(1, 1, 5, 1, dtype=torch.bool) if kind == "bool" else torch.zeros(1, 1, 5, 1)
+    some = torch.ones(1, 1, 5, 6, dtype=torch.bool) if kind == "bool" else torch.zeros(1, 1, 5, 6)
+    some[..., 2] = False if kind == "bool" else -1e4
+    m_all = op(g, "expand", [g.add_constant("keep_all", keep_all)], "m_all", shape=[1, 1, 5, 6])
+    a = op(g, "sdpa", [q, k, v, m_all], "a", scale=None)
+    b = op(g, "sdpa", [q, k, v, g.add_constant("some", some)], "b", scale=None)
+    g.outputs = [a, b]
+    g, rec = check_pass("fuse_attention", g, gen)
+    assert fired(rec, NO_MASK) == ["a"]
+    assert len(g.inputs_of("a")) == 3 and len(g.inputs_of("b")) == 4 and g.outputs == [V("a"), V("b")]
+
+
 # --------------------------------------------------------------------------------- merge_parallel_gemms
 def test_merge_parallel_gemms_qkv(gen):
     MERGE = rule_name("merge_parallel_gemms", "MERGE")
