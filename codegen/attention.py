@@ -14,6 +14,7 @@ import math
 
 import torch
 from trtjit.codegen.common import (
+    SMS,
     KernelInput,
     KernelSpec,
     Writer,
@@ -27,12 +28,9 @@ from trtjit.codegen.common import (
 )
 
 from trtjit.backend import interpreting
+from trtjit.dynamic import hint
 from trtjit.errors import BuildError
 from trtjit.layout import Layout
-
-
-LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e))
-
 
 def _drop2(lay: Layout) -> Layout:
     return Layout(lay.root, lay.shape[:-2], lay.strides[:-2], lay.offset)
@@ -57,6 +55,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     scale = node.attrs["scale"] if node.attrs["scale"] is not None else 1.0 / math.sqrt(D)
     half = q.dtype in (torch.float16, torch.bfloat16)
     bm = 128 if (L >= 128 and half and D <= 64) else max(16, min(64, next_pow2(L)))
+    while bm > 16 and cdiv(hint(L), bm) * hint(math.prod(batch)) < SMS // 2:  # batch 1: fill the GPU first
+        bm //= 2
     bn = max(16, min(64, next_pow2(S)))
     bd, bdv = max(16, next_pow2(D)), max(16, next_pow2(Dv))
     prec = "tf32" if kin.tf32 else "ieee"
@@ -109,8 +109,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
       f"{both(f'(offs_n[None, :] < {S})' if n_part else None, f'(offs_d[:, None] < {D})' if d_part else None)})")
     if upcast:
         w("    kt = kt.to(tl.float32)")
-    # scores in log2 units (scale * log2(e) folded in), so the softmax exponentials are exp2
-    w(f'    s = tl.dot(q, kt, input_precision="{prec}") * {scale * LOG2E!r}')
+    w(f'    s = tl.dot(q, kt, input_precision="{prec}") * {scale!r}')
     if mask is not None:
         m_lay = mask.layout
         mshape = batch + (L, S)
@@ -123,17 +122,17 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         if mask.dtype == torch.bool:
             w(f"    keep = tl.load({mask.pointer} + {m_off}, mask={inb}, other=0)")
             fill = node.attrs.get("mask_fill")
-            w(f"    s = tl.where(keep, s, {lit(float(fill) * LOG2E if fill is not None else float('-inf'))})")
+            w(f"    s = tl.where(keep, s, {lit(float(fill) if fill is not None else float('-inf'))})")
         else:
-            w(f"    s = s + tl.load({mask.pointer} + {m_off}, mask={inb}, other=0.0).to(tl.float32) * {LOG2E!r}")
+            w(f"    s = s + tl.load({mask.pointer} + {m_off}, mask={inb}, other=0.0).to(tl.float32)")
     if node.attrs["is_causal"]:
         w("    s = tl.where(offs_m[:, None] >= offs_n[None, :], s, float('-inf'))")
     if n_part:
         w(f"    s = tl.where(offs_n[None, :] < {S}, s, float('-inf'))")
     w("    m_new = tl.maximum(m_i, tl.max(s, 1))")
     w("    m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)  # rows masked so far stay empty")
-    w("    p = tl.exp2(s - m_safe[:, None])")
-    w("    alpha = tl.exp2(m_i - m_safe)")
+    w("    p = tl.exp(s - m_safe[:, None])")
+    w("    alpha = tl.exp(m_i - m_safe)")
     w("    l_i = l_i * alpha + tl.sum(p, 1)")
     w(f"    vt = tl.load({v.pointer} + {v_off} + offs_n[:, None] * {svn} + offs_dv[None, :] * {svd}"
       f"{both(f'(offs_n[:, None] < {S})' if n_part else None, f'(offs_dv[None, :] < {Dv})' if dv_part else None)})")

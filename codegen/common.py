@@ -26,6 +26,8 @@ FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 MAX_INDEX = 2**31 - 1
 
 
+SMS = 132  # streaming multiprocessors of an H100 SXM: default tiles and blocks aim to fill them
+
 @dataclass
 class KernelSpec:
     """One generated kernel and how to launch it."""

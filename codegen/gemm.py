@@ -14,6 +14,7 @@ import re
 
 import torch
 from trtjit.codegen.common import (
+    SMS,
     BodyEmitter,
     KernelInput,
     KernelSpec,
@@ -39,7 +40,6 @@ def _block(n: int, cap: int) -> int:
     return max(16, min(cap, next_pow2(n)))
 
 
-SMS = 132  # streaming multiprocessors of an H100 SXM: the default tiles aim to fill them
 
 
 def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple[int, int, int, int, int]:

@@ -13,6 +13,7 @@ import math
 
 import torch
 from trtjit.codegen.common import (
+    SMS,
     BodyEmitter,
     KernelInput,
     KernelSpec,
@@ -27,7 +28,7 @@ from trtjit.codegen.common import (
     store_cast,
 )
 
-from trtjit.dynamic import GuardError, is_dynamic
+from trtjit.dynamic import GuardError, hint, is_dynamic
 from trtjit.errors import BuildError
 from trtjit.ir import Node, Value
 from trtjit.layout import contiguous_strides
@@ -75,6 +76,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
                          f"reduction limit of {MAX_COLS}")
     block_c = next_pow2(ncols)
     block_r = max(1, min(next_pow2(nrows), TILE // block_c))
+    while block_r > 1 and cdiv(hint(nrows), block_r) < SMS:  # few rows (batch 1): a program per SM first
+        block_r //= 2
     w = Writer()
     w("rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]")
     w("cols = tl.arange(0, BLOCK_C)[None, :]")

@@ -7,8 +7,10 @@ constant ``[OC, C/g, KH, KW]`` reads it through ``permute(W_hwio, [3, 2, 0, 1])`
 unchanged, only its storage. The kernel's reduction index runs (kh, kw, c) with c fastest, so the B tile
 ``[BLOCK_K, BLOCK_N]`` becomes one contiguous row block per k (output channels fastest) instead of a
 gather striding by C*KH*KW along N and by KH*KW along K; a depthwise weight ``[C, 1, KH, KW]`` becomes
-``[KH, KW, 1, C]``, one contiguous channel vector per tap. A constant read by other kernels too keeps its
-original copy for them.
+``[KH, KW, 1, C]``, one contiguous channel vector per tap. An int8/fp8 weight (not depthwise) is stored
+OHWI instead (``W.permute(0, 2, 3, 1)``): Hopper's 8-bit MMAs take B K-major, and with c fastest the
+(kh, kw, c) reduction index of one output channel is one contiguous run. A constant read by other kernels
+too keeps its original copy for them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from trtjit.passmanager import PassContext
 
 HWIO = rule("NHWC conv weight => HWIO storage", "conv_weight_layout",
             "the weight tile of a channels-last convolution loads contiguously (output channels fastest)")
+OHWI = rule("NHWC int8/fp8 conv weight => OHWI storage", "conv_weight_layout",
+            "8-bit tensor-core MMAs (wgmma) read both operands K-major: each output channel's (kh, kw, c) "
+            "run is contiguous")
 TO_OIHW = [3, 2, 0, 1]  # HWIO storage viewed as the logical OIHW weight
+OHWI_TO_OIHW = [0, 3, 1, 2]  # OHWI storage viewed as the logical OIHW weight
 
 
 def _conv_operands(graph: Graph, name: str) -> tuple[Value, int, Value] | None:
@@ -54,13 +60,17 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         lay = layouts.get(x)
         if lay is None or lay.strides[1] != 1 or graph.spec(x).shape[1] == 1:
             continue  # NCHW input: the kernel's K order is (c, kh, kw), which OIHW already serves
+        k_major = src.value.element_size() == 1 and src.value.shape[1] > 1  # int8/fp8, not depthwise
         if wv.node not in relaid:
-            t = src.value.permute(2, 3, 1, 0).contiguous()
-            c = graph.add_constant(f"{wv.node}.hwio", t, source=src.source)
-            relaid[wv.node] = Value(graph.add("permute", [c], {"dims": TO_OIHW}, name=f"{wv.node}.oihw",
+            order, view, tag = ((0, 2, 3, 1), OHWI_TO_OIHW, "ohwi") if k_major else ((2, 3, 1, 0), TO_OIHW, "hwio")
+            c = graph.add_constant(f"{wv.node}.{tag}", src.value.permute(*order).contiguous(), source=src.source)
+            relaid[wv.node] = Value(graph.add("permute", [c], {"dims": view}, name=f"{wv.node}.oihw",
                                               source=src.source).name)
         graph.set_input(name, index, relaid[wv.node])
-        ctx.fired(HWIO, name, f"weight {wv.node} {tuple(src.value.shape)} stored as HWIO")
+        if k_major:
+            ctx.fired(OHWI, name, f"weight {wv.node} {tuple(src.value.shape)} stored as OHWI")
+        else:
+            ctx.fired(HWIO, name, f"weight {wv.node} {tuple(src.value.shape)} stored as HWIO")
         if not graph.users(wv.node) and not graph.is_output(wv.node):
             graph.remove_node(wv.node)
     return graph

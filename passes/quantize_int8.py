@@ -160,6 +160,14 @@ def _cache_names(graph: Graph) -> dict[Value, str]:
         v = Value(node, int(index))
         if node in graph and v not in out:
             out[v] = tensor
+    # a float -> float cast (fallback_precision's input casts) carries its source's name: the tensor is the
+    # same up to rounding, so an fp32-calibrated cache serves the 16-bit build too
+    for name in graph.topo_order():
+        n = graph.node(name)
+        if n.op == "cast" and n.spec.dtype.is_floating_point:
+            src = graph.inputs_of(name)[0]
+            if graph.spec(src).dtype.is_floating_point:
+                out.setdefault(Value(name), out.get(src, value_name(src)))
     return out
 
 
@@ -281,7 +289,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         extra = {"tensor": tname, "act_scale": sa, "error": err, "clipped": clipped}
         bad = None
         if name in result.fp32_layers:
-            bad = (f"kept fp32 by the calibration cache (int8 relative error {result.fp32_layers[name]:.3g} when "
+            bad = (f"kept out of int8 by the calibration cache (int8 relative error {result.fp32_layers[name]:.3g} when "
                    "calibrated)")
         elif not finite:
             bad = f"{fmt.name} output has NaN/Inf on the calibration data"
@@ -317,7 +325,11 @@ def _rewrite(graph: Graph, name: str, op: str, a: Value, b: Value, wq: torch.Ten
     q = quantized.get(a)
     if q is None:
         q = quantized[a] = _quantize_at_source(graph, a, sa, fmt, quantized)
-    wc = graph.add_constant(f"{name}.weight_{fmt.name}", wq, source=src)
+    if op == "matmul":  # stored [N, K] and read through a transposed view: 8-bit MMAs take B K-major
+        wt = graph.add_constant(f"{name}.weight_{fmt.name}_nk", wq.t().contiguous(), source=src)
+        wc = Value(graph.add("permute", [wt], {"dims": [1, 0]}, name=f"{name}.weight_{fmt.name}", source=src).name)
+    else:
+        wc = graph.add_constant(f"{name}.weight_{fmt.name}", wq, source=src)
     acc = graph.add(op, [q, wc], dict(n.attrs), name=f"{name}.{fmt.name}_acc", source=src)
     f = Value(acc.name)
     if acc.spec.dtype != torch.float32:  # int32 accumulator (fp8 GEMMs accumulate in fp32 already)

@@ -70,6 +70,7 @@ def test_build_progress_and_errors(tmp_path, capsys):
                       (["build", MLP, "--calib-cache", "c.cache"], "--calib-cache is only used with --int8 or --fp8"),
                       (["build", MLP, "--int8", "--calib-cache", "nope.cache"], "nope.cache: no such file"),
                       (["build", MLP, "--fp8"], "--fp8 needs --calib-cache FILE"),
+                      (["build", MLP, "--fp16", "--bf16"], "choose one precision flag"),
                       (["build", MLP, "--target", "sm_42"], "unknown GPU target 'sm_42'"),
                       (["build", "no_such_module_xyz:f"], "cannot import 'no_such_module_xyz'"),
                       (["build", "trtjit.examples"], "expected 'package.module:function'"),
@@ -189,6 +190,15 @@ def test_build_int8_from_calibration_cache(tmp_path, capsys):
     assert main(["inspect", str(out), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert [r["layer"] for r in rep["precision_report"]] == ["fc1.matmul", "fc2.matmul"]
+    # --int8 --fp16 (trtexec's pair): int8 layers from the same cache, fp16 between them
+    out16 = tmp_path / "mlp_int8_fp16.plan"
+    assert main(["build", MLP, "--int8", "--fp16", "--calib-cache", str(cache), "-o", str(out16)]) == 0
+    e16 = trtjit.load(str(out16))
+    assert e16.options.fallback_precision == "fp16"
+    want = ["fp16" if r["precision"] == "fp32" else r["precision"] for r in host.precision_report()]
+    assert [r["precision"] for r in e16.precision_report()] == want and "int8" in want
+    assert any(s.dtype == torch.float16 for n in e16.graph for s in n.outputs)
+    assert (e16(x.to(DEVICE)) - host(x.to(DEVICE))).abs().max() <= 0.05 * host(x.to(DEVICE)).abs().max()
 
 
 def test_progress_bar():

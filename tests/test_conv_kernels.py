@@ -66,10 +66,14 @@ def test_nhwc_conv_weights_stored_hwio(gen, tmp_path):
     assert_close_rel(engine(x).double(), ref, 1e-4)
     plan = engine.save(str(tmp_path / "cnn.plan"))
     assert_close_rel(trtjit.load(plan)(x).double(), ref, 1e-4)  # the HWIO constants round-trip the engine file
-    # int8: the quantized (int8) weights are relaid the same way; the kernels match the exact int8 IR
+    # int8: the quantized (int8) weights are relaid OHWI (K-major for the 8-bit MMAs; the depthwise ones HWIO);
+    # the kernels match the exact int8 IR
     calib = [torch.randn(2, 3, 13, 13, generator=gen) for _ in range(2)]
     e8 = trtjit.compile(copy.deepcopy(model), (x,), precision="int8", calibrator=trtjit.MinMaxCalibrator(calib))
     (rec8,) = [r for r in e8.build_log if r.name == "conv_weight_layout"]
     assert sum(e["fired"] for e in rec8.events) == 4
+    ohwi = [n for n in e8.graph if n.op == "constant" and n.name.endswith(".ohwi")]
+    assert ohwi and all(n.value.dtype == torch.int8 for n in ohwi)
+    assert {tuple(n.value.shape) for n in ohwi} >= {(24, 3, 3, 16), (8, 1, 1, 24)}
     assert any(n.op == "constant" and n.name.endswith(".hwio") and n.value.dtype == torch.int8 for n in e8.graph)
     assert_close_rel(e8(x), run_graph(e8.graph, [x])[0], 1e-4)

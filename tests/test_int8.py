@@ -351,7 +351,8 @@ def test_fp8_gemm(gen):
     fp8 = trtjit.compile(model.to(DEVICE), (x.to(DEVICE),), precision="fp8",
                          calibrator=trtjit.MinMaxCalibrator(_batches(gen, tuple(x.shape), 4)), verify=True)
     assert [r["precision"] for r in fp8.precision_report()] == ["fp8", "fp8"], fp8.precision_table()
-    assert {n.spec.dtype for n in fp8.graph if n.op == "constant" and n.name.endswith("weight_fp8")} == \
+    # e4m3 weights stored [N, K] (K-major, as the 8-bit MMAs read them) behind a transposed view
+    assert {n.spec.dtype for n in fp8.graph if n.op == "constant" and n.name.endswith("weight_fp8_nk")} == \
         {torch.float8_e4m3fn}
     assert any("tl.float8e4nv" in k.source for k in fp8.kernels) and engine.kernels
     out = fp8(x.to(DEVICE))

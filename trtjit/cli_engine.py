@@ -309,18 +309,21 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise InputError("build takes a MODEL (module:factory) or --onnx FILE, not both")
     if not args.model and not args.onnx:
         raise InputError("build needs a MODEL (module:factory) or --onnx FILE")
-    precision = "fp32"
-    for flag in ("fp16", "bf16", "int8", "fp8"):
-        if getattr(args, flag):
-            if flag not in PRECISIONS:
-                raise InputError(f"--{flag}: {flag} precision is not supported yet (supported: "
-                                 f"{', '.join(PRECISIONS)})")
-            if precision != "fp32":
-                raise InputError(f"choose one precision flag, got --{precision} and --{flag}")
-            precision = flag
+    flags = [f for f in ("fp16", "bf16", "int8", "fp8") if getattr(args, f)]
+    for flag in flags:
+        if flag not in PRECISIONS:
+            raise InputError(f"--{flag}: {flag} precision is not supported yet (supported: {', '.join(PRECISIONS)})")
+    low = [f for f in flags if f in ("int8", "fp8")]
+    wide = [f for f in flags if f in ("fp16", "bf16")]
+    if len(low) > 1 or len(wide) > 1:
+        raise InputError(f"choose one precision flag (or --int8/--fp8 with one of --fp16/--bf16, as trtexec), got "
+                         f"{' '.join('--' + f for f in flags)}")
+    precision = (low or wide or ["fp32"])[0]
+    fallback = wide[0] if low and wide else "fp32"  # --int8 --fp16: everything that is not int8 runs fp16
     targets = [t for group in args.target or [] for t in group.split(",") if t]
     t0 = time.perf_counter()
-    overrides: dict[str, Any] = {"opt_level": args.opt_level, "precision": precision, "targets": targets}
+    overrides: dict[str, Any] = {"opt_level": args.opt_level, "precision": precision, "targets": targets,
+                                 "fallback_precision": fallback}
     if args.onnx:  # ONNX: the shapes the file declares, --shapes for the dims it leaves open
         _progress(f"[1/3] reading ONNX model {args.onnx}")
         model, inputs = args.onnx, None
