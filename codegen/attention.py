@@ -14,6 +14,7 @@ import math
 
 import torch
 from trtjit.codegen.common import (
+    FILL_MIN_ELEMENTS,
     SMS,
     KernelInput,
     KernelSpec,
@@ -31,6 +32,7 @@ from trtjit.backend import interpreting
 from trtjit.dynamic import hint
 from trtjit.errors import BuildError
 from trtjit.layout import Layout
+
 
 def _drop2(lay: Layout) -> Layout:
     return Layout(lay.root, lay.shape[:-2], lay.strides[:-2], lay.offset)
@@ -55,8 +57,9 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     scale = node.attrs["scale"] if node.attrs["scale"] is not None else 1.0 / math.sqrt(D)
     half = q.dtype in (torch.float16, torch.bfloat16)
     bm = 128 if (L >= 128 and half and D <= 64) else max(16, min(64, next_pow2(L)))
-    while bm > 16 and cdiv(hint(L), bm) * hint(math.prod(batch)) < SMS // 2:  # batch 1: fill the GPU first
-        bm //= 2
+    programs = hint(math.prod(batch))
+    while bm > 16 and cdiv(hint(L), bm) * programs < SMS // 2 and hint(L) * S * programs >= FILL_MIN_ELEMENTS:
+        bm //= 2  # few (batch, head) pairs of a sizeable attention (batch 1): more query blocks fill the GPU
     bn = max(16, min(64, next_pow2(S)))
     bd, bdv = max(16, next_pow2(D)), max(16, next_pow2(Dv))
     prec = "tf32" if kin.tf32 else "ieee"

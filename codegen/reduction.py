@@ -13,6 +13,7 @@ import math
 
 import torch
 from trtjit.codegen.common import (
+    FILL_MIN_ELEMENTS,
     SMS,
     BodyEmitter,
     KernelInput,
@@ -76,7 +77,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
                          f"reduction limit of {MAX_COLS}")
     block_c = next_pow2(ncols)
     block_r = max(1, min(next_pow2(nrows), TILE // block_c))
-    while block_r > 1 and cdiv(hint(nrows), block_r) < SMS:  # few rows (batch 1): a program per SM first
+    # few rows of a sizeable tensor (a transformer at batch 1): fill the SMs first (tiny tensors: launch-bound)
+    while block_r > 1 and cdiv(hint(nrows), block_r) < SMS and hint(nrows) * ncols >= FILL_MIN_ELEMENTS:
         block_r //= 2
     w = Writer()
     w("rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]")
