@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import networkx as nx
+
 from trtjit.ir import Graph, Node, Value
 
 
@@ -62,8 +64,8 @@ def fuse_group(graph: Graph, names: Iterable[str], op: str, anchor: str, kernel:
                       source=graph.node(anchor).source)
     for i, v in enumerate(outs):
         graph.replace_all_uses(v, Value(fused.name, i))
-    for n in reversed(graph.topo_order()):
-        if n in set(names):
-            graph.remove_node(n)
+    group = set(names)
+    for n in reversed(list(nx.topological_sort(graph.nx.subgraph(group)))):  # users before producers
+        graph.remove_node(n)
     graph.rename(fused.name, anchor)
     return graph.node(anchor)

@@ -129,6 +129,8 @@ class Graph:
         self.outputs: list[Value] = []
         self.meta: dict[str, Any] = {}
         self._order = itertools.count()
+        self._version = 0  # bumped by every edit through this class: the topological order's cache key
+        self._topo: tuple[tuple[int, int, int], list[str]] | None = None
 
     # ---------------------------------------------------------------- access
     def node(self, name: str) -> Node:
@@ -188,6 +190,7 @@ class Graph:
     def add_node(self, node: Node, inputs: Sequence[Value] = ()) -> Node:
         if node.name in self.nx:
             raise GraphError(f"duplicate node name {node.name!r}")
+        self._version += 1
         self.nx.add_node(node.name, node=node, order=next(self._order))
         for i, v in enumerate(inputs):
             if v.node not in self.nx:
@@ -218,6 +221,7 @@ class Graph:
         return self.add_node(node, inputs)
 
     def set_input(self, name: str, index: int, v: Value) -> None:
+        self._version += 1
         for u, w, k, d in list(self.nx.in_edges(name, keys=True, data=True)):
             if d["in"] == index:
                 self.nx.remove_edge(u, w, key=k)
@@ -232,6 +236,7 @@ class Graph:
     def remove_node(self, name: str) -> None:
         if self.users(name):
             raise GraphError(f"cannot remove {name!r}: still used by {self.consumers(name)}")
+        self._version += 1
         self.nx.remove_node(name)
         if name in self.inputs:
             self.inputs.remove(name)
@@ -240,6 +245,7 @@ class Graph:
         """Give node ``old`` the free name ``new``, keeping its edges and graph-output references."""
         if new in self.nx:
             raise GraphError(f"cannot rename {old!r} to {new!r}: name taken")
+        self._version += 1
         nx.relabel_nodes(self.nx, {old: new}, copy=False)
         self.node(new).name = new
         self.outputs = [Value(new, o.index) if o.node == old else o for o in self.outputs]
@@ -247,10 +253,17 @@ class Graph:
 
     # ------------------------------------------------------------- traversal
     def topo_order(self) -> list[str]:
-        """Topological order; ties broken by insertion order so it is stable."""
+        """Topological order; ties broken by insertion order so it is stable. Cached until the graph changes
+        (passes ask for it hundreds of times per build); the key also counts nodes and edges, so an edit made
+        on ``self.nx`` directly is seen too."""
+        key = (self._version, self.nx.number_of_nodes(), self.nx.number_of_edges())
+        if self._topo is not None and self._topo[0] == key:
+            return list(self._topo[1])
         order = nx.get_node_attributes(self.nx, "order")
         try:
-            return list(nx.lexicographical_topological_sort(self.nx, key=order.__getitem__))
+            result = list(nx.lexicographical_topological_sort(self.nx, key=order.__getitem__))
+            self._topo = (key, result)
+            return list(result)
         except nx.NetworkXUnfeasible:
             cycle = nx.find_cycle(self.nx)
             raise GraphError(f"graph has a cycle through {[e[0] for e in cycle]}") from None
