@@ -167,3 +167,40 @@ def test_repeated_layers_tuned_once_and_candidates_prepared_together(tmp_path, g
     assert len(calls) == len(prepared) == n_cands  # one layer's candidates, not three
     tiles = g.meta["tiles"]
     assert len(tiles) == 3 and len({json.dumps(t, sort_keys=True) for t in tiles.values()}) == 1
+
+
+def test_heuristic_kept_unless_clearly_beaten(tmp_path, gen):
+    """A candidate replaces the heuristic's tile only when it is MARGIN faster: small wins measured on a kernel
+    alone did not carry over to the engine on the GPU."""
+    from trtjit.passes.autotune import MARGIN
+
+    model = _mlp()
+    x = torch.randn(48, 24, generator=gen)
+    for gain, source_kept in ((MARGIN / 2, True), (MARGIN * 2, False)):
+        graph = copy.deepcopy(trtjit.compile(model, (x,)).graph)
+        heuristic = {k.node: dict(k.constexprs) for k in trtjit.compile(model, (x,)).kernels if k.template == "gemm"}
+
+        def timer(k, gain=gain, heuristic=heuristic):  # every other candidate is `gain` faster than the heuristic
+            return 1.0 if k.constexprs == heuristic.get(k.node) else 1.0 - gain
+
+        ctx = PassContext(BuildOptions(opt_level=3, tuning_cache=str(tmp_path / f"{gain}.json")), timer=timer,
+                          tuning_arch="sm_90")
+        tiles = run_pass(load_pass("autotune"), graph, ctx).meta["tiles"]
+        for node, t in tiles.items():
+            same = {k: t[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")} == heuristic[node]
+            assert same == source_kept, (gain, node, t, heuristic[node])
+
+
+def test_candidate_binaries_are_keyed_by_tile():
+    """Candidates often share one source (block sizes are constexprs): the timer's compiled binaries are keyed
+    by source, constexprs, warps and stages, so no candidate runs (and is timed as) another tile's binary."""
+    from trtjit.codegen.common import KernelSpec
+
+    from trtjit.tuning import _binary_key
+
+    def spec(bm, warps):
+        return KernelSpec("k", "gemm", "n", "src", (1,), {"BLOCK_M": bm, "BLOCK_N": 64, "BLOCK_K": 32}, [], [],
+                          num_warps=warps, num_stages=3)
+
+    keys = {_binary_key(spec(bm, w)) for bm in (64, 128) for w in (4, 8)}
+    assert len(keys) == 4 and _binary_key(spec(64, 4)) == _binary_key(spec(64, 4))
