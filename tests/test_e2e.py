@@ -142,3 +142,37 @@ class _MatMul(nn.Module):
 @pytest.mark.parametrize("sa,sb", [((4,), (2, 4, 3)), ((1, 4), (3, 4, 1)), ((2, 1, 4), (4, 5)), ((3, 1, 4), (3, 4, 2))])
 def test_matmul_with_unit_dims(gen, sa, sb):
     _check(_MatMul(), (torch.randn(*sa, generator=gen), torch.randn(*sb, generator=gen)))
+
+
+class _InPlace(nn.Module):
+    """HF GPT-2 calls detach_() (24 times): value-preserving, so it must not cost a re-trace; relu_ must."""
+
+    def __init__(self, value_changing: bool) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 5)
+        self.value_changing = value_changing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x) * 2
+        y.detach_()
+        if self.value_changing:
+            y.relu_()
+        return y + 1
+
+
+@pytest.mark.parametrize("value_changing", [False, True])
+def test_inplace_ops_functionalized_only_when_they_change_values(value_changing, gen, monkeypatch):
+    calls = []
+    original = torch.export.ExportedProgram.run_decompositions
+
+    def counting(self, *a, **kw):
+        calls.append(1)
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(torch.export.ExportedProgram, "run_decompositions", counting)
+    model = _InPlace(value_changing).eval()
+    x = torch.randn(4, 6, generator=gen)
+    engine = trtjit.compile(model, (x,))
+    assert len(calls) == int(value_changing)  # relu_ is functionalized; detach_ alone is not re-traced
+    with torch.no_grad():
+        assert_close_rel(engine(x), model(x), 1e-4)

@@ -850,10 +850,15 @@ def _spec_of(t: torch.Tensor, batch: Any, where: str) -> TensorSpec:
         else TensorSpec.of(t)
 
 
+_VALUE_PRESERVING_INPLACE = {"aten::detach_"}  # in-place in autograd metadata only
+
+
 def _functionalize(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     """In-place ops (relu_, add_ in torchvision models) become their functional forms; nothing else is
-    decomposed (an empty decomposition table)."""
+    decomposed (an empty decomposition table). That re-traces the program (2-3 s for gpt2), so in-place ops
+    that change no values (``detach_``: HF GPT-2 has 24) do not trigger it; their converters pass the input."""
     mutable = any(isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
+                  and n.target._schema.name not in _VALUE_PRESERVING_INPLACE
                   for n in ep.graph.nodes if n.op == "call_function")
     return ep.run_decompositions({}) if mutable else ep
 
