@@ -40,15 +40,13 @@ def _block(n: int, cap: int) -> int:
     return max(16, min(cap, next_pow2(n)))
 
 
-
-
 def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
     """Deterministic default tile (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for a GEMM shape.
 
     From measurements on the H200 (benchmarks/gemm_micro.py, fp16): a GEMM with many output tiles and a wide
     N (>= 2048) runs fastest in 128x256 tiles (8 warps, 3 stages; 470-510 TFLOP/s against 430-460 for
     128x128); other large GEMMs take 128x128. Smaller ones step down through 64x128, 64x64 and 64x32 (with
-    BLOCK_K 128, which keeps the tile's work up) until the grid fills at least half the GPU; if none does,
+    twice the BLOCK_K, which keeps the tile's work up) until the grid fills at least half the GPU; if none does,
     the one with the most programs. BLOCK_K spans 128 bytes of K: 64 for 16-bit operands, 32 for fp32, 128
     for int8/fp8. A dynamic batch counts at opt (trtjit.dynamic: the engine is tuned for opt).
     """
