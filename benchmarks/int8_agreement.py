@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.05, help="int8_tolerance of the per-layer check")
     ap.add_argument("--min-crop", type=float, default=0.35, help="smallest crop side, as a fraction of the photo's")
     ap.add_argument("--kernels", action="store_true", help="run the engine's kernels (use on a GPU)")
+    ap.add_argument("--fallback", choices=["fp32", "fp16", "bf16"], default="fp32",
+                    help="fallback_precision: what runs outside the int8 layers")
     args = ap.parse_args()
     net = model()
     cal, ev = crops(args.calib, 0, min_crop=args.min_crop), crops(args.eval, 1, min_crop=args.min_crop)
@@ -102,7 +104,7 @@ def main() -> None:
     dev = torch.device("cuda" if args.kernels and torch.cuda.is_available() else "cpu")
     engine = trtjit.compile(net.to(dev), (cal[:args.batch].to(dev),), precision="int8",
                             calibrator=CALIBRATORS[args.calibrator](list(cal.split(args.batch))),
-                            int8_tolerance=args.tolerance)
+                            int8_tolerance=args.tolerance, fallback_precision=args.fallback)
     build_s = time.perf_counter() - t0
     print(engine.precision_table())
     agree = total = 0
@@ -121,7 +123,7 @@ def main() -> None:
             bf += int((net_bf16(xb.bfloat16()).float().argmax(1) == ref.argmax(1)).sum())
     n8 = sum(r["precision"] == "int8" for r in engine.precision_report())
     print(f"EfficientNet-Lite0, {args.calibrator} calibrator on {args.calib} crops (min crop {args.min_crop}, "
-          f"int8_tolerance {args.tolerance}), {n8} int8 layers "
+          f"int8_tolerance {args.tolerance}, fallback {args.fallback}), {n8} int8 layers "
           f"(build {build_s:.0f} s): top-1 agreement with fp32 {agree}/{total} = {100 * agree / total:.1f}%; "
           f"on the {confident} crops fp32 classifies with p > 0.5: {agree_conf}/{confident} = "
           f"{100 * agree_conf / max(confident, 1):.1f}%; bf16 (not int8) agrees on {bf}/{total} = {100 * bf / total:.1f}%")

@@ -252,7 +252,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if _kept(name, n.op, keep):
             fp32(name, n.op, "keep_fp32 override")
             continue
-        cin = w.shape[1] if n.op == "conv2d" else None
+        cin = w.shape[1] if n.op == "conv2d" and n.attrs["groups"] == 1 else None  # depthwise: its own loop
         if cin is not None and cin < MIN_INT8_CHANNELS and graph.spec(a).dtype != torch.float32:
             fp32(name, n.op, f"{cin} input channels: too few for int8 tensor-core tiles; the 16-bit "
                  "fallback_precision layer is faster")

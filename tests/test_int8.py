@@ -143,6 +143,17 @@ def test_int8_with_16bit_fallback(fallback, gen):
         trtjit.compile(model, (x,), precision="fp16", fallback_precision="fp16")
 
 
+def test_16bit_fallback_keeps_only_an_rgb_stem_out_of_int8(gen):
+    """The few-channel rule is for a dense stem (3 input channels); a depthwise conv (1 channel per group) has
+    its own loop and stays int8."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                          nn.ReLU(), nn.Conv2d(8, 16, 1)).eval()
+    x = torch.randn(2, 3, 6, 6, generator=gen)
+    engine = _build(model, x, trtjit.MinMaxCalibrator(_batches(gen, (2, 3, 6, 6), 2)), fallback_precision="fp16")
+    prec = {r["layer"]: r["precision"] for r in engine.precision_report()}
+    assert prec == {"0": "fp16", "2": "int8", "4": "int8"}, engine.precision_table()
+
+
 @pytest.mark.parametrize("cal_cls", CALIBRATORS, ids=lambda c: c.__name__)
 def test_transformer_block_int8(cal_cls, gen):
     model, (x,) = example("transformer_layer")
