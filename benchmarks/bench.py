@@ -4,8 +4,9 @@
 
 For every (model, batch): check trtjit's output against eager, then time eager, torch.compile (default;
 reduce-overhead at batch 1; max-autotune behind a flag) and trtjit with CUDA events after warm-up (medians
-of 5 rounds of 20 runs, the contenders taking turns within each round), and report trtjit's build time, engine save + load + first inference time, achieved
-TFLOP/s and fraction of the measured GEMM ceiling, and peak GPU memory.
+of 5 rounds of 20 runs, the contenders taking turns within each round), and report trtjit's build time,
+engine save + load + first inference time, achieved TFLOP/s and fraction of the measured GEMM ceiling, and
+peak GPU memory.
 """
 
 from __future__ import annotations

@@ -50,14 +50,13 @@ def bench_one(name: str, batch: int, precisions: list[str], opt_level: int = 2, 
                                 opt_level=opt_level)
         out = engine(*x)
         layers = engine.precision_report()
-        prec = label
-        row[f"{prec}_layers"] = f"{sum(r['precision'] == label.split('-')[0] for r in layers)}/{len(layers)}"
-        row[f"{prec}_ms"] = time_ms(engine, x)
-        row[f"{prec}_max_rel_err"] = rel_err(out, ref)
-        row[f"{prec}_speedup_vs_compile_fp16"] = row["compile_fp16_ms"] / row[f"{prec}_ms"]
+        row[f"{label}_layers"] = f"{sum(r['precision'] == prec for r in layers)}/{len(layers)}"
+        row[f"{label}_ms"] = time_ms(engine, x)
+        row[f"{label}_max_rel_err"] = rel_err(out, ref)
+        row[f"{label}_speedup_vs_compile_fp16"] = row["compile_fp16_ms"] / row[f"{label}_ms"]
         if profile:
             prof = sorted(engine.profile(*x, iters=5), key=lambda p: -p.ms)[:6]
-            row[f"{prec}_top_kernels"] = [(p.name, round(p.ms, 4)) for p in prof]
+            row[f"{label}_top_kernels"] = [(p.name, round(p.ms, 4)) for p in prof]
     return row
 
 

@@ -29,6 +29,7 @@ MAX_INDEX = 2**31 - 1
 SMS = 132  # streaming multiprocessors of an H100 SXM: default tiles and blocks aim to fill them
 FILL_MIN_ELEMENTS = 1 << 16  # below this many elements a kernel is launch-bound: no splitting to fill SMs
 
+
 @dataclass
 class KernelSpec:
     """One generated kernel and how to launch it."""

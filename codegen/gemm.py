@@ -58,7 +58,8 @@ def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple
     for bm_cap, bn_cap, k_mult in ((128, 128, 1), (64, 128, 1), (64, 64, 1), (64, 32, 2), (32, 64, 1)):
         bm, bn = _block(M, bm_cap), _block(N, bn_cap)
         programs = cdiv(M, bm) * cdiv(N, bn) * batch
-        tile = (bm, bn, _block(K, base_k * k_mult), 8 if bm * bn >= 128 * 128 else 4, 3 if bm * bn >= 128 * 128 else 4)
+        big = bm * bn >= 128 * 128
+        tile = (bm, bn, _block(K, base_k * k_mult), 8 if big else 4, 3 if big else 4)
         if programs >= SMS // 2:
             return tile
         if best is None or programs > best[0]:
@@ -159,8 +160,14 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         # a scalar as one value; only a full tile (a residual) takes BLOCK_M x BLOCK_N pointers and masks.
         names = set(re.findall(r"[A-Za-z_]\w*", off))
         has_m, has_n = bool(names & m_vars), bool(names & {"rn", "oc"})
-        m = ", mask=mask, other=0.0" if has_m and has_n else (
-            f", mask=rn < {n_cols}, other=0.0" if has_n else (f", mask=rm < {mrows}, other=0.0" if has_m else ""))
+        if has_m and has_n:
+            m = ", mask=mask, other=0.0"
+        elif has_n:
+            m = f", mask=rn < {n_cols}, other=0.0"
+        elif has_m:
+            m = f", mask=rm < {mrows}, other=0.0"
+        else:
+            m = ""
         w(f"{v} = {load_cast(f'tl.load({op.pointer} + {off}{m})', op.dtype)}  # {inp}")
         loaded[inp] = v
         return v

@@ -2,8 +2,8 @@
 
 Requires: composites decomposed and constants folded (BatchNorm folded in fp32 first); before
 ``quantize_int8``. Guarantees: with ``precision`` "fp16"/"bf16" (or "int8"/"fp8" with that
-``fallback_precision``: the int8 pass then quantizes the 16-bit GEMMs), every float32 weight is converted, float32 graph inputs are cast on entry
-and outputs cast back (the caller's dtypes are kept), and every op's output spec is re-inferred, so
+``fallback_precision``: the int8 pass then quantizes the 16-bit GEMMs), every float32 weight is converted,
+float32 graph inputs are cast on entry and outputs cast back (the caller's dtypes are kept), and every op's output spec is re-inferred, so
 intermediate tensors are stored in 16 bits (kernels still accumulate and reduce in fp32). Ops named in
 ``keep_fp32`` (node names, name prefixes or op types, e.g. "layer_norm" parts via their names, or
 "mean") compute in fp32: their inputs are cast up and their outputs back down. With "fp32" it does nothing.

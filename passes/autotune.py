@@ -5,8 +5,8 @@ graph is unchanged except ``graph.meta["tiles"]``, which maps GEMM/conv kernel n
 warps, stages) their kernel uses: the tuning cache's entry where it has one (opt_level >= 2 with
 ``tuning_cache=``), else, at opt_level 3 on a GPU, the fastest of the candidate tiles timed on that GPU (the
 cache gains the result). Every other kernel keeps the deterministic heuristic tile, so builds without a GPU
-and without a cache are reproducible. A candidate must beat the heuristic's tile by ``MARGIN`` to replace it. The
-tiles live in the IR, so an engine file carries them.
+and without a cache are reproducible. A candidate must beat the heuristic's tile by ``MARGIN`` to replace
+it. The tiles live in the IR, so an engine file carries them.
 """
 
 from __future__ import annotations

@@ -61,16 +61,14 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if lay is None or lay.strides[1] != 1 or graph.spec(x).shape[1] == 1:
             continue  # NCHW input: the kernel's K order is (c, kh, kw), which OIHW already serves
         k_major = src.value.element_size() == 1 and src.value.shape[1] > 1  # int8/fp8, not depthwise
+        fired, order, view, tag = (OHWI, (0, 2, 3, 1), OHWI_TO_OIHW, "ohwi") if k_major else \
+            (HWIO, (2, 3, 1, 0), TO_OIHW, "hwio")
         if wv.node not in relaid:
-            order, view, tag = ((0, 2, 3, 1), OHWI_TO_OIHW, "ohwi") if k_major else ((2, 3, 1, 0), TO_OIHW, "hwio")
             c = graph.add_constant(f"{wv.node}.{tag}", src.value.permute(*order).contiguous(), source=src.source)
             relaid[wv.node] = Value(graph.add("permute", [c], {"dims": view}, name=f"{wv.node}.oihw",
                                               source=src.source).name)
         graph.set_input(name, index, relaid[wv.node])
-        if k_major:
-            ctx.fired(OHWI, name, f"weight {wv.node} {tuple(src.value.shape)} stored as OHWI")
-        else:
-            ctx.fired(HWIO, name, f"weight {wv.node} {tuple(src.value.shape)} stored as HWIO")
+        ctx.fired(fired, name, f"weight {wv.node} {tuple(src.value.shape)} stored as {tag.upper()}")
         if not graph.users(wv.node) and not graph.is_output(wv.node):
             graph.remove_node(wv.node)
     return graph

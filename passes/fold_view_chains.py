@@ -30,9 +30,9 @@ SPLIT_PERMUTE = rule("reshape + permute + reshape => split + permute", "fold_vie
                      "the same element order as strided views of the input, with no copy")
 
 
-def _refine(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[list[int], list[list[int]], list[list[int]]] | None:
+def _refine(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[list[int], list[list[int]]] | None:
     """The common refinement F of two shapes of one numel (no size-1 dims): F's sizes and, for each dim of
-    ``a`` and of ``b``, the consecutive F dims it is the product of. None if the shapes do not nest."""
+    ``b``, the consecutive F dims it is the product of. None if the shapes do not nest."""
     def cuts(s: tuple[int, ...]) -> list[int]:
         return [math.prod(s[:i]) for i in range(1, len(s))]
 
@@ -42,12 +42,8 @@ def _refine(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[list[int], list[lis
         return None
     sizes = [hi // lo for lo, hi in zip(bounds, bounds[1:])]
 
-    def groups(s: tuple[int, ...]) -> list[list[int]]:
-        edges = [1, *cuts(s), math.prod(s)]
-        return [[bounds.index(lo) + i for i in range(bounds.index(hi) - bounds.index(lo))]
-                for lo, hi in zip(edges, edges[1:])]
-
-    return sizes, groups(a), groups(b)
+    edges = [1, *cuts(b), math.prod(b)]
+    return sizes, [list(range(bounds.index(lo), bounds.index(hi))) for lo, hi in zip(edges, edges[1:])]
 
 
 def _coarsens(target: tuple[int, ...], sizes: list[int]) -> bool:
@@ -61,7 +57,8 @@ def _viewable(lay: Layout, dtype: torch.dtype, sizes: list[int], dims: list[int]
     if is_dynamic((lay.shape, lay.strides, lay.offset)):
         return False
     view: tuple | None = (lay.shape, lay.strides, lay.offset)
-    for op, attrs in (("reshape", {"shape": sizes}), ("permute", {"dims": dims}), ("reshape", {"shape": list(final)})):
+    steps = (("reshape", {"shape": sizes}), ("permute", {"dims": dims}), ("reshape", {"shape": list(final)}))
+    for op, attrs in steps:
         view = _view_of(get_op(op), dtype, *view, attrs) if view is not None else None
     return view is not None
 
@@ -92,7 +89,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         ref = _refine(s0, s1)
         if ref is None:
             continue
-        sizes, _, g1 = ref
+        sizes, g1 = ref
         fdims = [f for d in perm.attrs["dims"] for f in g1[d]]
         permuted = [sizes[f] for f in fdims]
         if not _coarsens(s2, permuted) or not _viewable(layouts[x], graph.spec(x).dtype, sizes, fdims, s2):

@@ -25,6 +25,7 @@ import torch
 
 from trtjit.fusion import rule
 from trtjit.ir import Graph, Value
+from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
 
 ATTENTION = rule("matmul + scale + mask + softmax + matmul => attention", "fuse_attention",
@@ -38,14 +39,11 @@ GQA = rule("repeat_kv (unsqueeze + expand + reshape) + attention => grouped-quer
            "the kernel maps each query head to its kv head: K and V are never copied n_rep times")
 
 
-_VIEWS = ("expand", "reshape", "permute", "unsqueeze", "squeeze", "slice", "copy")
-
-
 def _keeps_everything(graph: Graph, v: Value) -> bool:
     """Whether ``v`` is a constant (through views) that masks nothing: all True, or all 0 when added.
     HF BERT without an attention_mask passes an expanded all-True mask."""
     n = graph.node(v.node)
-    while n.op in _VIEWS:
+    while n.op == "copy" or get_op(n.op).kind == "view":  # any view of an all-keep constant keeps all
         n = graph.node(graph.inputs_of(n.name)[0].node)
     if n.op != "constant":
         return False

@@ -8,8 +8,9 @@ Requires: composites decomposed, constants folded where the level folds, before 
 * int8: ``quantize(x, s_x)`` (per-tensor symmetric scale from the calibrator, shared by every layer
   reading x) feeds ``matmul``/``conv2d`` of int8 operands (exact int32 accumulation) with the weight
   quantized per output channel (symmetric, [-127, 127]); ``cast`` to fp32 and ``mul`` by the per-channel
-  ``s_x * s_w`` follow (then a cast back to the layer's 16-bit dtype), so epilogue fusion puts the dequantize, bias, activation, residual and the next
-  layer's ``quantize`` (requantize) into the one GEMM kernel; the int8 node keeps the layer's name; or
+  ``s_x * s_w`` follow (then a cast back to the layer's 16-bit dtype), so epilogue fusion puts the
+  dequantize, bias, activation, residual and the next layer's ``quantize`` (requantize) into the one GEMM
+  kernel; the int8 node keeps the layer's name; or
 * fp32, with the reason: listed in ``keep_fp32`` (node name, name prefix or op type), no scale for its
   input in a TensorRT cache, an int32 accumulator that could overflow, or it failed the precision check
   on the calibration data (or, building from a cache alone, failed it when the cache was made: the cache
@@ -36,6 +37,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from trtjit.codegen.common import FLOATS
 
 from trtjit.calibration import calibrate, value_name
 from trtjit.errors import CalibrationError
@@ -50,8 +52,7 @@ KEEP = rule("GEMM/conv kept in fp32", "quantize_int8",
             "override, missing scale, overflow risk or a failed precision check keeps the layer in fp32")
 
 ANCHORS = ("matmul", "conv2d")
-_FLOAT_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
-FLOATS = (torch.float32, torch.float16, torch.bfloat16)  # activations a layer quantizes (fp16/bf16: fallback_precision)
+_FLOAT_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}  # 16-bit layers under fallback_precision
 INT32_MAX = 2**31 - 1
 # A conv reading fewer channels than this (an RGB stem) gathers its K dimension element by element; in int8
 # that ran 5x slower than in fp16 (resnet50's 7x7 stem at batch 32 on the H200: 1.64 ms against 0.34 ms),
@@ -289,8 +290,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         extra = {"tensor": tname, "act_scale": sa, "error": err, "clipped": clipped}
         bad = None
         if name in result.fp32_layers:
-            bad = (f"kept out of int8 by the calibration cache (int8 relative error {result.fp32_layers[name]:.3g} when "
-                   "calibrated)")
+            bad = (f"kept out of int8 by the calibration cache (int8 relative error "
+                   f"{result.fp32_layers[name]:.3g} when calibrated)")
         elif not finite:
             bad = f"{fmt.name} output has NaN/Inf on the calibration data"
         elif err is not None and err > opts.int8_tolerance:

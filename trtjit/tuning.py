@@ -141,15 +141,15 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
 
         launch()  # compiles this tile
         torch.cuda.synchronize(device)
-        # Time REPS back-to-back launches replayed from a CUDA graph: one launch between two events would
-        # also time the CPU's launch (several us, as long as a small GEMM) and rank candidates by noise.
+        # Time GRAPH_REPS back-to-back launches replayed from a CUDA graph: one launch between two events
+        # would also time the CPU's launch (several us, as long as a small GEMM) and rank candidates by noise.
         run, reps = launch, 1
         try:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cuda_graph):
                 for _ in range(GRAPH_REPS):
                     launch()
-            run, reps = graph.replay, GRAPH_REPS
+            run, reps = cuda_graph.replay, GRAPH_REPS
             run()
         except RuntimeError as e:  # capture refused (e.g. a launcher that syncs): time single launches
             log.info("CUDA-graph timing of %s unavailable (%s); timing single launches", k.name, e)
