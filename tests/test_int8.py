@@ -141,6 +141,8 @@ def test_int8_with_16bit_fallback(fallback, gen):
     assert_close_rel(out, run_graph(engine.graph, [x.to(DEVICE)])[0], tol=1e-2)  # kernels == the IR
     with pytest.raises(trtjit.InputError, match="fallback_precision"):
         trtjit.compile(model, (x,), precision="fp16", fallback_precision="fp16")
+    with pytest.raises(trtjit.InputError, match="fallback_precision 'int4' is not supported"):
+        trtjit.compile(model, (x,), precision="int8", fallback_precision="int4")
 
 
 def test_16bit_fallback_keeps_only_an_rgb_stem_out_of_int8(gen):
