@@ -20,7 +20,7 @@ from trtjit.dynamic import cdiv as cdiv  # re-exported: the templates import it 
 from trtjit.errors import BuildError
 from trtjit.ir import Graph, Node, TensorSpec, Value
 from trtjit.layout import Layout
-from trtjit.ops import _TL_DTYPES, get_op, lit
+from trtjit.ops import _TL_DTYPES, TL_HELPERS, get_op, lit
 
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 MAX_INDEX = 2**31 - 1
@@ -228,7 +228,9 @@ class Writer:
     def source(self, name: str, pointers: list[str], constexprs: list[str], doc: str) -> str:
         dyn = uses_batch_arg(self.lines)  # one compiled kernel serves every batch: never specialize on it
         params = ", ".join(pointers + [ARG] * dyn + [f"{c}: tl.constexpr" for c in constexprs])
-        head = ["import triton", "import triton.language as tl", "", "",
+        code = "\n".join(line.split("#", 1)[0] for line in self.lines)
+        helpers = [src.strip() + "\n\n" for h, src in TL_HELPERS.items() if re.search(rf"\b{h}\(", code)]
+        head = ["import triton", "import triton.language as tl", "", "", *helpers,
                 f'@triton.jit(do_not_specialize=["{ARG}"])' if dyn else "@triton.jit",
                 f"def {name}({params}):", f'    """{doc}"""']
         return "\n".join(head + self.lines) + "\n"
