@@ -93,6 +93,7 @@ def bench_one(name: str, batch: int, args) -> dict:
     out = engine(*inputs)
     torch.cuda.synchronize()
     row["trtjit_build_s"] = time.perf_counter() - t0
+    row["build_phases_s"] = {k: round(v, 2) for k, v in engine.build_phases.items()}
     row["kernels"] = len(engine.kernels)
     row["max_rel_err"] = rel_err(out, ref)
     if not ref.abs().max() > 0:

@@ -242,6 +242,15 @@ def test_crosscompiled_sm90_binaries_are_sane(built):
         assert entry.count(".param") == len(k.args) + 2
 
 
+def test_build_phases_account_for_the_build(built):
+    engine, _, _, _ = built
+    phases = engine.build_phases
+    assert set(phases) == {"import", "passes", "codegen", "cubins"}
+    assert all(v >= 0 for v in phases.values())
+    assert phases["cubins"] > 0  # this engine was cross-compiled
+    assert sum(phases.values()) <= engine.build_seconds + 1e-6
+
+
 def test_crosscompile_error_names_kernel_and_target():
     from types import SimpleNamespace
 

@@ -97,7 +97,9 @@ def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = 
           calibrator: Any = None) -> Engine:
     """Optimize an imported graph and generate its kernels (``calibrator``: see ``compile``)."""
     opts = options or BuildOptions()
-    t0 = time.perf_counter() if t0 is None else t0
+    t_start = time.perf_counter()
+    t0 = t_start if t0 is None else t0
+    phases = {"import": t_start - t0}  # seconds per build phase, for Engine.build_phases
     ctx = PassContext(opts, calibrator=calibrator)
     if opts.precision in ("int8", "fp8"):  # the calibration cache is keyed by the imported model (trtjit.calibration)
         if graph.meta.get("batch_range"):
@@ -116,8 +118,12 @@ def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = 
         n0 = len(graph)
         ctx.log.append(PassRecord("plugin_formats", n0, events=configure_plugins(graph, opts.precision),
                                   nodes_after=len(graph)))
+    t1 = time.perf_counter()
     graph = run_pipeline(graph, passes_for(opts.opt_level), ctx)
+    t2 = time.perf_counter()
     kernels = lower(graph, opts)
+    t3 = time.perf_counter()
+    phases.update(passes=t2 - t1, codegen=t3 - t2)
     if opts.dump_dir:
         d = Path(opts.dump_dir)
         d.mkdir(parents=True, exist_ok=True)
@@ -131,8 +137,10 @@ def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = 
             raise BuildError(f"plugin node(s) {plugged} cannot be cross-compiled yet (their kernels are the "
                              "plugin's own); build without targets= and let the device JIT them")
         binaries = compile_kernels(graph, kernels, opts.targets)
+    phases["cubins"] = time.perf_counter() - t3
     engine = Engine(graph, kernels, opts, ctx.log, time.perf_counter() - t0)
     engine.binaries = binaries
+    engine.build_phases = phases
     return engine
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -105,8 +104,11 @@ def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | l
     rep = [first.setdefault((kernel_identity(k.source, k.name), json.dumps(k.constexprs, sort_keys=True),
                              k.num_warps, k.num_stages), i) for i, k in enumerate(kernels)]
     jobs = _job_kernels(graph, kernels)
-    tasks = [(i, t) for t in targets for i in sorted(set(rep))]
-    n = workers or max(1, min(os.cpu_count() or 1, 8, math.ceil(len(tasks) / 6)))
+    # Longest first, dealt round-robin: GEMM and attention kernels take seconds to compile, a pointwise one a
+    # fraction, and the build waits for the slowest worker. A worker starts in ~0.3 s (it imports Triton only),
+    # so one per core pays off down to a task or two each.
+    tasks = sorted(((i, t) for t in targets for i in sorted(set(rep))), key=lambda it: -len(kernels[it[0]].source))
+    n = workers or max(1, min(_usable_cpus(), 16, len(tasks)))
     shards = [tasks[s::n] for s in range(n) if tasks[s::n]]
     t0 = time.perf_counter()
     log.info("cross-compiling %d kernels (%d distinct) for %s in %d worker process(es)", len(kernels),
@@ -147,6 +149,14 @@ def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | l
             out_map[t].append(b)
     log.info("cross-compiled %d kernel binaries in %.1f s", len(tasks), time.perf_counter() - t0)
     return out_map
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xc_worker.py")

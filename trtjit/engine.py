@@ -62,6 +62,8 @@ class Engine:
         self.options = options
         self.build_log = build_log or []
         self.build_seconds = build_seconds
+        # seconds of the build's phases (import, passes, codegen, cubins; the autotune pass is in passes)
+        self.build_phases: dict[str, float] = {}
         self.input_names = list(graph.inputs)
         self.input_specs = [graph.node(n).spec for n in graph.inputs]
         self.output_specs = [graph.spec(v) for v in graph.outputs]
