@@ -119,6 +119,39 @@ def test_linear_act_is_one_kernel(act, gen):
     assert events(engine, GEMM_RULE)[0]["detail"].startswith("matmul + bias + ")
 
 
+class _Act(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "sigmoid", "silu", "tanh"])
+def test_activation_helpers_are_accurate_over_a_wide_range(name, dtype):
+    """GELU (erf) and sigmoid lower to Triton helpers (ops.TL_HELPERS: an Abramowitz-Stegun erfc, exp2):
+    over [-12, 12] they stay within fp32 rounding of float64 torch (the A&S erfc errs by < 1.5e-7), and a
+    float64 model keeps float64 accuracy (its helpers take the libdevice path)."""
+    fn = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "sigmoid": torch.sigmoid,
+          "silu": F.silu, "tanh": torch.tanh}[name]
+    x = torch.linspace(-12, 12, 4001, dtype=torch.float64)
+    engine = trtjit.compile(_Act(fn).to(DEVICE), (x.to(dtype).to(DEVICE),))
+    err = (engine(x.to(dtype).to(DEVICE)).double().cpu() - fn(x)).abs().max().item()
+    assert err < (2e-6 if dtype == torch.float32 else 1e-12), err
+
+
+def test_kernel_source_carries_the_helpers_it_calls(gen):
+    """A kernel's source is self-contained: it defines the helpers its expressions call, and no others."""
+    x = torch.randn(4, 8, generator=gen)
+    gelu = trtjit.compile(_Act(F.gelu).to(DEVICE), (x.to(DEVICE),)).kernels[0].source
+    relu = trtjit.compile(_Act(torch.relu).to(DEVICE), (x.to(DEVICE),)).kernels[0].source
+    assert "def _gelu_erf(x):" in gelu and "_gelu_erf(" in gelu.split("def _gelu_erf", 1)[1].split("\n", 1)[1]
+    assert "def _sigmoid" not in gelu
+    assert "def _" not in relu
+
+
 # ---------------------------------------------------------------------------------------------- SwiGLU
 class SwiGLU(nn.Module):
     """LlamaMLP: down(silu(gate(x)) * up(x))."""
