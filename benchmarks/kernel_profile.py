@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("specs", nargs="+")
     p.add_argument("--json", default=None)
     p.add_argument("--top", type=int, default=15)
+    p.add_argument("--gemms", action="store_true", help="list each distinct GEMM/conv problem with its tile")
     a = p.parse_args()
     cap = torch.cuda.get_device_capability()
     report = []
@@ -68,6 +69,7 @@ def main() -> None:
             ms = dev.get(k.name, 0.0)
             rows.append({"name": k.name, "template": k.template, "covers": k.covers, "grid": list(k.grid),
                          "tile": {**k.constexprs, "w": k.num_warps, "s": k.num_stages}, "src": k.tile, "ms": ms,
+                         "problem": getattr(k, "problem", None),
                          "tflops": k.flops / (ms * 1e-3) / 1e12 if ms else 0.0,
                          "gbs": k.bytes / (ms * 1e-3) / 1e9 if ms else 0.0})
         by_t: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
@@ -81,6 +83,18 @@ def main() -> None:
         for r in sorted(rows, key=lambda r: -r["ms"])[:a.top]:
             print(f"   {r['ms'] * 1e3:7.1f} us {r['template']:9s} {r['tflops']:6.1f} TF {r['gbs']:6.0f} GB/s "
                   f"grid {r['grid']} {r['tile']} {r['src']} | {' '.join(r['covers'])[:110]}", flush=True)
+        if a.gemms:  # each distinct GEMM/conv problem once: its tile (heuristic or tuned) and summed time
+            seen: dict[str, list] = {}
+            for r in rows:
+                if r["problem"] and r["template"] in ("gemm", "conv"):
+                    key = f"{r['template']} {r['problem']} {r['tile']} {r['src']}"
+                    entry = seen.setdefault(key, [0.0, 0, set()])
+                    entry[1] += 1
+                    if r["name"] not in entry[2]:  # a shared name's time already sums all its launches
+                        entry[0] += r["ms"]
+                        entry[2].add(r["name"])
+            for key, (ms, n, _) in sorted(seen.items(), key=lambda x: -x[1][0]):
+                print(f"   GEMM {key}: {n} launch(es), {ms * 1e3:.1f} us per forward")
         report.append({"spec": spec, "graph_ms": graph_ms, "kernels": rows})
         del engine
         torch.cuda.empty_cache()
