@@ -58,10 +58,10 @@ def mm_masked(a_ptr, b_ptr, c_ptr, M, N, K: tl.constexpr, BLOCK_M: tl.constexpr,
 
 
 @triton.jit
-def mm_clamped(a_ptr, b_ptr, c_ptr, M, N, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    """No load masks: out-of-range rows/columns are clamped (modulo) to valid ones; only the store masks."""
-    pid_m, pid_n = grouped_pid(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+def clamped_mainloop(a_ptr, b_ptr, M, N, K: tl.constexpr, pid_m, pid_n, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The template's main loop: no load masks, out-of-range rows/columns clamped (modulo) to valid ones.
+    Returns the fp32 tile and its row and column indices (the store masks them)."""
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     ram = tl.max_contiguous(tl.multiple_of(rm % M, BLOCK_M), BLOCK_M)
@@ -71,11 +71,18 @@ def mm_clamped(a_ptr, b_ptr, c_ptr, M, N, K: tl.constexpr, BLOCK_M: tl.constexpr
     b_ptrs = b_ptr + rk[:, None] * N + rbn[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for _ in range(0, K, BLOCK_K):
-        a = tl.load(a_ptrs)
-        b = tl.load(b_ptrs)
-        acc = tl.dot(a, b, acc)
+        acc = tl.dot(tl.load(a_ptrs), tl.load(b_ptrs), acc)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K * N
+    return acc, rm, rn
+
+
+@triton.jit
+def mm_clamped(a_ptr, b_ptr, c_ptr, M, N, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """No load masks: out-of-range rows/columns are clamped (modulo) to valid ones; only the store masks."""
+    pid_m, pid_n = grouped_pid(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    acc, rm, rn = clamped_mainloop(a_ptr, b_ptr, M, N, K, pid_m, pid_n, BLOCK_M, BLOCK_N, BLOCK_K)
     tl.store(c_ptr + rm[:, None] * N + rn[None, :], acc.to(tl.float16), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
@@ -123,18 +130,7 @@ def mm_epi(a_ptr, b_ptr, bias_ptr, c_ptr, M, N, K: tl.constexpr, BLOCK_M: tl.con
     epilogue and store on two [BLOCK_M, BLOCK_N / 2] halves of the accumulator (fewer live registers)."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    ram = tl.max_contiguous(tl.multiple_of(rm % M, BLOCK_M), BLOCK_M)
-    rbn = tl.max_contiguous(tl.multiple_of(rn % N, BLOCK_N), BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + ram[:, None] * K + rk[None, :]
-    b_ptrs = b_ptr + rk[:, None] * N + rbn[None, :]
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for _ in range(0, K, BLOCK_K):
-        acc = tl.dot(tl.load(a_ptrs), tl.load(b_ptrs), acc)
-        a_ptrs += BLOCK_K
-        b_ptrs += BLOCK_K * N
+    acc, rm, rn = clamped_mainloop(a_ptr, b_ptr, M, N, K, pid_m, pid_n, BLOCK_M, BLOCK_N, BLOCK_K)
     if SUBTILE:
         h0, h1 = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
         for i in tl.static_range(2):
