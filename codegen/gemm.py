@@ -369,13 +369,8 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     else:
         w(f"w_base = {Wt.pointer} + {Wt.layout.offset} + oc * {swo}")
     w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-    rows = not transposed and not channels_last and sxw == 1 and Cg <= _ROWS_MAX_CHANNELS and KW <= 16
-    if rows:  # an RGB-like NCHW input (the stem): one (channel, filter row) per K step, its taps as the K tile
-        bk = _dot_block_k(max(16, 1 << (KW - 1).bit_length()), prec)
-        _rows_mainloop(w, prec, (Cg, KH, KW, H, W, M, OCg), (sh, sw, ph, pw, dh, dw), (sxc, sxh, swc, swh, sww))
-    elif hwio and Cg % bk == 0:
+    if hwio and Cg % bk == 0:
         _tap_mainloop(w, prec, (K, Cg, KW, H, W, M, OCg), (sh, sw, ph, pw, dh, dw), (sxh, sxw, swc))
-    if rows or (hwio and Cg % bk == 0):
         grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
         return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
             2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, \
@@ -413,35 +408,6 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
     return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
         2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, {"M": M, "N": OCg, "K": K, "batch": groups}
-
-
-_ROWS_MAX_CHANNELS = 4  # up to RGBA: beyond that the generic loop's deep K steps waste less of the K tile
-
-
-def _rows_mainloop(w: Writer, prec: str, sizes: tuple[int, ...], geom: tuple[int, ...],
-                   strides: tuple[int, ...]) -> None:
-    """NCHW convolution over few input channels (an RGB stem: K = 3 * 7 * 7 = 147). The generic loop
-    gathers its A tile with a div/mod per element over (c, kh, kw), which made resnet50's stem ~0.24 ms at
-    batch 32, ten times its roofline. Here a K step is one (channel, filter row) pair and the BLOCK_K-wide K
-    tile holds that row's KW taps (masked past KW): the column offsets and width masks are computed once
-    before the loop, each step adds two scalars, and an output row's taps are consecutive input columns."""
-    Cg, KH, KW, H, W, M, OCg = sizes
-    sh, sw, ph, pw, dh, dw = geom
-    sxc, sxh, swc, swh, sww = strides
-    w("kw = tl.arange(0, BLOCK_K)[None, :]")
-    w(f"iw = ow * {sw} - {pw} + kw * {dw}")
-    w(f"col_ok = (rm < {M}) & (kw < {KW}) & (iw >= 0) & (iw < {W})")
-    w("x_row = x_base + iw")
-    w("kb = tl.arange(0, BLOCK_K)[:, None]")
-    w(f"w_row = w_base + kb * {sww}")
-    w(f"b_ok = (kb < {KW}) & (rn < {OCg})")
-    w(f"for ck in range(0, {Cg * KH}):")
-    w(f"    c = ck // {KH}")
-    w(f"    kh = ck % {KH}")
-    w(f"    ih = oh * {sh} - {ph} + kh * {dh}")
-    w(f"    a = tl.load(x_row + c * {sxc} + ih * {sxh}, mask=col_ok & (ih >= 0) & (ih < {H}), other=0.0)")
-    w(f"    b = tl.load(w_row + c * {swc} + kh * {swh}, mask=b_ok, other=0.0)")
-    w(_dot(prec))
 
 
 def _tap_mainloop(w: Writer, prec: str, sizes: tuple[int, ...], geom: tuple[int, ...],
