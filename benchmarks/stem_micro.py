@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+from pathlib import Path
 
 import torch
 import triton
@@ -26,14 +27,23 @@ from triton.testing import do_bench_cudagraph
 
 
 @triton.jit
+def out_tile(OH: tl.constexpr, OW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's output rows (pixels n, oh, ow) and columns (output channels)."""
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    return rm, rn, rm // (OH * OW), (rm // OW) % OH, rm % OW
+
+
+@triton.jit
+def store_nhwc(y, acc, rm, rn, n, oh, ow, M, OH: tl.constexpr, OW: tl.constexpr, OC: tl.constexpr):
+    tl.store(y + n * (OH * OW * OC) + (oh * OW + ow) * OC + rn, acc.to(tl.float16), mask=(rm < M) & (rn < OC))
+
+
+@triton.jit
 def stem_gather(x, w, y, M, C: tl.constexpr, H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr,
                 OC: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, P: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-    n = rm // (OH * OW)
-    oh = (rm // OW) % OH
-    ow = rm % OW
+    rm, rn, n, oh, ow = out_tile(OH, OW, BLOCK_M, BLOCK_N)
     K: tl.constexpr = C * KH * KW
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, K, BLOCK_K):
@@ -47,56 +57,30 @@ def stem_gather(x, w, y, M, C: tl.constexpr, H: tl.constexpr, W: tl.constexpr, O
         a = tl.load(x + n * (C * H * W) + c[None, :] * (H * W) + ih * W + iw, mask=a_mask, other=0.0)
         b = tl.load(w + rn * K + rk[:, None], mask=(rk[:, None] < K) & (rn < OC), other=0.0)  # OIHW weight
         acc = tl.dot(a, b, acc)
-    tl.store(y + n * (OH * OW * OC) + (oh * OW + ow) * OC + rn, acc.to(tl.float16), mask=(rm < M) & (rn < OC))
+    store_nhwc(y, acc, rm, rn, n, oh, ow, M, OH, OW, OC)
 
 
 @triton.jit
 def stem_rows(x, w, y, M, C: tl.constexpr, H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr,
               OC: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, P: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-    n = rm // (OH * OW)
-    oh = (rm // OW) % OH
-    ow = rm % OW
-    kw = tl.arange(0, BLOCK_K)[None, :]
-    iw = ow * S - P + kw
-    col_ok = (rm < M) & (kw < KW) & (iw >= 0) & (iw < W)
-    x_row = x + n * (C * H * W) + iw
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for ck in range(0, C * KH):
-        c = ck // KH
-        kh = ck % KH
-        ih = oh * S - P + kh
-        a = tl.load(x_row + c * (H * W) + ih * W, mask=col_ok & (ih >= 0) & (ih < H), other=0.0)
-        kb = tl.arange(0, BLOCK_K)[:, None]
-        b = tl.load(w + rn * (C * KH * KW) + ck * KW + kb, mask=(kb < KW) & (rn < OC), other=0.0)
-        acc = tl.dot(a, b, acc)
-    tl.store(y + n * (OH * OW * OC) + (oh * OW + ow) * OC + rn, acc.to(tl.float16), mask=(rm < M) & (rn < OC))
-
-
-@triton.jit
-def stem_nhwc(x, w, y, M, C: tl.constexpr, H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr,
-              OC: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, P: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """x is NHWC, w is [OC, KH, KW, C]: for one kh the (kw, c) run of KW * C elements is contiguous."""
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-    n = rm // (OH * OW)
-    oh = (rm // OW) % OH
-    ow = rm % OW
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NHWC: tl.constexpr):
+    """A K step is one contiguous run of input elements: the KW taps of one (channel, filter row) of an NCHW
+    input (OIHW weight), or with NHWC the KW * C (kw, c) elements of one filter row (OHWI weight)."""
+    rm, rn, n, oh, ow = out_tile(OH, OW, BLOCK_M, BLOCK_N)
+    RUN: tl.constexpr = KW * C if NHWC else KW
     j = tl.arange(0, BLOCK_K)[None, :]
-    iw = ow * S - P + j // C
-    col_ok = (rm < M) & (j < KW * C) & (iw >= 0) & (iw < W)
-    x_row = x + n * (H * W * C) + (ow * S - P) * C + j
+    iw = ow * S - P + (j // C if NHWC else j)
+    col_ok = (rm < M) & (j < RUN) & (iw >= 0) & (iw < W)
+    x_row = x + n * (C * H * W) + ((ow * S - P) * C + j if NHWC else iw)
+    jb = tl.arange(0, BLOCK_K)[:, None]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kh in range(0, KH):
-        ih = oh * S - P + kh
-        a = tl.load(x_row + ih * (W * C), mask=col_ok & (ih >= 0) & (ih < H), other=0.0)
-        jb = tl.arange(0, BLOCK_K)[:, None]
-        b = tl.load(w + rn * (KH * KW * C) + kh * (KW * C) + jb, mask=(jb < KW * C) & (rn < OC), other=0.0)
+    for step in range(0, KH if NHWC else C * KH):
+        ih = oh * S - P + (step if NHWC else step % KH)
+        row = ih * (W * C) if NHWC else (step // KH) * (H * W) + ih * W
+        a = tl.load(x_row + row, mask=col_ok & (ih >= 0) & (ih < H), other=0.0)
+        b = tl.load(w + rn * (C * KH * KW) + step * RUN + jb, mask=(jb < RUN) & (rn < OC), other=0.0)
         acc = tl.dot(a, b, acc)
-    tl.store(y + n * (OH * OW * OC) + (oh * OW + ow) * OC + rn, acc.to(tl.float16), mask=(rm < M) & (rn < OC))
+    store_nhwc(y, acc, rm, rn, n, oh, ow, M, OH, OW, OC)
 
 
 def main() -> None:
@@ -123,15 +107,16 @@ def main() -> None:
     ms = do_bench_cudagraph(lambda: x.permute(0, 2, 3, 1).contiguous())
     rows.append({"variant": "nchw->nhwc copy", "ms": ms})
     print(f"{'nchw->nhwc copy':28s} {ms * 1e3:8.1f} us", flush=True)
-    for kern, xin, win, bks in ((stem_gather, x, wt, (32, 64, 128)), (stem_rows, x, wt, (16,)),
-                                (stem_nhwc, x_nhwc, w_ohwi, (32,))):
+    for name, kern, xin, win, bks, kw in (("gather", stem_gather, x, wt, (32, 64, 128), {}),
+                                          ("rows", stem_rows, x, wt, (16,), {"NHWC": False}),
+                                          ("nhwc", stem_rows, x_nhwc, w_ohwi, (32,), {"NHWC": True})):
         for bm, bn, warps, stages in ((128, 64, 4, 3), (128, 64, 8, 3), (256, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3)):
             for bk in bks:
                 out = torch.empty(N, OH, OW, OC, device="cuda", dtype=torch.float16)
                 run = functools.partial(kern[(triton.cdiv(M, bm), triton.cdiv(OC, bn))], xin, win, out, M, C, H, W, OH, OW,
                                         OC, KH, KW, S, P, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,
-                                        num_stages=stages)
-                label = f"{kern.__name__} {bm}x{bn}x{bk} w{warps} s{stages}"
+                                        num_stages=stages, **kw)
+                label = f"{name} {bm}x{bn}x{bk} w{warps} s{stages}"
                 try:
                     run()
                     err = ((out.float() - ref).abs().max() / ref.abs().max()).item()
@@ -142,8 +127,7 @@ def main() -> None:
                 rows.append({"variant": label, "ms": ms, "err": err})
                 print(f"{label:28s} {ms * 1e3:8.1f} us {flop / ms / 1e9:6.0f} TFLOP/s err {err:.1e}", flush=True)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        Path(a.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
