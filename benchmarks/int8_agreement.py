@@ -64,7 +64,7 @@ bf16 noise floor is 638/640 = 99.7%, so a 99% target can be measured:
 
 Every run agrees on all 472 confident crops. At 0.01 the per-layer check keeps every expand conv in fp16:
 their int8 errors are 1.2-1.6%, against 0.5-1% for the depthwise and projection convs. The expand convs
-read the blocks' outputs, which are signed and unclamped: on 16 crops their largest values were 31-68, and a
+read the blocks' outputs, which are signed and unclamped: on 16 crops their largest values were 32-68, and a
 channel's median maximum 19-47, so outliers are not confined to a few channels. The other convs read ReLU6
 outputs, in [0, 6]. All of them are quantized with one scale per tensor.
 """
