@@ -16,13 +16,11 @@ import torch
 from trtjit.fusion import rule
 from trtjit.ir import Graph, TensorSpec, Value, dtype_name
 from trtjit.ops import get_op
+from trtjit.options import HALF_DTYPES
 from trtjit.passmanager import PassContext
 
 LOWER = rule("fp32 tensor => 16-bit storage", "assign_precision", "halve memory traffic; math stays fp32 in kernels")
 KEEP = rule("keep_fp32 override => fp32 layer", "assign_precision", "a per-layer override keeps this op in fp32")
-
-_TARGET = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 def _kept(name: str, op: str, keep: tuple[str, ...]) -> bool:
     return any(k == op or k == name or name.startswith(k + ".") for k in keep)
@@ -31,7 +29,7 @@ def _kept(name: str, op: str, keep: tuple[str, ...]) -> bool:
 def run(graph: Graph, ctx: PassContext) -> Graph:
     opts = ctx.options
     label = opts.precision if opts.precision not in ("int8", "fp8") else opts.fallback_precision
-    target = _TARGET.get(label)
+    target = HALF_DTYPES.get(label)
     if target is None:
         return graph
     keep = tuple(ctx.options.keep_fp32)

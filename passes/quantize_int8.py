@@ -44,6 +44,7 @@ from trtjit.errors import CalibrationError
 from trtjit.fusion import rule
 from trtjit.ir import Graph, Value, dtype_name
 from trtjit.ops import get_op
+from trtjit.options import HALF_DTYPES
 from trtjit.passmanager import PassContext
 
 INT8 = rule("calibrated GEMM/conv => int8 (or fp8) layer", "quantize_int8",
@@ -52,7 +53,7 @@ KEEP = rule("GEMM/conv kept in fp32", "quantize_int8",
             "override, missing scale, overflow risk or a failed precision check keeps the layer in fp32")
 
 ANCHORS = ("matmul", "conv2d")
-_FLOAT_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}  # 16-bit layers under fallback_precision
+_HALF_NAMES = {dt: name for name, dt in HALF_DTYPES.items()}  # 16-bit layers under fallback_precision
 INT32_MAX = 2**31 - 1
 # A conv reading fewer channels than this (an RGB stem) gathers its K dimension element by element; in int8
 # that ran 5x slower than in fp16 (resnet50's 7x7 stem at batch 32 on the H200: 1.64 ms against 0.34 ms),
@@ -226,7 +227,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
 
     def fp32(name: str, op: str, reason: str, **extra: object) -> None:
         """The layer stays in the graph's float precision (fp32, or the 16-bit fallback_precision)."""
-        prec = _FLOAT_NAMES.get(graph.node(name).spec.dtype, "fp32")
+        prec = _HALF_NAMES.get(graph.node(name).spec.dtype, "fp32")
         report.append({"layer": name, "op": op, "precision": prec, "reason": reason} | extra)
         ctx.skipped(KEEP, name, reason)
 

@@ -6,9 +6,12 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import torch
+
 from trtjit.errors import InputError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
+HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # the 16-bit storage precisions and their dtypes
 FP8_TARGETS = ("sm_89", "sm_90", "sm_100", "sm_103", "sm_120")  # GPUs with fp8 (e4m3) tensor cores
 
 
