@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -63,6 +64,7 @@ def test_build_progress_and_errors(tmp_path, capsys):
     assert main(["build", MLP, "-o", str(out), "--opt-level", "1"]) == 0
     cap = capsys.readouterr()
     assert "[1/3] loading model" in cap.err and "[3/3] writing" in cap.err
+    assert re.search(r"kernels in [\d.]+ s \(import [\d.]+, passes [\d.]+, codegen [\d.]+, cubins [\d.]+\)", cap.err)
     assert "targets none (JIT)" in cap.out
     for argv, msg in ((["build", "--onnx", "m.onnx"], "--onnx m.onnx: no such file"),
                       (["build", MLP, "--onnx", "m.onnx"], "not both"),

@@ -367,7 +367,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         for lg, lvl in zip(loggers, old_levels):
             lg.removeHandler(handler)
             lg.setLevel(lvl)
-    _progress(f"      {len(engine.kernels)} kernels in {engine.build_seconds:.1f} s")
+    phases = ", ".join(f"{k} {v:.1f}" for k, v in engine.build_phases.items())
+    _progress(f"      {len(engine.kernels)} kernels in {engine.build_seconds:.1f} s ({phases})")
     out = Path(args.output)
     _progress(f"[3/3] writing {out}")
     key = _key(args)
