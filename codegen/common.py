@@ -50,14 +50,6 @@ class KernelSpec:
     problem: dict[str, int] = field(default_factory=dict)  # GEMM/conv: M, N, K, batch (tile candidates use it)
     tile: str = "heuristic"  # where a GEMM/conv tile came from: "heuristic", "tuned" or "cache"
     batch_arg: bool = False  # takes the runtime batch ``nb`` after its pointers (dynamic batch: trtjit.dynamic)
-    # stream-K GEMM scratch: (int32 flags, fp32 partial-sum elements) it needs; when nonzero the kernel takes
-    # the engine's two shared workspace buffers after its pointers (flags are zero between kernels)
-    workspace: tuple[int, int] = (0, 0)
-
-    @property
-    def workspace_dtypes(self) -> list[str]:
-        """dtype names of the workspace pointers the kernel takes after ``args`` (none, or flags + partials)."""
-        return ["int32", "float32"] if self.workspace[0] else []
 
     def to_json(self) -> dict:
         from trtjit.dynamic import encode
@@ -65,7 +57,7 @@ class KernelSpec:
                 "grid": encode(list(self.grid)), "batch_arg": self.batch_arg, "constexprs": self.constexprs,
                 "args": [list(a) for a in self.args], "covers": self.covers, "rules": self.rules,
                 "num_warps": self.num_warps, "num_stages": self.num_stages, "flops": self.flops, "bytes": self.bytes,
-                "problem": encode(self.problem), "tile": self.tile, "workspace": list(self.workspace)}
+                "problem": encode(self.problem), "tile": self.tile}
 
 
 @dataclass
@@ -229,11 +221,9 @@ class Writer:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.indent = 0  # extra levels: a template emits a per-tile body inside its own loop
-        self.workspace: tuple[int, int] = (0, 0)  # see KernelSpec.workspace
 
     def __call__(self, line: str) -> None:
-        self.lines.append("    " * (1 + self.indent) + line if line else "")
+        self.lines.append("    " + line if line else "")
 
     def source(self, name: str, pointers: list[str], constexprs: list[str], doc: str) -> str:
         dyn = uses_batch_arg(self.lines)  # one compiled kernel serves every batch: never specialize on it

@@ -81,10 +81,8 @@ _CANDIDATES = ((128, 128, 64, 8, 3), (128, 128, 64, 4, 4), (128, 256, 64, 8, 3),
                (64, 32, 128, 4, 4), (32, 64, 64, 4, 4), (64, 64, 32, 4, 5))
 
 
-def tile_candidates(problem: dict[str, int], dtype: torch.dtype, stream_k: bool = False) -> list[dict[str, int]]:
-    """Distinct tiles worth timing for a GEMM of ``problem`` (M, N, K, batch), heuristic default first.
-    ``stream_k`` (matmuls) adds stream-K launches (one program per SM, ``_stream_k``) of the heuristic's tile
-    and of the large tiles, where the GEMM allows them."""
+def tile_candidates(problem: dict[str, int], dtype: torch.dtype) -> list[dict[str, int]]:
+    """Distinct tiles worth timing for a GEMM of ``problem`` (M, N, K, batch), heuristic default first."""
     M, N, K, batch = (problem[k] for k in ("M", "N", "K", "batch"))
     first = gemm_config(M, N, K, batch, dtype)
     out, seen = [], set()
@@ -93,14 +91,6 @@ def tile_candidates(problem: dict[str, int], dtype: torch.dtype, stream_k: bool 
         if cand not in seen:
             seen.add(cand)
             out.append(dict(zip(TILE_KEYS, cand)))
-    if stream_k:
-        prec = {torch.int8: "int8", torch.float8_e4m3fn: "fp8"}.get(dtype, "ieee")
-        big = [t for t in out[1:] if (t["BLOCK_M"], t["BLOCK_N"], t["num_warps"], t["num_stages"])
-               in ((128, 128, 8, 3), (128, 256, 8, 3))]
-        for tile in out[:1] + big:
-            bk = _dot_block_k(tile["BLOCK_K"], prec)
-            if stream_k_allowed(M, N, K, batch, (tile["BLOCK_M"], tile["BLOCK_N"], bk), prec, SMS):
-                out.append({**tile, "STREAM_K": SMS})
     return out
 
 
@@ -197,12 +187,11 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
                              f"from the GEMM output {list(out_shape)}")
         w(f"tl.store({ptr} + {full_tile(off, m_vars)}, {store_cast(em.value(v, kin.node), spec.dtype)}, mask=mask)")
     epi = ", ".join(f"{n.name} ({n.op})" for n in kin.body if n.op not in ("input", "constant"))
-    pointers = kin.pointers + (["sk_flags", "sk_parts"] if w.workspace[0] else [])
-    src = w.source(name, pointers, list(consts), f"{anchor.op} {list(out_shape)} with epilogue: {epi}")
+    src = w.source(name, kin.pointers, list(consts), f"{anchor.op} {list(out_shape)} with epilogue: {epi}")
     return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
                       kin.args, kin.covers, list(kin.node.attrs.get("rules", [])), num_warps=warps, num_stages=stages,
                       flops=flops, bytes=element_bytes(kin), problem=problem,
-                      tile=str(kin.tile.get("source", "tuned")) if kin.tile else "heuristic", workspace=w.workspace)
+                      tile=str(kin.tile.get("source", "tuned")) if kin.tile else "heuristic")
 
 
 def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ...], prec: str, kin: KernelInput):
@@ -222,30 +211,9 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     nbatch = 1 if fold else math.prod(batch)
     bm, bn, bk, warps, stages = _pick_tile(kin, mrows, N, K, nbatch, A.dtype)
     bk = _dot_block_k(bk, prec)
-    sk = _stream_k(kin, mrows, N, K, nbatch, (bm, bn, bk), prec)
-    if sk:
-        tm, kt = cdiv(mrows, bm), K // bk
-        total = tm * cdiv(N, bn) * kt
-        w(f"# stream-K: {sk} programs share the {total} BLOCK_K steps of the {total // kt} tiles evenly; a tile")
-        w("# split between two programs is finished by the later one, which adds the earlier one's partial sum")
-        w("pid = tl.program_id(0)")
-        w(f"start = pid * {total} // {sk}")
-        w(f"end = (pid + 1) * {total} // {sk}")
-        w(f"first = start // {kt}")
-        w(f"last = (end - 1) // {kt}")
-        w("sk_tile = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
-        w("for i in range(0, last - first + 1):")
-        w.indent += 1
-        w("t = last - i  # the last tile first: its partial sum (if split) goes to the next program early")
-        w(f"lo = tl.maximum(start - t * {kt}, 0)")
-        w(f"hi = tl.minimum(end - t * {kt}, {kt})")
-        w(f"pid_m = t % {tm}")
-        w(f"pid_n = t // {tm}")
-        w.workspace = (sk, sk * bm * bn)
-    else:
-        w("pid_m = tl.program_id(0)")
-        w("pid_n = tl.program_id(1)")
-        w("pid_b = tl.program_id(2)")
+    w("pid_m = tl.program_id(0)")
+    w("pid_n = tl.program_id(1)")
+    w("pid_b = tl.program_id(2)")
     w("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]")
     w("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
     w("rk = tl.arange(0, BLOCK_K)")
@@ -298,72 +266,22 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     # from loading as vectors (measured: 128x128 tiles ran at ~235 TFLOP/s with it). A ragged tail, if
     # any, is one masked step after the loop.
     k_full = K - K % bk
-    if sk:
-        _stream_k_loop(w, prec, sak, sbk, b_main, kt)
-    elif k_full:
+    if k_full:
         w(f"for k in range(0, {k_full}, BLOCK_K):")
         w("    a = tl.load(a_ptrs)")
         w(f"    b = tl.load(b_ptrs{b_main})")
         w(_dot(prec))
         w(f"    a_ptrs += BLOCK_K * {sak}")
         w(f"    b_ptrs += BLOCK_K * {sbk}")
-    if K % bk and not sk:
+    if K % bk:
         b_tail = f"(rk[:, None] < {K % bk}) & (rn < {N})" if col_mask else f"rk[:, None] < {K % bk}"
         w(f"a = tl.load(a_ptrs, mask=rk[None, :] < {K % bk}, other=0.0)")
         w(f"b = tl.load(b_ptrs, mask={b_tail}, other=0.0)")
         w(_dot(prec).strip())
-    grid = (sk, 1, 1) if sk else (cdiv(mrows, bm), cdiv(N, bn), nbatch)
+    grid = (cdiv(mrows, bm), cdiv(N, bn), nbatch)
     m_vars = {"rm", "m"} | ({names[j] for j in range(nb)} if fold else set())
     return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
         (warps, stages), m_vars, {"M": mrows, "N": N, "K": K, "batch": nbatch}
-
-
-def _stream_k(kin: KernelInput, M: int, N: int, K: int, batch: int, tile: tuple[int, int, int], prec: str) -> int:
-    """Programs of a stream-K launch of this GEMM, or 0 for one program per output tile.
-
-    A GEMM whose tiles fill the GPU unevenly (vit_b_16's 6304 x 768 outputs are 300 tiles of 128 x 128 on 132
-    SMs: three tiles' time on some SMs, two on the others) wastes the idle SMs of its last wave. Stream-K
-    gives each of ``STREAM_K`` persistent programs the same number of BLOCK_K steps, splitting a tile between
-    two programs where a share ends inside it. It is used when the chosen tile asks for it (the autotuner's
-    candidates, a tuning cache) and the GEMM allows it: one batch (folded), static sizes, float math, K a
-    multiple of BLOCK_K and at least as many tiles as programs (so a tile is split at most once).
-    """
-    want = int(kin.tile.get("STREAM_K", 0)) if kin.tile else 0
-    return want if want > 0 and stream_k_allowed(M, N, K, batch, tile, prec, want) else 0
-
-
-def stream_k_allowed(M: int, N: int, K: int, batch: int, tile: tuple[int, int, int], prec: str, programs: int) -> bool:
-    """Whether a stream-K launch of ``programs`` programs can run this GEMM (see ``_stream_k``)."""
-    bm, bn, bk = tile
-    if batch != 1 or is_dynamic(M) or prec in ("int8", "fp8", "ieee_upcast") or K % bk:
-        return False
-    return cdiv(M, bm) * cdiv(N, bn) >= programs
-
-
-def _stream_k_loop(w: Writer, prec: str, sak: int, sbk: int, b_main: str, kt: int) -> None:
-    """The per-tile main loop of a stream-K GEMM over BLOCK_K steps ``lo``..``hi`` of tile ``t``, then the hand-over:
-    a tile's first steps (``hi < kt``) store their fp32 partial sum in the program's slot and raise its flag
-    (release); a tile's last steps (``lo > 0``) wait for the previous program's flag (acquire, and reset it
-    for the next launch), add its partial sum and fall through to the epilogue. Waiting only on a lower
-    program, which raises its flag before it waits on anything, cannot deadlock."""
-    w(f"a_ptrs += lo * (BLOCK_K * {sak})")
-    w(f"b_ptrs += lo * (BLOCK_K * {sbk})")
-    w("for k in range(lo, hi):")
-    w("    a = tl.load(a_ptrs)")
-    w(f"    b = tl.load(b_ptrs{b_main})")
-    w(_dot(prec))
-    w(f"    a_ptrs += BLOCK_K * {sak}")
-    w(f"    b_ptrs += BLOCK_K * {sbk}")
-    w(f"if hi < {kt}:")
-    w("    tl.store(sk_parts + pid * (BLOCK_M * BLOCK_N) + sk_tile, acc)")
-    w("    tl.debug_barrier()  # every thread's partial is written before the flag goes up")
-    w('    tl.atomic_xchg(sk_flags + pid, 1, sem="release")')
-    w("else:")
-    w.indent += 1
-    w("if lo > 0:")
-    w('    while tl.atomic_cas(sk_flags + pid - 1, 1, 0, sem="acquire") != 1:')
-    w("        pass")
-    w('    acc += tl.load(sk_parts + (pid - 1) * (BLOCK_M * BLOCK_N) + sk_tile, cache_modifier=".cg")')
 
 
 def full_tile(off: str, m_vars: set[str]) -> str:

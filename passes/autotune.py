@@ -83,8 +83,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if key in todo:  # an identical kernel (a repeated layer) is tuned once
             todo[key][1].append(name)
             continue
-        todo[key] = (name, [name], base.problem, tile_candidates(base.problem, graph.spec(base.args[0]).dtype,
-                                                                   stream_k=base.template == "gemm"))
+        todo[key] = (name, [name], base.problem, tile_candidates(base.problem, graph.spec(base.args[0]).dtype))
     # every candidate kernel of every layer, generated first so a GPU timer can compile them all in parallel
     specs: dict[tuple[str, int], KernelSpec] = {}
     for key, (name, _, _, cands) in todo.items():
@@ -112,8 +111,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             best_ms, best = timed[0]
         cache.put(key, best, {"kernel": specs[(key, 0)].name, "arch": arch, "triton": triton.__version__,
                               "problem": problem, "ms": best_ms,
-                              "timings": [[ms, [c[k] for k in TILE_KEYS] + [c.get("STREAM_K", 0)]]
-                                          for ms, c in timed]})
+                              "timings": [[ms, [c[k] for k in TILE_KEYS]] for ms, c in timed]})
         for n in names:
             tiles[n] = {**best, "source": "tuned"}
             ctx.fired(TUNED, n, f"{best} {best_ms:.4f} ms; heuristic {timed[0][0]:.4f} ms, {len(timed)} candidates")

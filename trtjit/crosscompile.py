@@ -82,8 +82,7 @@ class KernelBinary:
 # ---------------------------------------------------------------------------------------------- parent side
 def _job_kernels(graph: Any, kernels: list[Any]) -> list[dict[str, Any]]:
     from trtjit.ir import dtype_name
-    return [{"name": k.name, "source": k.source, "arg_dtypes": [dtype_name(graph.spec(a).dtype) for a in k.args]
-             + list(getattr(k, "workspace_dtypes", [])),
+    return [{"name": k.name, "source": k.source, "arg_dtypes": [dtype_name(graph.spec(a).dtype) for a in k.args],
              "constexprs": k.constexprs, "num_warps": k.num_warps, "num_stages": k.num_stages,
              "batch_arg": bool(getattr(k, "batch_arg", False))} for k in kernels]
 
@@ -314,10 +313,9 @@ def _check_meta(path: Any, target: str, k: Any, m: dict[str, Any], cubin_blob: b
 
     params = m["params"]
     batch = [[ARG, "i32"]] if getattr(k, "batch_arg", False) else []
-    npt = len(k.args) + len(k.workspace_dtypes)  # buffers, then a stream-K GEMM's two workspace pointers
-    if (not isinstance(params, list) or len(params) != npt + len(batch) or params[npt:] != batch
-            or not all(isinstance(p, list) and len(p) == 2 and str(p[1]).startswith("*") for p in params[:npt])):
-        raise bad(f"its parameters {params!r} do not match the kernel's {npt} pointer arguments"
+    if (not isinstance(params, list) or len(params) != len(k.args) + len(batch) or params[len(k.args):] != batch
+            or not all(isinstance(p, list) and len(p) == 2 and str(p[1]).startswith("*") for p in params[:len(k.args)])):
+        raise bad(f"its parameters {params!r} do not match the kernel's {len(k.args)} pointer arguments"
                   f"{' and its batch argument' if batch else ''}")
     if m["constexprs"] != k.constexprs:
         raise bad(f"constexprs {m['constexprs']} differ from the kernel's {k.constexprs}")

@@ -49,12 +49,6 @@ class _DeviceState:
             spec = g.node(node).outputs[int(idx)]
             nbytes = upper(spec.nbytes)  # a dynamic batch is planned for its max
             self.static[Value(node, int(idx))] = self.arena[off:off + nbytes].view(spec.dtype)
-        # stream-K GEMMs (codegen/gemm.py) share one scratch: int32 flags, zero between kernels (each kernel
-        # resets the flags it raised), and fp32 partial-sum slots; kernels run one after another, so one suffices
-        flags = max((k.workspace[0] for k in engine.kernels), default=0)
-        parts = max((k.workspace[1] for k in engine.kernels), default=0)
-        self.workspace = (torch.zeros(flags, dtype=torch.int32, device=device),
-                          torch.empty(parts, dtype=torch.float32, device=device)) if flags else ()
 
 
 class Engine:
@@ -206,9 +200,7 @@ class Engine:
     def _launch(self, i: int, fn: Any, bufs: dict[Value, torch.Tensor]) -> None:
         k = self.kernels[i]
         nb = () if not k.batch_arg else (self._nb,)  # dynamic batch: grids and sizes follow the runtime batch
-        args = [bufs[a] for a in k.args]
-        ws = self._states[args[0].device].workspace if k.workspace[0] else ()
-        fn[grid_at(k.grid, self._nb)](*args, *ws, *nb, **k.constexprs, num_warps=k.num_warps,
+        fn[grid_at(k.grid, self._nb)](*[bufs[a] for a in k.args], *nb, **k.constexprs, num_warps=k.num_warps,
                                       num_stages=k.num_stages)
 
     def run(self, *args: torch.Tensor, on_kernel: Callable[[int, KernelSpec, dict[Value, torch.Tensor]], None]

@@ -96,7 +96,6 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
 
     bufs: dict[Any, torch.Tensor] = {}
     fns: dict[str, Any] = {}
-    scratch: list[torch.Tensor] = []  # stream-K flags and partials, grown to the largest candidate's
     opt = graph.meta["batch_range"]["opt"] if graph.meta.get("batch_range") else None
 
     def buffer(v: Any) -> torch.Tensor:
@@ -107,16 +106,6 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
             else:
                 bufs[v] = torch.zeros(spec.shape, dtype=spec.dtype, device=device)
         return bufs[v]
-
-    def workspace(k: Any) -> list[torch.Tensor]:
-        """A stream-K candidate's flags (zero; each launch leaves them zero) and partial-sum slots."""
-        flags, parts = getattr(k, "workspace", (0, 0))
-        if not flags:
-            return []
-        if not scratch or scratch[0].numel() < flags or scratch[1].numel() < parts:
-            scratch[:] = [torch.zeros(flags, dtype=torch.int32, device=device),
-                          torch.empty(parts, dtype=torch.float32, device=device)]
-        return list(scratch)
 
     def prepare(kernels: list[Any]) -> None:
         """Compile every candidate at once in the cross-compile worker processes (cubins for this GPU's arch):
@@ -145,7 +134,7 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
         if key not in fns:
             fns[key] = load_kernel(k.name, k.source)
         fn = fns[key]
-        args = [buffer(a) for a in k.args] + workspace(k) + ([opt] if getattr(k, "batch_arg", False) else [])
+        args = [buffer(a) for a in k.args] + ([opt] if getattr(k, "batch_arg", False) else [])
 
         def launch() -> None:
             fn[grid_at(k.grid, opt)](*args, **k.constexprs, num_warps=k.num_warps, num_stages=k.num_stages)
