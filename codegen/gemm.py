@@ -81,10 +81,28 @@ _CANDIDATES = ((128, 128, 64, 8, 3), (128, 128, 64, 4, 4), (128, 256, 64, 8, 3),
                (64, 32, 128, 4, 4), (32, 64, 64, 4, 4), (64, 64, 32, 4, 5))
 
 
+# A convolution that gathers its A tile element by element (an NCHW input: per-element div/mod of the
+# (c, kh, kw) index, masks per element) over a reduction this short spends its time on the gather, not on
+# the tensor cores: smaller tiles with BLOCK_K spanning 64 bytes run it fastest. resnet50's 7x7 stem (K = 147,
+# fp16, batch 32) on the H200: 294 us in 128x64x64 tiles, 190 us in 64x64x32 (benchmarks/stem_micro.py).
+GATHER_SMALL_K = 256
+
+
+def heuristic_tile(problem: dict[str, int], dtype: torch.dtype) -> tuple[int, int, int, int, int]:
+    """The deterministic tile of a GEMM/conv kernel of ``problem`` (M, N, K, batch, and ``gather`` for a
+    convolution gathering an NCHW input): ``gemm_config``, or the small gather tile (``GATHER_SMALL_K``)."""
+    M, N, K, batch = (problem[k] for k in ("M", "N", "K", "batch"))
+    tile = gemm_config(M, N, K, batch, dtype)
+    if problem.get("gather") and K <= GATHER_SMALL_K and dtype.is_floating_point and dtype.itemsize >= 2:
+        bm, bn = tile[:2]
+        return min(bm, 64), bn, _block(K, _k_elems(32, dtype)), 4, 3
+    return tile
+
+
 def tile_candidates(problem: dict[str, int], dtype: torch.dtype) -> list[dict[str, int]]:
     """Distinct tiles worth timing for a GEMM of ``problem`` (M, N, K, batch), heuristic default first."""
-    M, N, K, batch = (problem[k] for k in ("M", "N", "K", "batch"))
-    first = gemm_config(M, N, K, batch, dtype)
+    M, N, K = (problem[k] for k in ("M", "N", "K"))
+    first = heuristic_tile(problem, dtype)
     out, seen = [], set()
     for i, (bm, bn, bk, warps, stages) in enumerate((first, *_CANDIDATES)):
         cand = (_block(M, bm), _block(N, bn), _block(K, bk if i == 0 else _k_elems(bk, dtype)), warps, stages)
@@ -94,14 +112,14 @@ def tile_candidates(problem: dict[str, int], dtype: torch.dtype) -> list[dict[st
     return out
 
 
-def _pick_tile(kin: KernelInput, M: int, N: int, K: int, batch: int, dtype: torch.dtype):
+def _pick_tile(kin: KernelInput, problem: dict[str, int], dtype: torch.dtype):
     """The tile of this kernel: the one chosen for it (autotune pass / tuning cache), else the heuristic's."""
     if kin.tile:
         try:
             return tuple(int(kin.tile[k]) for k in TILE_KEYS)
         except (KeyError, TypeError, ValueError):
             raise BuildError(f"node {kin.node.name!r}: malformed tile {kin.tile!r}; needs {TILE_KEYS}") from None
-    return gemm_config(M, N, K, batch, dtype)
+    return heuristic_tile(problem, dtype)
 
 
 def _anchor(kin: KernelInput) -> Node:
@@ -209,7 +227,7 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     fold = nb > 0 and all(bstride(B, b_batch, j) == 0 for j in range(nb))
     mrows = (math.prod(batch) * M) if fold else M
     nbatch = 1 if fold else math.prod(batch)
-    bm, bn, bk, warps, stages = _pick_tile(kin, mrows, N, K, nbatch, A.dtype)
+    bm, bn, bk, warps, stages = _pick_tile(kin, {"M": mrows, "N": N, "K": K, "batch": nbatch}, A.dtype)
     bk = _dot_block_k(bk, prec)
     w("pid_m = tl.program_id(0)")
     w("pid_n = tl.program_id(1)")
@@ -340,14 +358,15 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     M, K = N * OH * OW, Cg * KH * KW
     names = {0: "n", 1: "oc", 2: "oh", 3: "ow"}
     if not transposed and Cg == 1 and OCg == 1:  # depthwise: channels across the tile, no tensor-core dot
-        bm, bn, bk, warps, stages = _pick_tile(kin, M, C, KH * KW, 1, X.dtype)
+        bm, bn, bk, warps, stages = _pick_tile(kin, {"M": M, "N": C, "K": KH * KW, "batch": 1}, X.dtype)
         _depthwise_mainloop(w, X, Wt, anchor, out_shape, (H, W, KH, KW))
         return names.__getitem__, (cdiv(M, bm), cdiv(C, bn), 1), {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, \
             M, C, 2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, \
             {"M": M, "N": C, "K": KH * KW, "batch": 1}
-    bm, bn, bk, warps, stages = _pick_tile(kin, M, OCg, K, groups, X.dtype)
-    bk = _dot_block_k(bk, prec)
     channels_last = sxc == 1 and Cg > 1 and not transposed
+    problem = {"M": M, "N": OCg, "K": K, "batch": groups, **({} if channels_last or transposed else {"gather": 1})}
+    bm, bn, bk, warps, stages = _pick_tile(kin, problem, X.dtype)
+    bk = _dot_block_k(bk, prec)
     hwio = channels_last and sww == Cg * swc and swh == KW * sww
     if hwio and Cg % bk:  # a BLOCK_K that divides the channels keeps each K step inside one filter tap
         bk_tap = math.gcd(Cg, bk)
@@ -373,8 +392,7 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
         _tap_mainloop(w, prec, (K, Cg, KW, H, W, M, OCg), (sh, sw, ph, pw, dh, dw), (sxh, sxw, swc))
         grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
         return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
-            2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, \
-            {"M": M, "N": OCg, "K": K, "batch": groups}
+            2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, problem
     w(f"for k in range(0, {K}, BLOCK_K):")
     w("    rk = k + tl.arange(0, BLOCK_K)")
     if channels_last:  # channels-last input: K runs channel-fastest, loads contiguous
@@ -407,7 +425,7 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     w(_dot(prec))
     grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
     return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
-        2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, {"M": M, "N": OCg, "K": K, "batch": groups}
+        2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, problem
 
 
 def _tap_mainloop(w: Writer, prec: str, sizes: tuple[int, ...], geom: tuple[int, ...],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from trtjit.codegen.gemm import gemm_config, tile_candidates
+from trtjit.codegen.gemm import gemm_config, heuristic_tile, tile_candidates
 
 import trtjit
 from tests.conftest import assert_close_rel
@@ -68,3 +68,24 @@ def test_tile_heuristic_fills_the_gpu():
     assert gemm_config(4096, 1024, 4096, 1, torch.float32)[2] == 32
     cands = tile_candidates({"M": 4096, "N": 1024, "K": 4096, "batch": 1}, torch.int8)
     assert all(c["BLOCK_K"] >= 64 for c in cands) and len({tuple(c.values()) for c in cands}) == len(cands)
+
+
+def test_gathered_stem_conv_takes_the_small_tile(gen):
+    """An NCHW-input convolution over a short K (resnet50's 7x7 stem: K = 147) is bound by its element
+    gather: 64-row tiles with a 64-byte BLOCK_K. A long K, a channels-last input or int8 keep gemm_config."""
+    stem = {"M": 401408, "N": 64, "K": 147, "batch": 1, "gather": 1}
+    assert heuristic_tile(stem, torch.float16) == (64, 64, 32, 4, 3)
+    assert heuristic_tile(stem, torch.float32)[2] == 16
+    assert tile_candidates(stem, torch.float16)[0] == dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps",
+                                                                "num_stages"), (64, 64, 32, 4, 3)))
+    for problem, dtype in (({**stem, "K": 1152}, torch.float16), ({**stem, "gather": 0}, torch.float16),
+                           (stem, torch.int8)):
+        assert heuristic_tile(problem, dtype) == gemm_config(401408, 64, problem["K"], 1, dtype)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 7, 2, 3), torch.nn.ReLU()).eval().half()
+    x = torch.randn(2, 3, 32, 32, generator=gen).half()
+    engine = trtjit.compile(model, (x,))
+    (k,) = [k for k in engine.kernels if k.template == "conv"]
+    assert k.problem["gather"] == 1 and k.constexprs["BLOCK_K"] == 32 and k.constexprs["BLOCK_M"] == 64
+    with torch.no_grad():
+        ref = model.double()(x.double())
+    assert_close_rel(engine(x).double(), ref, 1e-2)
