@@ -84,7 +84,9 @@ _CANDIDATES = ((128, 128, 64, 8, 3), (128, 128, 64, 4, 4), (128, 256, 64, 8, 3),
 # A convolution that gathers its A tile element by element (an NCHW input: per-element div/mod of the
 # (c, kh, kw) index, masks per element) over a reduction this short spends its time on the gather, not on
 # the tensor cores: smaller tiles with BLOCK_K spanning 64 bytes run it fastest. resnet50's 7x7 stem (K = 147,
-# fp16, batch 32) on the H200: 294 us in 128x64x64 tiles, 190 us in 64x64x32 (benchmarks/stem_micro.py).
+# fp16, batch 32) on the H200: 294 us in 128x64x64 tiles, 190 us in 64x64x32 (benchmarks/stem_micro.py), and
+# the engine 1.601 -> 1.497 ms (benchmarks/stem_ab.py). A K within one 128-byte step keeps gemm_config's tile
+# (mobilenet_v2's 3x3 stem, K = 27: 45.8 us in 128x32 tiles, 49.6 us in 64x32).
 GATHER_SMALL_K = 256
 
 
@@ -93,7 +95,8 @@ def heuristic_tile(problem: dict[str, int], dtype: torch.dtype) -> tuple[int, in
     convolution gathering an NCHW input): ``gemm_config``, or the small gather tile (``GATHER_SMALL_K``)."""
     M, N, K, batch = (problem[k] for k in ("M", "N", "K", "batch"))
     tile = gemm_config(M, N, K, batch, dtype)
-    if problem.get("gather") and K <= GATHER_SMALL_K and dtype.is_floating_point and dtype.itemsize >= 2:
+    if problem.get("gather") and _k_elems(64, dtype) < K <= GATHER_SMALL_K and dtype.is_floating_point \
+            and dtype.itemsize >= 2:
         bm, bn = tile[:2]
         return min(bm, 64), bn, _block(K, _k_elems(32, dtype)), 4, 3
     return tile
