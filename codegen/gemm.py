@@ -371,7 +371,10 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     bm, bn, bk, warps, stages = _pick_tile(kin, problem, X.dtype)
     bk = _dot_block_k(bk, prec)
     hwio = channels_last and sww == Cg * swc and swh == KW * sww
-    if hwio and Cg % bk:  # a BLOCK_K that divides the channels keeps each K step inside one filter tap
+    row = hwio and Cg < 8 and KW * Cg <= 64  # a few-channel (stem) conv: one filter row per K step
+    if row:
+        bk = max(_dot_block_k(16, prec), next_pow2(KW * Cg))
+    elif hwio and Cg % bk:  # a BLOCK_K that divides the channels keeps each K step inside one filter tap
         bk_tap = math.gcd(Cg, bk)
         if bk_tap >= _dot_block_k(16, prec):
             bk = bk_tap
@@ -391,8 +394,14 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     else:
         w(f"w_base = {Wt.pointer} + {Wt.layout.offset} + oc * {swo}")
     w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-    if hwio and Cg % bk == 0:
+    if row:
+        _row_mainloop(w, prec, (Cg, KH, KW, H, W, M, OCg), (sh, sw, ph, pw, dh, dw), (sxh, sxw, swc))
+    if hwio and Cg % bk == 0 and not row:
         _tap_mainloop(w, prec, (K, Cg, KW, H, W, M, OCg), (sh, sw, ph, pw, dh, dw), (sxh, sxw, swc))
+        grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
+        return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
+            2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, problem
+    if row:
         grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
         return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
             2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, problem
@@ -449,6 +458,31 @@ def _tap_mainloop(w: Writer, prec: str, sizes: tuple[int, ...], geom: tuple[int,
     w(f"    a = tl.load(x_base + ih * {sxh} + iw * {sxw} + c0 + tl.arange(0, BLOCK_K)[None, :], mask=a_mask, "
       "other=0.0)")
     w(f"    b = tl.load(w_base + (k + tl.arange(0, BLOCK_K))[:, None] * {swc}, mask=rn < {OCg}, other=0.0)")
+    w(_dot(prec))
+
+
+def _row_mainloop(w: Writer, prec: str, sizes: tuple[int, ...], geom: tuple[int, ...],
+                  strides: tuple[int, int, int]) -> None:
+    """NHWC convolution of few channels (an RGB stem; passes/stem_input_nhwc) with HWIO weights: K runs
+    (kh, kw, c) with c fastest and one K step is one filter row kh, its KW * C elements one contiguous run of
+    the input row (BLOCK_K >= KW * C, the rest masked). The (kw, c) index math and its masks are computed
+    once, outside the loop; a step only moves to the next input row."""
+    Cg, KH, KW, H, W, M, OCg = sizes
+    sh, sw, ph, pw, dh, dw = geom
+    sxh, sxw, swc = strides
+    run = KW * Cg
+    w("rr = tl.arange(0, BLOCK_K)  # (kw, c) within a filter row, c fastest")
+    w(f"iw = ow * {sw} - {pw} + (rr // {Cg})[None, :] * {dw}")
+    w(f"row_mask = (rm < {M}) & (rr[None, :] < {run}) & (iw >= 0) & (iw < {W})")
+    if dw == 1 and sxw == Cg:  # the row's elements are contiguous in the input
+        w(f"a_off = (ow * {sw} - {pw}) * {sxw} + rr[None, :]")
+    else:
+        w(f"a_off = iw * {sxw} + (rr % {Cg})[None, :]")
+    w(f"b_mask = (rr[:, None] < {run}) & (rn < {OCg})")
+    w(f"for kh in range(0, {KH}):")
+    w(f"    ih = oh * {sh} - {ph} + kh * {dh}")
+    w(f"    a = tl.load(x_base + ih * {sxh} + a_off, mask=row_mask & (ih >= 0) & (ih < {H}), other=0.0)")
+    w(f"    b = tl.load(w_base + (kh * {run} + rr[:, None]) * {swc}, mask=b_mask, other=0.0)")
     w(_dot(prec))
 
 

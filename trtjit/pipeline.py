@@ -15,7 +15,7 @@ PIPELINES: dict[int, list[str]] = {
     2: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "fuse_attention", "decompose",
         "constant_folding", "assign_precision", "remove_noops", "dead_code_elimination", "merge_parallel_gemms",
         "quantize_int8", "fuse_gemm_epilogue",
-        "fuse_reductions", "fuse_pointwise", "layout_nhwc", "conv_weight_layout", "fold_view_chains",
+        "fuse_reductions", "fuse_pointwise", "layout_nhwc", "stem_input_nhwc", "conv_weight_layout", "fold_view_chains",
         "materialize_views", "memory_plan", "autotune"],
 }
 # level 3: the same passes; autotune also times candidate tiles on the GPU (passes/autotune.py)

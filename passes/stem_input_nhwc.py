@@ -1,0 +1,80 @@
+"""An NHWC copy of the NCHW input of a few-channel convolution (a network's RGB stem).
+
+Requires: ``layout_nhwc`` done (layouts final) and ``conv_weight_layout`` not yet run. Guarantees: every
+float ``fused_gemm`` convolution (not transposed, one group) that reads an NCHW-stored input of fewer than
+``MAX_CHANNELS`` channels over a reduction K = C * KH * KW longer than one 128-byte step (resnet50's 7x7 stem,
+K = 147) reads instead a channels-last copy of it, written by one pointwise kernel (a ``copy`` storing NHWC);
+values and shapes are unchanged, and inputs shared by several such convolutions are copied once.
+
+Why: ``layout_nhwc`` inserts no transposes, so a stem reads the user's NCHW image in place, and its kernel
+gathers each A element through its own (c, kh, kw) div/mod and mask. Over an NHWC input with the HWIO weight
+``conv_weight_layout`` then stores, one K step is one filter row, KW * C contiguous elements
+(``codegen/gemm.py`` ``_row_mainloop``): resnet50's stem at batch 32, fp16, on the H200 took 190 us in the
+best NCHW gather tile and 125 us + 11 us for the copy this way (benchmarks/stem_micro.py). A K of one step
+(mobilenet_v2's 3x3 stem, K = 27) gathers in one step anyway and keeps its input.
+"""
+
+from __future__ import annotations
+
+from trtjit.fusion import fuse_group, rule
+from trtjit.ir import Graph, Value
+from trtjit.layout import compute_layouts
+from trtjit.passmanager import PassContext
+
+STEM = rule("few-channel NCHW conv input => NHWC copy", "stem_input_nhwc",
+            "a stem convolution reads each filter row of its image as one contiguous run")
+NHWC_PERM = [0, 2, 3, 1]
+MAX_CHANNELS = 8  # more channels: the channel-fastest loops of an NHWC conv need no copy to be contiguous
+
+
+def _stem_input(graph: Graph, name: str) -> tuple[Value, int, str] | None:
+    """(outer input value, its index, reason it is skipped or "") of the convolution kernel ``name``."""
+    n = graph.node(name)
+    if n.op != "fused_gemm":
+        return None
+    body = n.attrs["body"]
+    conv = next((b for b in body if b.op == "conv2d"), None)
+    if conv is None:
+        return None
+    xv, wv = body.inputs_of(conv.name)
+    if body.node(xv.node).op != "input":
+        return None
+    i = body.inputs.index(xv.node)
+    x = graph.inputs_of(name)[i]
+    spec, wshape = graph.spec(x), body.spec(wv).shape
+    if len(spec.shape) != 4 or conv.attrs["groups"] != 1:
+        return None
+    c = spec.shape[1]
+    k = c * wshape[2] * wshape[3]
+    if not spec.dtype.is_floating_point or spec.dtype.itemsize not in (2, 4):
+        return x, i, f"{spec.dtype} input: the 8-bit kernels read OHWI weights"
+    if c >= MAX_CHANNELS:
+        return None
+    if k <= 128 // spec.dtype.itemsize:
+        return x, i, f"K = {k} is one K step: the NCHW gather is one step too"
+    return x, i, ""
+
+
+def run(graph: Graph, ctx: PassContext) -> Graph:
+    layouts = compute_layouts(graph, strict=False)
+    copies: dict[Value, Value] = {}
+    for name in graph.topo_order():
+        found = _stem_input(graph, name)
+        if found is None:
+            continue
+        x, index, reason = found
+        lay = layouts.get(x)
+        if lay is None or lay.strides[1] == 1:
+            continue  # already channels-last (or a view the kernel cannot read: left to materialize_views)
+        if reason:
+            ctx.skipped(STEM, name, reason)
+            continue
+        if x not in copies:
+            cp = graph.add("copy", [x], name=graph.unique_name(f"{x.node}_nhwc"), source=graph.node(name).source)
+            copies[x] = Value(cp.name)
+        graph.set_input(name, index, copies[x])
+        ctx.fired(STEM, name, f"reads {copies[x].node} (NHWC copy of {x.node} {list(graph.spec(x).shape)})")
+    for x, cp in copies.items():  # one pointwise kernel each, once its readers are wired (they are its outputs)
+        fused = fuse_group(graph, [cp.node], "fused_pointwise", cp.node, f"nhwc_{x.node}", [STEM])
+        fused.attrs["out_perm"] = list(NHWC_PERM)
+    return graph
