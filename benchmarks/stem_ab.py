@@ -1,10 +1,14 @@
-"""A/B of the gathered-convolution tile rule (codegen/gemm.py ``GATHER_SMALL_K``) inside whole engines.
+"""A/B of the stem-convolution changes inside whole engines (fp16, opt_level 2).
 
     python benchmarks/stem_ab.py [--models resnet50,mobilenet_v2] [--batch 32] [--json out.json]
 
-Builds each model at opt_level 2 (fp16), then the same engine with every convolution the rule changed put
-back on ``gemm_config``'s tile, checks both against eager PyTorch, and times them interleaved (CUDA-graph
-replay), with each changed kernel's time from ``Engine.profile``.
+Three engines per model, checked against eager PyTorch and timed interleaved (CUDA-graph replay):
+  "nchw gather, gemm_config tile"  the stem gathers the NCHW image, in gemm_config's tile (before 2026-12-04);
+  "nchw gather, small tile"        the same loop in the small gather tile (codegen/gemm.py GATHER_SMALL_K);
+  "nhwc copy + row loop"           the default pipeline: passes/stem_input_nhwc copies the image to NHWC and
+                                   the stem reads one filter row per K step (codegen/gemm.py _row_mainloop).
+The first two are built without the stem_input_nhwc pass; per-kernel times of the stem (and copy) come
+from ``Engine.profile``.
 """
 
 from __future__ import annotations
@@ -24,8 +28,33 @@ from trtjit.codegen import generate  # noqa: E402
 from trtjit.codegen.gemm import TILE_KEYS, gemm_config, heuristic_tile  # noqa: E402
 
 import trtjit  # noqa: E402
+from trtjit import pipeline  # noqa: E402
 from trtjit.engine import Engine  # noqa: E402
 from trtjit.layout import compute_layouts  # noqa: E402
+
+
+def without_stem_pass(model, inputs) -> Engine:
+    saved = list(pipeline.PIPELINES[2])
+    pipeline.PIPELINES[2] = [p for p in saved if p != "stem_input_nhwc"]
+    try:
+        return trtjit.compile(model, inputs, opt_level=2)
+    finally:
+        pipeline.PIPELINES[2] = saved
+
+
+def retiled_to_gemm_config(engine: Engine) -> Engine:
+    old_tiles = {}
+    for k in engine.kernels:
+        if k.template == "conv" and k.tile == "heuristic":
+            p = k.problem
+            before = gemm_config(p["M"], p["N"], p["K"], p["batch"], torch.float16)
+            if before != heuristic_tile(p, torch.float16):
+                old_tiles[k.node] = dict(zip(TILE_KEYS, before))
+    g = copy.deepcopy(engine.graph)
+    g.meta["tiles"] = old_tiles
+    layouts = compute_layouts(g)
+    return Engine(g, [generate(g, k.node, layouts, kernel_name=k.name) if k.node in old_tiles else k
+                      for k in engine.kernels], engine.options)
 
 
 def main() -> None:
@@ -43,30 +72,17 @@ def main() -> None:
         inputs = tuple(t.cuda().half() for t in inputs)
         with torch.no_grad():
             ref = model(*inputs)
-        new = trtjit.compile(model, inputs, opt_level=2)
-        old_tiles = {}
-        for k in new.kernels:
-            if k.template == "conv" and k.tile == "heuristic":
-                p = k.problem
-                before = gemm_config(p["M"], p["N"], p["K"], p["batch"], torch.float16)
-                if before != heuristic_tile(p, torch.float16):
-                    old_tiles[k.node] = dict(zip(TILE_KEYS, before))
-        g = copy.deepcopy(new.graph)
-        g.meta["tiles"] = old_tiles
-        layouts = compute_layouts(g)
-        old = Engine(g, [generate(g, k.node, layouts, kernel_name=k.name) if k.node in old_tiles else k
-                         for k in new.kernels], new.options)
-        engines = {"gemm_config tile": old, "small gather tile": new}
+        nchw = without_stem_pass(model, inputs)
+        engines = {"nchw gather, gemm_config tile": retiled_to_gemm_config(nchw), "nchw gather, small tile": nchw,
+                   "nhwc copy + row loop": trtjit.compile(model, inputs, opt_level=2)}
         errs = {n: rel_err(e(*inputs), ref) for n, e in engines.items()}
         with torch.no_grad():
             ms = interleaved(engines, inputs, rounds=7)
-        prof = {n: {p.name: p.ms * 1e3 for p in e.profile(*inputs, iters=10)} for n, e in engines.items()}
-        changed = {k.name: {"tile_before": old_tiles[k.node], "tile_after": dict(k.constexprs),
-                            "us_before": round(prof["gemm_config tile"][k.name], 1),
-                            "us_after": round(prof["small gather tile"][k.name], 1)}
-                   for k in new.kernels if k.node in old_tiles}
-        row = {"model": name, "batch": args.batch, "ms": ms, "rel_err": errs, "changed": changed,
-               "speedup": ms["gemm_config tile"] / ms["small gather tile"]}
+        first = {}  # the first kernels (the image's copy, the stem) of each engine, in us
+        for n, e in engines.items():
+            prof = e.profile(*inputs, iters=10)
+            first[n] = [(p.name, dict(e.kernels[i].constexprs), round(p.ms * 1e3, 1)) for i, p in enumerate(prof[:2])]
+        row = {"model": name, "batch": args.batch, "ms": ms, "rel_err": errs, "first_kernels_us": first}
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:

@@ -2,9 +2,10 @@
 
 Requires: ``layout_nhwc`` done (layouts final) and ``conv_weight_layout`` not yet run. Guarantees: every
 float ``fused_gemm`` convolution (not transposed, one group) that reads an NCHW-stored input of fewer than
-``MAX_CHANNELS`` channels over a reduction K = C * KH * KW longer than one 128-byte step (resnet50's 7x7 stem,
-K = 147) reads instead a channels-last copy of it, written by one pointwise kernel (a ``copy`` storing NHWC);
-values and shapes are unchanged, and inputs shared by several such convolutions are copied once.
+``MAX_CHANNELS`` channels over a reduction K = C * KH * KW longer than ``MIN_K`` (resnet50's 7x7 stem,
+K = 147) reads it channels-last: the kernel producing it stores it NHWC where it can (a preprocessing
+pointwise kernel), else (the graph input, a pad) the convolution reads a channels-last copy written by one
+pointwise kernel (a ``copy`` storing NHWC), made once per input. Values and shapes are unchanged.
 
 Why: ``layout_nhwc`` inserts no transposes, so a stem reads the user's NCHW image in place, and its kernel
 gathers each A element through its own (c, kh, kw) div/mod and mask. Over an NHWC input with the HWIO weight
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 from trtjit.fusion import fuse_group, rule
 from trtjit.ir import Graph, Value
-from trtjit.layout import compute_layouts
+from trtjit.layout import compute_layouts, is_kernel_node
+from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
 
 STEM = rule("few-channel NCHW conv input => NHWC copy", "stem_input_nhwc",
             "a stem convolution reads each filter row of its image as one contiguous run")
 NHWC_PERM = [0, 2, 3, 1]
 MAX_CHANNELS = 8  # more channels: the channel-fastest loops of an NHWC conv need no copy to be contiguous
+MIN_K = 64  # a shorter reduction is one K step of the NCHW gather: the copy would cost more than it saves
 
 
 def _stem_input(graph: Graph, name: str) -> tuple[Value, int, str] | None:
@@ -50,9 +53,20 @@ def _stem_input(graph: Graph, name: str) -> tuple[Value, int, str] | None:
         return x, i, f"{spec.dtype} input: the 8-bit kernels read OHWI weights"
     if c >= MAX_CHANNELS:
         return None
-    if k <= 128 // spec.dtype.itemsize:
-        return x, i, f"K = {k} is one K step: the NCHW gather is one step too"
+    if k <= MIN_K:
+        return x, i, f"K = {k} is one K step of the NCHW gather (at most {MIN_K})"
     return x, i, ""
+
+
+def _store_nhwc(graph: Graph, x: Value) -> bool:
+    """Whether ``x``'s own kernel (a preprocessing pointwise kernel, say) can store it NHWC instead of a copy:
+    a single-output kernel that takes ``out_perm``, whose output is no graph output and only feeds kernels
+    (all templates read their inputs through strides)."""
+    n = graph.node(x.node)
+    if not is_kernel_node(graph, x.node) or "out_perm" not in get_op(n.op).attrs or n.attrs.get("out_perm") \
+            or len(n.outputs) != 1 or graph.is_output(x) or n.op in ("fused_gemm", "sdpa"):
+        return False
+    return all(is_kernel_node(graph, u) for u, _ in graph.users(x.node))
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
@@ -68,6 +82,11 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             continue  # already channels-last (or a view the kernel cannot read: left to materialize_views)
         if reason:
             ctx.skipped(STEM, name, reason)
+            continue
+        if _store_nhwc(graph, x):
+            graph.node(x.node).attrs["out_perm"] = list(NHWC_PERM)
+            layouts = compute_layouts(graph, strict=False)
+            ctx.fired(STEM, name, f"its input's kernel {x.node} stores NHWC")
             continue
         if x not in copies:
             cp = graph.add("copy", [x], name=graph.unique_name(f"{x.node}_nhwc"), source=graph.node(name).source)

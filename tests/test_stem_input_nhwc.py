@@ -67,3 +67,30 @@ def test_one_step_stems_and_many_channels_keep_their_input(gen):
             assert_close_rel(engine(x), model(x), 1e-4)
     skipped = _events(trtjit.compile(nn.Conv2d(3, 8, 3, 2, 1).eval(), (torch.randn(2, 3, 16, 16),)), False)
     assert skipped and "one K step" in skipped[0]["detail"]
+
+
+class Normalized(nn.Module):
+    """An image normalized in the model, then the stem: the normalizing kernel stores NHWC, no copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.stem = nn.Conv2d(3, 8, 7, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.stem((x - self.mean) / self.std))
+
+
+def test_a_preprocessing_kernel_stores_nhwc_itself(gen):
+    model = Normalized().eval()
+    x = torch.rand(2, 3, 16, 16, generator=gen)
+    engine = trtjit.compile(model, (x,), verify=True)
+    assert not [k for k in engine.kernels if k.name.startswith("nhwc_")]
+    (pre,) = [k for k in engine.kernels if k.template == "pointwise"]
+    assert engine.graph.node(pre.node).attrs["out_perm"] == [0, 2, 3, 1]
+    assert "stores NHWC" in _events(engine, True)[0]["detail"]
+    (conv,) = [k for k in engine.kernels if k.template == "conv"]
+    assert "for kh in range(0, 7):" in conv.source
+    with torch.no_grad():
+        assert_close_rel(engine(x), model(x), 1e-4)
