@@ -1,8 +1,10 @@
 """Where an engine's time goes on the GPU: per-kernel device times (CUPTI, no launch overhead), by template.
 
-    python benchmarks/kernel_profile.py vit_b_16:32:2 bert_base:32:3 [--json out.json]
+    python benchmarks/kernel_profile.py vit_b_16:32:2 bert_base:32:3 resnet50:32:2:int8-fp16 [--json out.json]
 
-Each argument is model:batch:opt_level (fp16, random weights, as in bench.py). For each engine it prints the
+Each argument is model:batch:opt_level[:precision] (fp16 by default, random weights, as in bench.py; an int8
+precision is calibrated as in bench_int8.py: MinMax on two random batches, "int8-fp16" runs the other ops in
+fp16). For each engine it prints the
 CUDA-graph time, the sum of kernel times per template, and the slowest kernels with their fused IR ops, tile,
 TFLOP/s (GEMM/conv) and GB/s (the bytes the kernel must move), so the worst kernels' roofline is visible.
 """
@@ -56,12 +58,23 @@ def main() -> None:
     cap = torch.cuda.get_device_capability()
     report = []
     for spec in a.specs:
-        name, batch, level = spec.split(":")
+        name, batch, level, *prec = spec.split(":")
         torch.manual_seed(0)
         model, inputs = MODELS[name](int(batch))
-        model = randomize(model).eval().cuda().half()
-        inputs = tuple(t.cuda().half() if t.is_floating_point() else t.cuda() for t in inputs)
-        engine = trtjit.compile(model, inputs, opt_level=int(level), targets=[f"sm_{cap[0]}{cap[1]}"])
+        targets = [f"sm_{cap[0]}{cap[1]}"]
+        if prec and prec[0] != "fp16":
+            low, _, fallback = prec[0].partition("-")
+            model = randomize(model).eval().cuda()
+            g = torch.Generator().manual_seed(1)
+            calib = [[torch.randn(t.shape, generator=g) if t.is_floating_point() else t for t in inputs]
+                     for _ in range(2)]
+            inputs = tuple(t.cuda() for t in inputs)
+            engine = trtjit.compile(model, inputs, opt_level=int(level), targets=targets, precision=low,
+                                    fallback_precision=fallback or "fp32", calibrator=trtjit.MinMaxCalibrator(calib))
+        else:
+            model = randomize(model).eval().cuda().half()
+            inputs = tuple(t.cuda().half() if t.is_floating_point() else t.cuda() for t in inputs)
+            engine = trtjit.compile(model, inputs, opt_level=int(level), targets=targets)
         graph_ms = time_ms(engine, inputs)
         dev = device_times(engine, inputs)
         rows = []

@@ -33,12 +33,17 @@ def _is_conv(graph: Graph, name: str) -> bool:
 def _eligible(graph: Graph, name: str) -> bool:
     """Kernels whose template can store a permuted 4-D output."""
     n = graph.node(name)
-    if "out_perm" not in get_op(n.op).attrs or n.attrs.get("out_perm") or len(n.outputs) != 1:
+    if "out_perm" not in get_op(n.op).attrs or n.attrs.get("out_perm"):
         return False
-    if len(n.spec.shape) != 4 or graph.is_output(Value(name)):
+    # several outputs (an int8 block's fp16 residual stream and its quantized copy) share one layout: the
+    # templates store every output through the first one's strides
+    if len(n.spec.shape) != 4 or len({tuple(o.shape) for o in n.outputs}) != 1 \
+            or any(graph.is_output(Value(name, i)) for i in range(len(n.outputs))):
         return False
     if n.op == "fused_gemm":
         return _is_conv(graph, name)
+    if len(n.outputs) != 1:
+        return False
     if n.op == "fused_reduction":  # only full-shape outputs follow the layout (row statistics are stored dense)
         body = n.attrs["body"]
         red = next(b for b in body if get_op(b.op).kind == "reduction")

@@ -156,6 +156,42 @@ def test_16bit_fallback_keeps_only_an_rgb_stem_out_of_int8(gen):
     assert prec == {"0": "fp16", "2": "int8", "4": "int8"}, engine.precision_table()
 
 
+class Bottlenecks(nn.Module):
+    """ResNet bottlenecks with identity shortcuts: each block's output is read twice, by the next block's
+    int8 conv (quantized) and by its residual add (16-bit), so the conv ending a block stores two outputs."""
+
+    def __init__(self, c: int = 16, mid: int = 8, blocks: int = 2) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU())
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Conv2d(c, mid, 1), nn.ReLU(), nn.Conv2d(mid, mid, 3, padding=1),
+                                                  nn.ReLU(), nn.Conv2d(mid, c, 1)) for _ in range(blocks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for b in self.blocks:
+            x = torch.relu(b(x) + x)
+        return x.mean((2, 3))
+
+
+def test_two_output_block_convs_store_nhwc(gen):
+    """A conv kernel with two outputs of one shape (the fp16 block output and its int8 copy) stores both NHWC,
+    so no int8 conv falls back to gathering an NCHW input element by element."""
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    model = Bottlenecks().eval()
+    x = torch.randn(2, 3, 8, 8, generator=gen)
+    engine = _build(model, x, trtjit.MinMaxCalibrator(_batches(gen, (2, 3, 8, 8), 2)), verify=True,
+                    fallback_precision="fp16")
+    convs = [k for k in engine.kernels if k.template == "conv"]
+    two = [k for k in convs if len(engine.graph.node(k.node).outputs) == 2]
+    assert two and all(engine.graph.node(k.node).attrs["out_perm"] == [0, 2, 3, 1] for k in convs)
+    int8 = [k for k in convs if engine.graph.spec(engine.graph.inputs_of(k.node)[0]).dtype == torch.int8]
+    assert len(int8) == 6 and not [k.name for k in int8 if k.problem.get("gather")]
+    with torch.no_grad():
+        ref = model(x.to(DEVICE))
+    assert rel_error(engine(x.to(DEVICE)), ref) <= 2 * TOL
+    assert_close_rel(engine(x.to(DEVICE)), run_graph(engine.graph, [x.to(DEVICE)])[0], tol=1e-2)
+
+
 @pytest.mark.parametrize("cal_cls", CALIBRATORS, ids=lambda c: c.__name__)
 def test_transformer_block_int8(cal_cls, gen):
     model, (x,) = example("transformer_layer")
