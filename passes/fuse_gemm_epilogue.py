@@ -74,6 +74,21 @@ FLAT = rule("reshape + matmul (+ bias) + reshape => batched matmul", "fuse_gemm_
             "activation and residual add after the view back")
 
 
+def _dequantized_side_input(graph: Graph, u: str, gset: set[str], out_shape: tuple[int, ...]) -> list[str]:
+    """The ``dequantize`` (and its cast to 16 bits) of an int8 tensor that ``u`` adds to the GEMM result (an
+    int8 residual, ``quantize_int8``; explicit Q/DQ): taken into the epilogue, so the kernel loads the int8
+    tensor itself instead of a float copy a separate kernel would write."""
+    for v in graph.inputs_of(u):
+        chain, p = [], v.node
+        while p not in gset and graph.node(p).op in ("cast", "dequantize") and _single_use(graph, p) \
+                and graph.node(p).spec.shape == out_shape:
+            chain.append(p)
+            if graph.node(p).op == "dequantize":
+                return chain if not creates_cycle(graph, gset | set(chain)) else []
+            p = graph.inputs_of(p)[0].node
+    return []
+
+
 def _single_use(graph: Graph, name: str) -> bool:
     return len(graph.users(Value(name))) == 1 and not graph.is_output(name)
 
@@ -129,6 +144,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                     un = graph.node(u)
                     if get_op(un.op).kind != "pointwise":
                         reasons.append(f"{u!r} is {un.op}, not pointwise")
+                    elif un.op == "dequantize":  # its readers load the int8 tensor (_dequantized_side_input)
+                        reasons.append(f"{u!r} dequantizes the int8 output: left to the kernels reading it")
                     elif un.spec.shape != out_shape:
                         reasons.append(f"{u!r} changes the shape to {list(un.spec.shape)}")
                     elif creates_cycle(graph, gset | {u}):
@@ -139,10 +156,15 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                         group.append(u)
                         gset.add(u)
                         changed = True
+                        side = _dequantized_side_input(graph, u, gset, out_shape)
+                        if side:
+                            parts.extend("int8 shortcut" if n == side[-1] else "" for n in side)
+                            group.extend(side)
+                            gset.update(side)
         for u, red in _prologue_leaves(graph, gset, anchor):
             gset.discard(u)
             reasons.append(f"{u!r} only feeds the reduction {red!r}: left to its prologue")
-        parts = [p for p, n in zip(parts, group) if n in gset]
+        parts = [p for p, n in zip(parts, group) if n in gset and p]
         group = [n for n in graph.topo_order() if n in gset]
         reason = "; ".join(dict.fromkeys(reasons)) or "the result has no other consumer"
         if len(group) > 1 and reasons:

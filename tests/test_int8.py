@@ -158,38 +158,65 @@ def test_16bit_fallback_keeps_only_an_rgb_stem_out_of_int8(gen):
 
 class Bottlenecks(nn.Module):
     """ResNet bottlenecks with identity shortcuts: each block's output is read twice, by the next block's
-    int8 conv (quantized) and by its residual add (16-bit), so the conv ending a block stores two outputs."""
+    int8 conv (quantized) and by its residual add. ``taps`` also reads each block's output in float (pooled
+    feature outputs), so it must stay in float too."""
 
-    def __init__(self, c: int = 16, mid: int = 8, blocks: int = 2) -> None:
+    def __init__(self, c: int = 16, mid: int = 8, blocks: int = 2, taps: bool = False) -> None:
         super().__init__()
+        self.taps = taps
         self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU())
         self.blocks = nn.ModuleList(nn.Sequential(nn.Conv2d(c, mid, 1), nn.ReLU(), nn.Conv2d(mid, mid, 3, padding=1),
                                                   nn.ReLU(), nn.Conv2d(mid, c, 1)) for _ in range(blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
+        feats = []
         for b in self.blocks:
+            if self.taps:
+                feats.append(x.amax((2, 3)))
             x = torch.relu(b(x) + x)
-        return x.mean((2, 3))
+        return torch.cat([x.mean((2, 3)), *feats], 1)
 
 
-def test_two_output_block_convs_store_nhwc(gen):
-    """A conv kernel with two outputs of one shape (the fp16 block output and its int8 copy) stores both NHWC,
-    so no int8 conv falls back to gathering an NCHW input element by element."""
+RESIDUAL_RULE = "int8 tensor + residual add => add reads the int8 copy"
+
+
+def _bottlenecks(gen, taps: bool):
     torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
-    model = Bottlenecks().eval()
+    model = Bottlenecks(taps=taps).eval()
     x = torch.randn(2, 3, 8, 8, generator=gen)
     engine = _build(model, x, trtjit.MinMaxCalibrator(_batches(gen, (2, 3, 8, 8), 2)), verify=True,
                     fallback_precision="fp16")
-    convs = [k for k in engine.kernels if k.template == "conv"]
-    two = [k for k in convs if len(engine.graph.node(k.node).outputs) == 2]
-    assert two and all(engine.graph.node(k.node).attrs["out_perm"] == [0, 2, 3, 1] for k in convs)
-    int8 = [k for k in convs if engine.graph.spec(engine.graph.inputs_of(k.node)[0]).dtype == torch.int8]
-    assert len(int8) == 6 and not [k.name for k in int8 if k.problem.get("gather")]
     with torch.no_grad():
         ref = model(x.to(DEVICE))
-    assert rel_error(engine(x.to(DEVICE)), ref) <= 2 * TOL
-    assert_close_rel(engine(x.to(DEVICE)), run_graph(engine.graph, [x.to(DEVICE)])[0], tol=1e-2)
+    out = engine(x.to(DEVICE))
+    assert rel_error(out, ref) <= 2 * TOL
+    assert_close_rel(out, run_graph(engine.graph, [x.to(DEVICE)])[0], tol=1e-2)
+    convs = [k for k in engine.kernels if k.template == "conv"]
+    assert all(engine.graph.node(k.node).attrs["out_perm"] == [0, 2, 3, 1] for k in convs)
+    int8 = [k for k in convs if engine.graph.spec(engine.graph.inputs_of(k.node)[0]).dtype == torch.int8]
+    assert len(int8) == 6 and not [k.name for k in int8 if k.problem.get("gather")]
+    events = [e for r in engine.build_log for e in r.events if e["rule"] == RESIDUAL_RULE]
+    return engine, convs, events
+
+
+def test_int8_residual_reads_the_int8_copy(gen):
+    """A block output read only by the next int8 conv and the shortcut add is stored once, in int8; the add's
+    kernel (the next block's last conv) loads it and dequantizes it in its epilogue."""
+    engine, convs, events = _bottlenecks(gen, taps=False)
+    assert len([e for e in events if e["fired"]]) == 2  # the stem's output and the first block's
+    enders = [k for k in convs if "dequantize" in k.source]
+    assert len(enders) == 2 and all(len(engine.graph.node(k.node).outputs) == 1 for k in convs)
+    assert all(engine.graph.node(k.node).outputs[0].dtype == torch.int8 for k in enders[:1])
+
+
+def test_two_output_block_convs_store_nhwc(gen):
+    """Block outputs also read in float (feature taps) keep their float copy: the conv ending a block stores
+    two outputs of one shape (the fp16 tensor and its int8 copy), both NHWC, so no int8 conv falls back to
+    gathering an NCHW input element by element."""
+    engine, convs, events = _bottlenecks(gen, taps=True)
+    assert events and not any(e["fired"] for e in events) and "other ops" in events[0]["detail"]
+    assert [k for k in convs if len(engine.graph.node(k.node).outputs) == 2]
 
 
 @pytest.mark.parametrize("cal_cls", CALIBRATORS, ids=lambda c: c.__name__)
