@@ -384,7 +384,8 @@ def _int8_residuals(graph: Graph, quantized: dict[Value, Value], ctx: PassContex
     memory-bound (resnet50's layer1 convs at batch 32 move 134 MB each with the 16-bit copy, 58 MB without).
     The shortcut then carries the int8 rounding of the tensor (half a step of its per-tensor scale), so this
     is done for convolutional feature maps only: in a transformer block (tests/test_int8.py) the residual
-    stream's outliers took the output error from under 5% to 5.5-7.4%."""
+    stream's outliers took the output error from under 5% to 5.5-7.4%. ``keep_fp32=["add"]`` (or the add's
+    name) keeps a shortcut in float: the add then reads the tensor through a cast (assign_precision)."""
     for t, q in quantized.items():
         if q.node not in graph or graph.node(q.node).op != "quantize" or graph.inputs_of(q.node)[0] != t:
             continue  # quantized through views (a flatten before a classifier): not a residual stream

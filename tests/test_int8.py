@@ -208,6 +208,10 @@ def test_int8_residual_reads_the_int8_copy(gen):
     enders = [k for k in convs if "dequantize" in k.source]
     assert len(enders) == 2 and all(len(engine.graph.node(k.node).outputs) == 1 for k in convs)
     assert all(engine.graph.node(k.node).outputs[0].dtype == torch.int8 for k in enders[:1])
+    kept = _build(Bottlenecks().eval(), torch.randn(2, 3, 8, 8, generator=gen),
+                  trtjit.MinMaxCalibrator(_batches(gen, (2, 3, 8, 8), 2)), fallback_precision="fp16", keep_fp32=["add"])
+    assert not [k for k in kept.kernels if "dequantize" in k.source]
+    assert not any(e["fired"] for r in kept.build_log for e in r.events if e["rule"] == RESIDUAL_RULE)
 
 
 def test_two_output_block_convs_store_nhwc(gen):
