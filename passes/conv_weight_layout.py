@@ -15,7 +15,7 @@ too keeps its original copy for them.
 
 from __future__ import annotations
 
-from trtjit.fusion import rule
+from trtjit.fusion import conv_operands, rule
 from trtjit.ir import Graph, Value
 from trtjit.layout import compute_layouts
 from trtjit.passmanager import PassContext
@@ -31,19 +31,12 @@ OHWI_TO_OIHW = [0, 3, 1, 2]  # OHWI storage viewed as the logical OIHW weight
 
 def _conv_operands(graph: Graph, name: str) -> tuple[Value, int, Value] | None:
     """(outer input value, weight's input index, outer weight value) of the convolution kernel ``name``."""
-    n = graph.node(name)
-    if n.op != "fused_gemm":
+    found = conv_operands(graph, name)
+    if found is None:
         return None
-    body = n.attrs["body"]
-    conv = next((b for b in body if b.op == "conv2d"), None)
-    if conv is None:
-        return None
-    x, w = body.inputs_of(conv.name)
-    if body.node(w.node).op != "input" or body.node(x.node).op != "input":
-        return None
+    _, xi, wi = found
     outer = graph.inputs_of(name)
-    i = body.inputs.index(w.node)
-    return outer[body.inputs.index(x.node)], i, outer[i]
+    return outer[xi], wi, outer[wi]
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:

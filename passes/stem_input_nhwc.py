@@ -17,7 +17,7 @@ best NCHW gather tile and 125 us + 11 us for the copy this way (benchmarks/stem_
 
 from __future__ import annotations
 
-from trtjit.fusion import fuse_group, rule
+from trtjit.fusion import conv_operands, fuse_group, rule
 from trtjit.ir import Graph, Value
 from trtjit.layout import compute_layouts, is_kernel_node
 from trtjit.ops import get_op
@@ -32,19 +32,12 @@ MIN_K = 64  # a shorter reduction is one K step of the NCHW gather: the copy wou
 
 def _stem_input(graph: Graph, name: str) -> tuple[Value, int, str] | None:
     """(outer input value, its index, reason it is skipped or "") of the convolution kernel ``name``."""
-    n = graph.node(name)
-    if n.op != "fused_gemm":
+    found = conv_operands(graph, name)
+    if found is None:
         return None
-    body = n.attrs["body"]
-    conv = next((b for b in body if b.op == "conv2d"), None)
-    if conv is None:
-        return None
-    xv, wv = body.inputs_of(conv.name)
-    if body.node(xv.node).op != "input":
-        return None
-    i = body.inputs.index(xv.node)
+    conv, i, wi = found
     x = graph.inputs_of(name)[i]
-    spec, wshape = graph.spec(x), body.spec(wv).shape
+    spec, wshape = graph.spec(x), graph.spec(graph.inputs_of(name)[wi]).shape
     if len(spec.shape) != 4 or conv.attrs["groups"] != 1:
         return None
     c = spec.shape[1]

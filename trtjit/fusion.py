@@ -69,3 +69,20 @@ def fuse_group(graph: Graph, names: Iterable[str], op: str, anchor: str, kernel:
         graph.remove_node(n)
     graph.rename(fused.name, anchor)
     return graph.node(anchor)
+
+
+def conv_operands(graph: Graph, name: str) -> tuple[Node, int, int] | None:
+    """(conv2d node of the body, index of its input among the kernel's inputs, index of its weight) of the
+    fused convolution kernel ``name``; None for other kernels and for a conv whose operands are computed
+    inside the kernel."""
+    n = graph.node(name)
+    if n.op != "fused_gemm":
+        return None
+    body = n.attrs["body"]
+    conv = next((b for b in body if b.op == "conv2d"), None)
+    if conv is None:
+        return None
+    x, w = body.inputs_of(conv.name)
+    if body.node(w.node).op != "input" or body.node(x.node).op != "input":
+        return None
+    return conv, body.inputs.index(x.node), body.inputs.index(w.node)
