@@ -89,6 +89,16 @@ def _dequantized_side_input(graph: Graph, u: str, gset: set[str], out_shape: tup
     return []
 
 
+def _feeds_adds(graph: Graph, name: str) -> bool:
+    """Whether the dequantize ``name`` feeds one ``add`` alone (through single-use casts): that add takes it
+    into its own epilogue (``_dequantized_side_input``), so storing it in float here would be wasted."""
+    while graph.node(name).op in ("dequantize", "cast"):
+        if not _single_use(graph, name):
+            return False
+        name = graph.users(Value(name))[0][0]
+    return graph.node(name).op == "add"
+
+
 def _single_use(graph: Graph, name: str) -> bool:
     return len(graph.users(Value(name))) == 1 and not graph.is_output(name)
 
@@ -144,8 +154,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                     un = graph.node(u)
                     if get_op(un.op).kind != "pointwise":
                         reasons.append(f"{u!r} is {un.op}, not pointwise")
-                    elif un.op == "dequantize":  # its readers load the int8 tensor (_dequantized_side_input)
-                        reasons.append(f"{u!r} dequantizes the int8 output: left to the kernels reading it")
+                    elif un.op == "dequantize" and _feeds_adds(graph, u):  # see _dequantized_side_input
+                        reasons.append(f"{u!r} dequantizes the int8 output for residual adds: they load the int8")
                     elif un.spec.shape != out_shape:
                         reasons.append(f"{u!r} changes the shape to {list(un.spec.shape)}")
                     elif creates_cycle(graph, gset | {u}):

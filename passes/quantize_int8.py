@@ -409,15 +409,14 @@ def _int8_residuals(graph: Graph, quantized: dict[Value, Value], ctx: PassContex
                         f"{ctx.options.int8_tolerance:g}")
             continue
         src = graph.node(t.node).source
-        dq = Value(graph.add("dequantize", [q], {"scale": scale},
-                             name=f"{q.node}.dq", source=src).name)
-        if graph.spec(t).dtype != torch.float32:
-            dq = Value(graph.add("cast", [dq], {"dtype": dtype_name(graph.spec(t).dtype)}, name=f"{q.node}.dq_out",
-                                 source=src).name)
-        for u in dict.fromkeys(users):
-            for i, v in enumerate(graph.inputs_of(u)):
-                if v == t:
-                    graph.set_input(u, i, dq)
+        for j, (u, i) in enumerate((u, i) for u, i in graph.users(t) if u != q.node):
+            # one dequantize per read: each add's kernel takes its own into its epilogue (fuse_gemm_epilogue)
+            sfx = f".dq{j}" if j else ".dq"
+            dq = Value(graph.add("dequantize", [q], {"scale": scale}, name=f"{q.node}{sfx}", source=src).name)
+            if graph.spec(t).dtype != torch.float32:
+                dq = Value(graph.add("cast", [dq], {"dtype": dtype_name(graph.spec(t).dtype)},
+                                     name=f"{q.node}{sfx}_out", source=src).name)
+            graph.set_input(u, i, dq)
         ctx.fired(RESIDUAL, t.node, f"{', '.join(dict.fromkeys(users))} read the int8 {q.node}"
                   + (f" (int8 relative error {err:.3g} on the calibration data)" if err is not None else ""))
 

@@ -214,6 +214,39 @@ def test_int8_residual_reads_the_int8_copy(gen):
     assert not any(e["fired"] for r in kept.build_log for e in r.events if e["rule"] == RESIDUAL_RULE)
 
 
+class TwoShortcuts(nn.Module):
+    """One feature map read by an int8 conv and by two shortcut adds in two other convs' epilogues."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU())
+        self.a, self.b = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = torch.relu(self.a(x) + x)
+        return (self.b(y) + x).mean((2, 3))
+
+
+def test_a_feature_map_read_by_two_shortcuts_is_stored_once(gen):
+    """Each add gets its own dequantize, taken into its conv's epilogue: the stem stores only int8."""
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    model = TwoShortcuts().eval()
+    x = torch.randn(2, 3, 8, 8, generator=gen)
+    engine = _build(model, x, trtjit.MinMaxCalibrator(_batches(gen, (2, 3, 8, 8), 2)), verify=True,
+                    fallback_precision="fp16")
+    convs = {k.name: k for k in engine.kernels if k.template == "conv"}
+    stem = engine.graph.node(convs["conv_stem_0"].node)
+    assert [o.dtype for o in stem.outputs] == [torch.int8]
+    assert len([k for k in convs.values() if "dequantize" in k.source]) == 2
+    assert [k.template for k in engine.kernels].count("pointwise") == 1  # the input cast: no dequantize kernel
+    with torch.no_grad():
+        ref = model(x.to(DEVICE))
+    out = engine(x.to(DEVICE))
+    assert rel_error(out, ref) <= 2 * TOL
+    assert_close_rel(out, run_graph(engine.graph, [x.to(DEVICE)])[0], tol=1e-2)
+
+
 def test_two_output_block_convs_store_nhwc(gen):
     """Block outputs also read in float (feature taps) keep their float copy: the conv ending a block stores
     two outputs of one shape (the fp16 tensor and its int8 copy), both NHWC, so no int8 conv falls back to
