@@ -34,13 +34,12 @@ fp32. The calibration cache stores int8 scales (T / 127) either way.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from trtjit.codegen.common import FLOATS
 
-from trtjit.calibration import calibrate, value_name
+from trtjit.calibration import CalibrationResult, calibrate, value_name
 from trtjit.errors import CalibrationError
 from trtjit.fusion import rule
 from trtjit.ir import Graph, Value, dtype_name
@@ -314,8 +313,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         _rewrite(graph, name, op, a, b, wq, sa, sw, quantized, fmt)
         ctx.fired(INT8, name, f"{op}: {reason}")
     if fmt is I8:
-        _int8_residuals(graph, quantized, ctx, lambda t: [smp[names.get(t, value_name(t))] for smp in result.samples
-                                                       if names.get(t, value_name(t)) in smp])
+        _int8_residuals(graph, quantized, ctx, keep, result, names)
     result.save(ctx.calibrator)
     order = {n: i for i, n in enumerate(graph.topo_order())}
     report.sort(key=lambda r: order.get(r["layer"], len(order)))
@@ -378,18 +376,22 @@ def _quantize_at_source(graph: Graph, a: Value, sa: float, fmt: Format, quantize
     return q
 
 
-def _int8_residuals(graph: Graph, quantized: dict[Value, Value], ctx: PassContext,
-                    samples: Callable[[Value], list[torch.Tensor]]) -> None:
+def _int8_residuals(graph: Graph, quantized: dict[Value, Value], ctx: PassContext, keep: tuple[str, ...],
+                    result: CalibrationResult, names: dict[Value, str]) -> None:
     """A tensor quantized for the next int8 layer that is otherwise only read by residual adds (a ResNet
     block's output: the next block's first conv and its shortcut) is read by those adds as ``dequantize`` of
     the int8 copy, as TensorRT's int8 residual fusion does. The kernel computing it then stores the int8
     tensor alone, and the add's kernel loads one byte per element instead of two: those layers are
     memory-bound (resnet50's layer1 convs at batch 32 move 134 MB each with the 16-bit copy, 58 MB without).
-    The shortcut then carries the int8 rounding of the tensor (half a step of its per-tensor scale): like a
-    layer, it must stay within ``int8_tolerance`` on the calibration data (relative error), and this
-    is done for convolutional feature maps only: in a transformer block (tests/test_int8.py) the residual
-    stream's outliers took the output error from under 5% to 5.5-7.4%. ``keep_fp32=["add"]`` (or the add's
-    name) keeps a shortcut in float: the add then reads the tensor through a cast (assign_precision)."""
+
+    The shortcut then carries the int8 rounding of the tensor (half a step of its per-tensor scale). Like a
+    layer, it must stay within ``int8_tolerance`` on the calibration data (relative error; ``strict_precision``
+    applies it regardless), and the decision is recorded in the calibration cache (``shortcut/<tensor>``
+    among the layers kept in float), so a build from the cache alone decides the same. It is done for
+    convolutional feature maps only: in a transformer block (tests/test_int8.py) the residual stream's
+    outliers took the output error from under 5% to 5.5-7.4%. ``keep_fp32`` naming the add (or "add") keeps
+    the shortcut in float."""
+    opts = ctx.options
     for t, q in quantized.items():
         if q.node not in graph or graph.node(q.node).op != "quantize" or graph.inputs_of(q.node)[0] != t:
             continue  # quantized through views (a flatten before a classifier): not a residual stream
@@ -402,11 +404,22 @@ def _int8_residuals(graph: Graph, quantized: dict[Value, Value], ctx: PassContex
         if not all(graph.node(u).op == "add" and graph.node(u).spec.shape == shape for u in users):
             ctx.skipped(RESIDUAL, t.node, "read by other ops than a residual add: its float copy stays")
             continue
+        if any(_kept(u, "add", keep) for u in users):
+            ctx.skipped(RESIDUAL, t.node, "keep_fp32 override of its residual add")
+            continue
+        tname = names.get(t, value_name(t))
+        key = f"shortcut/{tname}"
         scale = graph.node(q.node).attrs["scale"]
-        err = _rounding_error(samples(t), scale)
-        if err is not None and err > ctx.options.int8_tolerance:
-            ctx.skipped(RESIDUAL, t.node, f"int8 relative error of the shortcut {err:.3g} > int8_tolerance "
-                        f"{ctx.options.int8_tolerance:g}")
+        err = _rounding_error([smp[tname] for smp in result.samples if tname in smp], scale)
+        bad = None
+        if key in result.fp32_layers:
+            bad = f"kept in float by the calibration cache (int8 relative error {result.fp32_layers[key]:.3g})"
+        elif err is not None and err > opts.int8_tolerance:
+            bad = f"int8 relative error of the shortcut {err:.3g} > int8_tolerance {opts.int8_tolerance:g}"
+            if result.new_cache is not None and not opts.strict_precision:
+                result.new_cache.fp32_layers[key] = err
+        if bad and not opts.strict_precision:
+            ctx.skipped(RESIDUAL, t.node, bad)
             continue
         src = graph.node(t.node).source
         for j, (u, i) in enumerate((u, i) for u, i in graph.users(t) if u != q.node):
@@ -417,8 +430,9 @@ def _int8_residuals(graph: Graph, quantized: dict[Value, Value], ctx: PassContex
                 dq = Value(graph.add("cast", [dq], {"dtype": dtype_name(graph.spec(t).dtype)},
                                      name=f"{q.node}{sfx}_out", source=src).name)
             graph.set_input(u, i, dq)
-        ctx.fired(RESIDUAL, t.node, f"{', '.join(dict.fromkeys(users))} read the int8 {q.node}"
-                  + (f" (int8 relative error {err:.3g} on the calibration data)" if err is not None else ""))
+        note = f"strict_precision: although {bad}" if bad else (
+            f"int8 relative error {err:.3g} on the calibration data" if err is not None else "not checked: no data")
+        ctx.fired(RESIDUAL, t.node, f"{', '.join(dict.fromkeys(users))} read the int8 {q.node} ({note})")
 
 
 def _rounding_error(xs: list[torch.Tensor], scale: float) -> float | None:

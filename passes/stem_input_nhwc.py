@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from trtjit.fusion import conv_operands, fuse_group, rule
 from trtjit.ir import Graph, Value
-from trtjit.layout import compute_layouts, is_kernel_node
-from trtjit.ops import get_op
+from trtjit.layout import compute_layouts, is_kernel_node, stores_permuted_4d
 from trtjit.passmanager import PassContext
 
 STEM = rule("few-channel NCHW conv input => NHWC copy", "stem_input_nhwc",
@@ -53,11 +52,11 @@ def _stem_input(graph: Graph, name: str) -> tuple[Value, int, str] | None:
 
 def _store_nhwc(graph: Graph, x: Value) -> bool:
     """Whether ``x``'s own kernel (a preprocessing pointwise kernel, say) can store it NHWC instead of a copy:
-    a single-output kernel that takes ``out_perm``, whose output is no graph output and only feeds kernels
-    (all templates read their inputs through strides)."""
-    n = graph.node(x.node)
-    if not is_kernel_node(graph, x.node) or "out_perm" not in get_op(n.op).attrs or n.attrs.get("out_perm") \
-            or len(n.outputs) != 1 or graph.is_output(x) or n.op in ("fused_gemm", "sdpa"):
+    one whose template stores through its output layout (``stores_permuted_4d``; not a convolution, which
+    ``layout_nhwc`` already made NHWC where it could) and whose readers are all kernels (every template reads
+    its inputs through strides)."""
+    if not is_kernel_node(graph, x.node) or graph.node(x.node).op == "fused_gemm" \
+            or not stores_permuted_4d(graph, x.node):
         return False
     return all(is_kernel_node(graph, u) for u, _ in graph.users(x.node))
 

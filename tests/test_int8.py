@@ -208,10 +208,41 @@ def test_int8_residual_reads_the_int8_copy(gen):
     enders = [k for k in convs if "dequantize" in k.source]
     assert len(enders) == 2 and all(len(engine.graph.node(k.node).outputs) == 1 for k in convs)
     assert all(engine.graph.node(k.node).outputs[0].dtype == torch.int8 for k in enders[:1])
-    kept = _build(Bottlenecks().eval(), torch.randn(2, 3, 8, 8, generator=gen),
-                  trtjit.MinMaxCalibrator(_batches(gen, (2, 3, 8, 8), 2)), fallback_precision="fp16", keep_fp32=["add"])
-    assert not [k for k in kept.kernels if "dequantize" in k.source]
-    assert not any(e["fired"] for r in kept.build_log for e in r.events if e["rule"] == RESIDUAL_RULE)
+    for fallback in ("fp32", "fp16"):  # keep_fp32 of the add keeps the float shortcut
+        kept = _build(Bottlenecks().eval(), torch.randn(2, 3, 8, 8, generator=gen),
+                      trtjit.MinMaxCalibrator(_batches(gen, (2, 3, 8, 8), 2)), fallback_precision=fallback,
+                      keep_fp32=["add"])
+        assert not [k for k in kept.kernels if "dequantize" in k.source]
+        assert not any(e["fired"] for r in kept.build_log for e in r.events if e["rule"] == RESIDUAL_RULE)
+
+
+def test_a_rejected_shortcut_stays_rejected_when_built_from_the_cache(gen, tmp_path):
+    """A shortcut whose int8 rounding exceeds int8_tolerance keeps its float copy, and the calibration cache
+    records it: a build from the cache alone (no data to check on) decides the same."""
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    model = Bottlenecks(blocks=1).eval()
+    with torch.no_grad():  # the block's first conv averages its input channels: its int8 error stays small
+        w = model.blocks[0][0].weight
+        w.copy_(torch.full_like(w, 1 / 16) + 0.001 * torch.randn(w.shape, generator=gen))
+    x = torch.randn(2, 3, 8, 8, generator=gen)
+    cache = tmp_path / "b.cache"
+    probe = _build(model, x, trtjit.MinMaxCalibrator(_batches(gen, (2, 3, 8, 8), 2)), int8_tolerance=1.0)
+    (ev,) = [e for r in probe.build_log for e in r.events if e["rule"] == RESIDUAL_RULE]
+    err = float(ev["detail"].split("int8 relative error ")[1].split()[0])
+    layer = max(r["error"] for r in probe.precision_report() if r["layer"] == "blocks.0.0")
+    assert layer < err, "the case needs a layer that passes where the shortcut fails"
+    tol = (layer + err) / 2
+    first = _build(model, x, trtjit.MinMaxCalibrator(_batches(gen, (2, 3, 8, 8), 2), cache=str(cache)),
+                   int8_tolerance=tol)
+    again = _build(model, x, trtjit.MinMaxCalibrator([], cache=str(cache)), int8_tolerance=tol)
+    for engine in (first, again):
+        (ev,) = [e for r in engine.build_log for e in r.events if e["rule"] == RESIDUAL_RULE]
+        assert not ev["fired"]
+        assert [k for k in engine.kernels if "dequantize" in k.source] == []
+    assert "calibration cache" in [e for r in again.build_log for e in r.events if e["rule"] == RESIDUAL_RULE][0][
+        "detail"]
+    assert "shortcut/" in cache.read_text()
+    assert_close_rel(again(x.to(DEVICE)), first(x.to(DEVICE)), tol=1e-6)
 
 
 class TwoShortcuts(nn.Module):

@@ -94,3 +94,25 @@ def test_a_preprocessing_kernel_stores_nhwc_itself(gen):
     assert "for kh in range(0, 7):" in conv.source
     with torch.no_grad():
         assert_close_rel(engine(x), model(x), 1e-4)
+
+
+class RowMaxStem(nn.Module):
+    """The stem reads a row statistic (a max over a trailing group dim), which the reduction template stores
+    dense whatever the layout: the stem reads an NHWC copy of it instead of asking that kernel for NHWC."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 5, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(x.reshape(2, 3, 8, 8, 4).amax(-1))
+
+
+def test_a_row_statistic_input_gets_a_copy(gen):
+    model = RowMaxStem().eval()
+    x = torch.randn(2, 3, 8, 32, generator=gen)
+    engine = trtjit.compile(model, (x,), verify=True)
+    assert [k for k in engine.kernels if k.name.startswith("nhwc_")]
+    assert not any(n.attrs.get("out_perm") for n in engine.graph if n.op == "fused_reduction")
+    with torch.no_grad():
+        assert_close_rel(engine(x), model(x), 1e-4)

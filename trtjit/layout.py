@@ -93,3 +93,34 @@ def _view_of(opdef: object, dtype: torch.dtype, shape: tuple[int, ...], strides:
     if not res._is_view() and res.numel() > 0:
         return None
     return tuple(res.shape), tuple(res.stride()), int(res.storage_offset())
+
+
+def is_conv_kernel(graph: Graph, name: str) -> bool:
+    """Whether the kernel node ``name`` computes a convolution (alone or with a fused epilogue)."""
+    n = graph.node(name)
+    body = n.attrs.get("body")
+    ops = {b.op for b in body} if body is not None else {n.op}
+    return bool(ops & {"conv2d", "conv_transpose2d"})
+
+
+def stores_permuted_4d(graph: Graph, name: str) -> bool:
+    """Whether the kernel ``name`` can store its 4-D output(s) permuted (``out_perm``, e.g. NHWC): its template
+    stores through the output layout, the output is no graph output, and it has no permutation yet."""
+    n = graph.node(name)
+    if "out_perm" not in get_op(n.op).attrs or n.attrs.get("out_perm"):
+        return False
+    # several outputs (an int8 block's fp16 tensor and its quantized copy) share one layout: the templates
+    # store every output through the first one's strides
+    if len(n.spec.shape) != 4 or len({tuple(o.shape) for o in n.outputs}) != 1 \
+            or any(graph.is_output(Value(name, i)) for i in range(len(n.outputs))):
+        return False
+    if n.op == "fused_gemm":
+        return is_conv_kernel(graph, name)
+    if len(n.outputs) != 1:
+        return False
+    if n.op == "fused_reduction":  # only full-shape outputs follow the layout (row statistics are stored dense)
+        body = n.attrs["body"]
+        red = next(b for b in body if get_op(b.op).kind == "reduction")
+        return body.spec(body.inputs_of(red.name)[0]).shape == n.spec.shape
+    return n.op in ("fused_pointwise", "fused_reduction", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+                    "resize_nearest", "resize_bilinear")
