@@ -372,6 +372,7 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     bk = _dot_block_k(bk, prec)
     hwio = channels_last and sww == Cg * swc and swh == KW * sww
     row = hwio and Cg < 8 and KW * Cg <= 64  # a few-channel (stem) conv: one filter row per K step
+    # (passes/stem_input_nhwc.py copies such an input to NHWC under the same bounds)
     if row:
         bk = max(_dot_block_k(16, prec), next_pow2(KW * Cg))
     elif hwio and Cg % bk:  # a BLOCK_K that divides the channels keeps each K step inside one filter tap

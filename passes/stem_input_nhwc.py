@@ -27,6 +27,7 @@ STEM = rule("few-channel NCHW conv input => NHWC copy", "stem_input_nhwc",
 NHWC_PERM = [0, 2, 3, 1]
 MAX_CHANNELS = 8  # more channels: the channel-fastest loops of an NHWC conv need no copy to be contiguous
 MIN_K = 64  # a shorter reduction is one K step of the NCHW gather: the copy would cost more than it saves
+MAX_ROW = 64  # KW * C of a filter row the row-per-step loop (codegen/gemm.py ``_row_mainloop``) takes
 
 
 def _stem_input(graph: Graph, name: str) -> tuple[Value, int, str] | None:
@@ -43,8 +44,8 @@ def _stem_input(graph: Graph, name: str) -> tuple[Value, int, str] | None:
     k = c * wshape[2] * wshape[3]
     if not spec.dtype.is_floating_point or spec.dtype.itemsize not in (2, 4):
         return x, i, f"{spec.dtype} input: the 8-bit kernels read OHWI weights"
-    if c >= MAX_CHANNELS:
-        return None
+    if c >= MAX_CHANNELS or c == 1 or c * wshape[3] > MAX_ROW:
+        return None  # one channel: NCHW is NHWC already; a longer row than MAX_ROW: no row-per-step loop
     if k <= MIN_K:
         return x, i, f"K = {k} is one K step of the NCHW gather (at most {MIN_K})"
     return x, i, ""

@@ -58,9 +58,12 @@ def test_stem_reads_an_nhwc_copy_of_its_image(make, shape, taps, dtype, gen):
 
 def test_one_step_stems_and_many_channels_keep_their_input(gen):
     """mobilenet_v2's 3x3 stem (K = 27) gathers in one K step: no copy, and the build log says why; a
-    16-channel NCHW input is left to the channel-fastest loops."""
+    16-channel NCHW input is left to the channel-fastest loops; one channel is stored NHWC already; a filter
+    row longer than the row loop takes is not copied for nothing."""
     for model, x in ((nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU6()).eval(), torch.randn(2, 3, 16, 16)),
-                     (nn.Conv2d(16, 8, 3).eval(), torch.randn(2, 16, 8, 8))):
+                     (nn.Conv2d(16, 8, 3).eval(), torch.randn(2, 16, 8, 8)),
+                     (nn.Conv2d(1, 8, 9).eval(), torch.randn(2, 1, 12, 12)),         # one channel: already NHWC
+                     (nn.Conv2d(6, 8, (1, 11)).eval(), torch.randn(2, 6, 4, 14))):   # a 66-element filter row
         engine = trtjit.compile(model, (x,), verify=True)
         assert not [k for k in engine.kernels if k.name.startswith("nhwc_")] and not _events(engine, True)
         with torch.no_grad():
