@@ -89,6 +89,11 @@ _CANDIDATES = ((128, 128, 64, 8, 3), (128, 128, 64, 4, 4), (128, 256, 64, 8, 3),
 # (mobilenet_v2's 3x3 stem, K = 27: 45.8 us in 128x32 tiles, 49.6 us in 64x32).
 GATHER_SMALL_K = 256
 
+# Convolutions of fewer channels whose filter row (KW * C elements) fits this many elements read one row per
+# K step (``_row_mainloop``); passes/stem_input_nhwc gives such convs an NHWC input under the same bounds.
+ROW_MAX_CHANNELS = 8
+ROW_MAX_ELEMS = 64
+
 
 def heuristic_tile(problem: dict[str, int], dtype: torch.dtype) -> tuple[int, int, int, int, int]:
     """The deterministic tile of a GEMM/conv kernel of ``problem`` (M, N, K, batch, and ``gather`` for a
@@ -361,18 +366,18 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     M, K = N * OH * OW, Cg * KH * KW
     names = {0: "n", 1: "oc", 2: "oh", 3: "ow"}
     if not transposed and Cg == 1 and OCg == 1:  # depthwise: channels across the tile, no tensor-core dot
-        bm, bn, bk, warps, stages = _pick_tile(kin, {"M": M, "N": C, "K": KH * KW, "batch": 1}, X.dtype)
+        problem = {"M": M, "N": C, "K": KH * KW, "batch": 1}
+        bm, bn, bk, warps, stages = _pick_tile(kin, problem, X.dtype)
         _depthwise_mainloop(w, X, Wt, anchor, out_shape, (H, W, KH, KW))
         return names.__getitem__, (cdiv(M, bm), cdiv(C, bn), 1), {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, \
-            M, C, 2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, \
-            {"M": M, "N": C, "K": KH * KW, "batch": 1}
+            M, C, 2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, problem
     channels_last = sxc == 1 and Cg > 1 and not transposed
     problem = {"M": M, "N": OCg, "K": K, "batch": groups, **({} if channels_last or transposed else {"gather": 1})}
     bm, bn, bk, warps, stages = _pick_tile(kin, problem, X.dtype)
     bk = _dot_block_k(bk, prec)
     hwio = channels_last and sww == Cg * swc and swh == KW * sww
-    row = hwio and Cg < 8 and KW * Cg <= 64  # a few-channel (stem) conv: one filter row per K step
-    # (passes/stem_input_nhwc.py copies such an input to NHWC under the same bounds)
+    row = hwio and Cg < ROW_MAX_CHANNELS and KW * Cg <= ROW_MAX_ELEMS  # a few-channel (stem) conv: a filter row
+    # per K step
     if row:
         bk = max(_dot_block_k(16, prec), next_pow2(KW * Cg))
     elif hwio and Cg % bk:  # a BLOCK_K that divides the channels keeps each K step inside one filter tap
@@ -397,15 +402,23 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     if row:
         _row_mainloop(w, prec, (Cg, KH, KW, H, W, M, OCg), (sh, sw, ph, pw, dh, dw), (sxh, sxw, swc))
-    if hwio and Cg % bk == 0 and not row:
+    elif hwio and Cg % bk == 0:
         _tap_mainloop(w, prec, (K, Cg, KW, H, W, M, OCg), (sh, sw, ph, pw, dh, dw), (sxh, sxw, swc))
-        grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
-        return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
-            2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, problem
-    if row:
-        grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
-        return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
-            2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, problem
+    else:
+        _gather_mainloop(w, prec, (K, Cg, KH, KW, H, W, M, OCg), (sh, sw, ph, pw, dh, dw),
+                         (sxc, sxh, sxw, swc, swh, sww), channels_last, transposed, hwio)
+    grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
+    return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
+        2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, problem
+
+
+def _gather_mainloop(w: Writer, prec: str, sizes: tuple[int, ...], geom: tuple[int, ...],
+                     strides: tuple[int, ...], channels_last: bool, transposed: bool, hwio: bool) -> None:
+    """The general convolution loop: BLOCK_K steps of the (c, kh, kw) reduction index (channel-fastest for a
+    channels-last input), each A element gathered through its own index math and mask."""
+    K, Cg, KH, KW, H, W, M, OCg = sizes
+    sh, sw, ph, pw, dh, dw = geom
+    sxc, sxh, sxw, swc, swh, sww = strides
     w(f"for k in range(0, {K}, BLOCK_K):")
     w("    rk = k + tl.arange(0, BLOCK_K)")
     if channels_last:  # channels-last input: K runs channel-fastest, loads contiguous
@@ -436,9 +449,6 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
         w(f"    b = tl.load(w_base + c[:, None] * {swc} + kh[:, None] * {swh} + kw[:, None] * {sww}, mask=b_mask, "
           "other=0.0)")
     w(_dot(prec))
-    grid = (cdiv(M, bm), cdiv(OCg, bn), groups)
-    return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, M, OCg, \
-        2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, problem
 
 
 def _tap_mainloop(w: Writer, prec: str, sizes: tuple[int, ...], geom: tuple[int, ...],

@@ -168,13 +168,13 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                         changed = True
                         side = _dequantized_side_input(graph, u, gset, out_shape)
                         if side:
-                            parts.extend("int8 shortcut" if n == side[-1] else "" for n in side)
+                            parts.extend("int8 shortcut" if graph.node(n).op == "dequantize" else "cast" for n in side)
                             group.extend(side)
                             gset.update(side)
         for u, red in _prologue_leaves(graph, gset, anchor):
             gset.discard(u)
             reasons.append(f"{u!r} only feeds the reduction {red!r}: left to its prologue")
-        parts = [p for p, n in zip(parts, group) if n in gset and p]
+        parts = [p for p, n in zip(parts, group) if n in gset]
         group = [n for n in graph.topo_order() if n in gset]
         reason = "; ".join(dict.fromkeys(reasons)) or "the result has no other consumer"
         if len(group) > 1 and reasons:

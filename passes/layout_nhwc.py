@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from trtjit.fusion import rule
 from trtjit.ir import Graph, Value
-from trtjit.layout import compute_layouts, is_conv_kernel, is_kernel_node, stores_permuted_4d
+from trtjit.layout import NHWC_PERM, compute_layouts, is_conv_kernel, is_kernel_node, stores_permuted_4d
 from trtjit.passmanager import PassContext
 
 NHWC = rule("conv region => NHWC storage", "layout_nhwc",
             "channels-last stores and loads for convolutions, with no transpose kernels")
-NHWC_PERM = [0, 2, 3, 1]
 
 
 def _reads_nhwc(graph: Graph, name: str, chosen: set[str], layouts: dict) -> bool:

@@ -395,7 +395,8 @@ def _int8_residuals(graph: Graph, quantized: dict[Value, Value], ctx: PassContex
     for t, q in quantized.items():
         if q.node not in graph or graph.node(q.node).op != "quantize" or graph.inputs_of(q.node)[0] != t:
             continue  # quantized through views (a flatten before a classifier): not a residual stream
-        users = [u for u, _ in graph.users(t) if u != q.node]
+        reads = [(u, i) for u, i in graph.users(t) if u != q.node]
+        users = list(dict.fromkeys(u for u, _ in reads))
         if not users or graph.is_output(t):
             continue
         shape = graph.spec(t).shape
@@ -422,7 +423,7 @@ def _int8_residuals(graph: Graph, quantized: dict[Value, Value], ctx: PassContex
             ctx.skipped(RESIDUAL, t.node, bad)
             continue
         src = graph.node(t.node).source
-        for j, (u, i) in enumerate((u, i) for u, i in graph.users(t) if u != q.node):
+        for j, (u, i) in enumerate(reads):
             # one dequantize per read: each add's kernel takes its own into its epilogue (fuse_gemm_epilogue)
             sfx = f".dq{j}" if j else ".dq"
             dq = Value(graph.add("dequantize", [q], {"scale": scale}, name=f"{q.node}{sfx}", source=src).name)
@@ -432,7 +433,7 @@ def _int8_residuals(graph: Graph, quantized: dict[Value, Value], ctx: PassContex
             graph.set_input(u, i, dq)
         note = f"strict_precision: although {bad}" if bad else (
             f"int8 relative error {err:.3g} on the calibration data" if err is not None else "not checked: no data")
-        ctx.fired(RESIDUAL, t.node, f"{', '.join(dict.fromkeys(users))} read the int8 {q.node} ({note})")
+        ctx.fired(RESIDUAL, t.node, f"{', '.join(users)} read the int8 {q.node} ({note})")
 
 
 def _rounding_error(xs: list[torch.Tensor], scale: float) -> float | None:

@@ -2,7 +2,7 @@
 
 Requires: ``layout_nhwc`` done (layouts final) and ``conv_weight_layout`` not yet run. Guarantees: every
 float ``fused_gemm`` convolution (not transposed, one group) that reads an NCHW-stored input of fewer than
-``MAX_CHANNELS`` channels over a reduction K = C * KH * KW longer than ``MIN_K`` (resnet50's 7x7 stem,
+``ROW_MAX_CHANNELS`` channels (a filter row of at most ``ROW_MAX_ELEMS``; codegen/gemm.py) over a reduction K = C * KH * KW longer than ``MIN_K`` (resnet50's 7x7 stem,
 K = 147) reads it channels-last: the kernel producing it stores it NHWC where it can (a preprocessing
 pointwise kernel), else (the graph input, a pad) the convolution reads a channels-last copy written by one
 pointwise kernel (a ``copy`` storing NHWC), made once per input. Values and shapes are unchanged.
@@ -17,17 +17,16 @@ best NCHW gather tile and 125 us + 11 us for the copy this way (benchmarks/stem_
 
 from __future__ import annotations
 
+from trtjit.codegen.gemm import ROW_MAX_CHANNELS, ROW_MAX_ELEMS
+
 from trtjit.fusion import conv_operands, fuse_group, rule
 from trtjit.ir import Graph, Value
-from trtjit.layout import compute_layouts, is_kernel_node, stores_permuted_4d
+from trtjit.layout import NHWC_PERM, compute_layouts, is_kernel_node, stores_permuted_4d
 from trtjit.passmanager import PassContext
 
 STEM = rule("few-channel NCHW conv input => NHWC copy", "stem_input_nhwc",
             "a stem convolution reads each filter row of its image as one contiguous run")
-NHWC_PERM = [0, 2, 3, 1]
-MAX_CHANNELS = 8  # more channels: the channel-fastest loops of an NHWC conv need no copy to be contiguous
 MIN_K = 64  # a shorter reduction is one K step of the NCHW gather: the copy would cost more than it saves
-MAX_ROW = 64  # KW * C of a filter row the row-per-step loop (codegen/gemm.py ``_row_mainloop``) takes
 
 
 def _stem_input(graph: Graph, name: str) -> tuple[Value, int, str] | None:
@@ -44,8 +43,8 @@ def _stem_input(graph: Graph, name: str) -> tuple[Value, int, str] | None:
     k = c * wshape[2] * wshape[3]
     if not spec.dtype.is_floating_point or spec.dtype.itemsize not in (2, 4):
         return x, i, f"{spec.dtype} input: the 8-bit kernels read OHWI weights"
-    if c >= MAX_CHANNELS or c == 1 or c * wshape[3] > MAX_ROW:
-        return None  # one channel: NCHW is NHWC already; a longer row than MAX_ROW: no row-per-step loop
+    if c >= ROW_MAX_CHANNELS or c == 1 or c * wshape[3] > ROW_MAX_ELEMS:
+        return None  # one channel: NCHW is NHWC already; more channels or a longer row: no row-per-step loop
     if k <= MIN_K:
         return x, i, f"K = {k} is one K step of the NCHW gather (at most {MIN_K})"
     return x, i, ""

@@ -95,6 +95,9 @@ def _view_of(opdef: object, dtype: torch.dtype, shape: tuple[int, ...], strides:
     return tuple(res.shape), tuple(res.stride()), int(res.storage_offset())
 
 
+NHWC_PERM = [0, 2, 3, 1]  # ``out_perm`` storing an NCHW-shaped tensor channels-last
+
+
 def is_conv_kernel(graph: Graph, name: str) -> bool:
     """Whether the kernel node ``name`` computes a convolution (alone or with a fused epilogue)."""
     n = graph.node(name)
