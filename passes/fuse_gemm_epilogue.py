@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from trtjit.fusion import creates_cycle, fuse_group, rule
-from trtjit.ir import Graph, TensorSpec, Value
+from trtjit.ir import Graph, Value
 from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
 
@@ -69,11 +69,6 @@ def _prologue_leaves(graph: Graph, gset: set[str], anchor: str) -> list[tuple[st
     return out
 
 
-FLAT = rule("reshape + matmul (+ bias) + reshape => batched matmul", "fuse_gemm_epilogue",
-            "addmm on flattened rows (GPT-2's Conv1D) reads the rows in place, so the epilogue reaches the "
-            "activation and residual add after the view back")
-
-
 def _dequantized_side_input(graph: Graph, u: str, gset: set[str], out_shape: tuple[int, ...]) -> list[str]:
     """The ``dequantize`` (and its cast to 16 bits) of an int8 tensor that ``u`` adds to the GEMM result (an
     int8 residual, ``quantize_int8``; explicit Q/DQ): taken into the epilogue, so the kernel loads the int8
@@ -87,6 +82,23 @@ def _dequantized_side_input(graph: Graph, u: str, gset: set[str], out_shape: tup
                 return chain if not creates_cycle(graph, gset | set(chain)) else []
             p = graph.inputs_of(p)[0].node
     return []
+
+
+def _broadcast_side_inputs(graph: Graph, u: str, gset: set[str], out_shape: tuple[int, ...]) -> list[str]:
+    """Pointwise producers of ``u``'s other inputs that build a full tile from broadcast operands only (an
+    outer product of a per-row and a per-column vector: a folded LayerNorm's ``mean * colsum``,
+    ``fold_layernorm_gemm``), read by ``u`` alone: computed in the epilogue from the small loads instead of
+    stored as a full tensor by a kernel of their own."""
+    out = []
+    for v in graph.inputs_of(u):
+        p = graph.node(v.node)
+        if v.node in gset or get_op(p.op).kind != "pointwise" or p.spec.shape != out_shape \
+                or not _single_use(graph, p.name):
+            continue
+        if all(graph.spec(w).numel < p.spec.numel for w in graph.inputs_of(p.name)) \
+                and not creates_cycle(graph, gset | {p.name}):
+            out.append(p.name)
+    return out
 
 
 def _feeds_adds(graph: Graph, name: str) -> bool:
@@ -103,41 +115,7 @@ def _single_use(graph: Graph, name: str) -> bool:
     return len(graph.users(Value(name))) == 1 and not graph.is_output(name)
 
 
-def _unflatten(graph: Graph, ctx: PassContext) -> None:
-    """``reshape(matmul(a, W) (+ b), [*lead, N])`` with ``a`` of shape [M, K], ``M = prod(lead)``, becomes
-    ``matmul(reshape(a, [*lead, K]), W) (+ b)``: the same GEMM (the batch folds into M) with no view between
-    it and what follows."""
-    for name in graph.topo_order():
-        if name not in graph or graph.node(name).op != "matmul":
-            continue
-        a, w = graph.inputs_of(name)
-        if len(graph.spec(w).shape) != 2 or len(graph.spec(a).shape) != 2:
-            continue
-        chain, tail = [name], name
-        users = [u for u, _ in graph.users(Value(name))]
-        if _single_use(graph, name) and graph.node(users[0]).op == "add":
-            other = [v for v in graph.inputs_of(users[0]) if v != Value(name)]
-            if len(other) == 1 and len(graph.spec(other[0]).shape) <= 1:
-                tail = users[0]
-                chain.append(tail)
-        if not _single_use(graph, tail):
-            continue
-        back = graph.node(graph.users(Value(tail))[0][0])
-        (m, k), n_out = graph.spec(a).shape, graph.node(name).spec.shape[1]
-        lead = back.spec.shape[:-1]
-        if back.op != "reshape" or len(lead) < 2 or back.spec.shape[-1] != n_out or math.prod(lead) != m:
-            continue
-        rows = graph.add("reshape", [a], {"shape": [*lead, k]}, name=f"{name}.rows", source=graph.node(name).source)
-        graph.set_input(name, 0, Value(rows.name))
-        for n in chain:  # same nodes and names, batched shapes: traces (trtjit.explore) still find them
-            graph.node(n).outputs = [TensorSpec(tuple(lead) + (n_out,), graph.node(n).spec.dtype)]
-        graph.replace_all_uses(Value(back.name), Value(tail))
-        graph.remove_node(back.name)
-        ctx.fired(FLAT, name, f"{list(lead)} rows, the view {back.name!r} dropped")
-
-
 def run(graph: Graph, ctx: PassContext) -> Graph:
-    _unflatten(graph, ctx)
     for anchor in graph.topo_order():
         if anchor not in graph or graph.node(anchor).op not in ("matmul", "conv2d", "conv_transpose2d"):
             continue
@@ -171,6 +149,10 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                             parts.extend("int8 shortcut" if graph.node(n).op == "dequantize" else "cast" for n in side)
                             group.extend(side)
                             gset.update(side)
+                        for p in _broadcast_side_inputs(graph, u, gset, out_shape):
+                            parts.append(f"{graph.node(p).op} of broadcast operands")
+                            group.append(p)
+                            gset.add(p)
         for u, red in _prologue_leaves(graph, gset, anchor):
             gset.discard(u)
             reasons.append(f"{u!r} only feeds the reduction {red!r}: left to its prologue")

@@ -422,7 +422,7 @@ class Conv1D(nn.Module):
 
 
 def test_flattened_addmm_then_activation_and_residual_is_one_kernel_each(gen):
-    FLAT = rule_name("fuse_gemm_epilogue", "FLAT")
+    FLAT = rule_name("unflatten_matmul_rows", "FLAT")
 
     class MLP(nn.Module):
         def __init__(self) -> None:
