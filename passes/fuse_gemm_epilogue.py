@@ -84,23 +84,6 @@ def _dequantized_side_input(graph: Graph, u: str, gset: set[str], out_shape: tup
     return []
 
 
-def _broadcast_side_inputs(graph: Graph, u: str, gset: set[str], out_shape: tuple[int, ...]) -> list[str]:
-    """Pointwise producers of ``u``'s other inputs that build a full tile from broadcast operands only (an
-    outer product of a per-row and a per-column vector: a folded LayerNorm's ``mean * colsum``,
-    ``fold_layernorm_gemm``), read by ``u`` alone: computed in the epilogue from the small loads instead of
-    stored as a full tensor by a kernel of their own."""
-    out = []
-    for v in graph.inputs_of(u):
-        p = graph.node(v.node)
-        if v.node in gset or get_op(p.op).kind != "pointwise" or p.spec.shape != out_shape \
-                or not _single_use(graph, p.name):
-            continue
-        if all(graph.spec(w).numel < p.spec.numel for w in graph.inputs_of(p.name)) \
-                and not creates_cycle(graph, gset | {p.name}):
-            out.append(p.name)
-    return out
-
-
 def _feeds_adds(graph: Graph, name: str) -> bool:
     """Whether the dequantize ``name`` feeds one ``add`` alone (through single-use casts): that add takes it
     into its own epilogue (``_dequantized_side_input``), so storing it in float here would be wasted."""
@@ -149,10 +132,6 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                             parts.extend("int8 shortcut" if graph.node(n).op == "dequantize" else "cast" for n in side)
                             group.extend(side)
                             gset.update(side)
-                        for p in _broadcast_side_inputs(graph, u, gset, out_shape):
-                            parts.append(f"{graph.node(p).op} of broadcast operands")
-                            group.append(p)
-                            gset.add(p)
         for u, red in _prologue_leaves(graph, gset, anchor):
             gset.discard(u)
             reasons.append(f"{u!r} only feeds the reduction {red!r}: left to its prologue")

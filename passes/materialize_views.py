@@ -3,7 +3,8 @@
 Requires: composites decomposed. Guarantees: every value has a layout (``trtjit.layout``): a reshape that
 no strides can express reads a contiguous ``copy`` of its input; every graph output is a contiguous
 buffer written by a kernel (outputs that alias an input, a constant, another output or a strided view
-get a ``copy``), so the engine hands back tensors the caller owns.
+get a ``copy``; a contiguous view of a whole kernel output is that buffer), so the engine hands back
+tensors the caller owns.
 """
 
 from __future__ import annotations
@@ -53,12 +54,17 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         cp = graph.add("copy", [src], name=f"{bad}.copy", source=graph.node(bad).source)
         graph.set_input(bad, 0, Value(cp.name))
         ctx.fired(RESHAPE_COPY, bad)
+    for v in graph.outputs:  # an output transposed from a GEMM's rows: the GEMM stores it in that order
+        if not compute_layouts(graph)[v].is_contiguous and _store_permuted(graph, v):
+            ctx.fired(PERMUTED_STORE, graph.inputs_of(v.node)[0].node, f"so that the output {v.node} is contiguous")
     layouts = compute_layouts(graph)
     seen: set[Value] = set()
     new_outputs = []
     for v in graph.outputs:
         lay = layouts[v]
-        owned = is_kernel_node(graph, lay.root.node) and lay.is_contiguous and lay.root == v
+        # a contiguous view of a whole kernel output (a GEMM's rows viewed as [B, tokens, C]) is that buffer
+        whole = lay.root == v or graph.spec(lay.root).numel == graph.spec(v).numel
+        owned = is_kernel_node(graph, lay.root.node) and lay.is_contiguous and whole
         if not owned or v in seen or lay.root in seen:
             cp = graph.add("copy", [v], name=f"{v.node}.out", source=graph.node(v.node).source)
             ctx.fired(OUTPUT_COPY, v.node)

@@ -1,14 +1,13 @@
 """Flattened-row matmuls back to batched ones: ``reshape(matmul(reshape(x), W) (+ b))`` => ``matmul(x, W) (+ b)``.
 
-Requires: composites decomposed (a linear is matmul + add), before ``fold_layernorm_gemm`` and
+Requires: composites decomposed (a linear is matmul + add), before ``sink_permutes`` and
 ``fuse_gemm_epilogue``. Guarantees: ``reshape(matmul(a, W) (+ b), [*lead, N])`` with a 2-D ``a`` of shape
 [M, K], ``M = prod(lead)``, and a 2-D ``W`` becomes ``matmul(reshape(a, [*lead, K]), W) (+ b)``: the same
 GEMM (the batch folds into M) with no view between it and what follows. The matmul and bias nodes keep their
 names (traces find them) and take the batched shapes; the view back is removed.
 
 Why: GPT-2's Conv1D is ``addmm`` on flattened rows, viewed back. The view between the GEMM and its
-activation or residual add stopped the epilogue there, and the row statistics of a LayerNorm folded into
-the GEMM (``fold_layernorm_gemm``) are indexed by the batched rows.
+activation or residual add stopped the epilogue there.
 """
 
 from __future__ import annotations

@@ -1,0 +1,90 @@
+"""passes/patchify_conv.py: a stride = kernel convolution over an image becomes an im2col copy and a GEMM."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from trtjit.passes.patchify_conv import PATCHIFY
+
+import trtjit
+from tests.conftest import assert_close_rel
+
+
+def _events(engine, fired: bool) -> list[dict]:
+    return [e for r in engine.build_log for e in r.events if e["rule"] == PATCHIFY and e["fired"] == fired]
+
+
+def _ops(engine) -> list[tuple[str, list[str]]]:
+    return [(k.template, [engine._op_of(k, c) for c in k.covers]) for k in engine.kernels]
+
+
+class PatchEmbed(nn.Module):
+    """ViT's embedding: patches of ``patch`` x ``patch`` pixels projected to ``dim``, flattened to tokens."""
+
+    def __init__(self, channels: int = 3, dim: int = 24, patch: int = 4) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(channels, dim, patch, patch)
+
+    def forward(self, x):
+        return torch.relu(self.proj(x)).flatten(2).transpose(1, 2)
+
+
+def _check(model: nn.Module, x: torch.Tensor, tol: float = 1e-4, **opts) -> trtjit.Engine:
+    model = model.eval()
+    engine = trtjit.compile(model, (x,), verify=True, **opts)
+    with torch.no_grad():
+        ref = model.double()(x.double())
+    model.float()
+    assert ref.abs().max() > 0
+    assert_close_rel(engine(x).double(), ref, tol)
+    return engine
+
+
+def test_patch_embedding_is_a_copy_and_one_gemm(gen):
+    engine = _check(PatchEmbed(), torch.randn(2, 3, 16, 12, generator=gen))
+    (fired,) = _events(engine, True)
+    assert fired["node"] == "proj" and "GEMM 24 x 24 x 48" in fired["detail"]
+    # the im2col copy, then the GEMM with the bias and the ReLU in its epilogue (sink_permutes moved the
+    # view back to NCHW below them); the tokens are the GEMM's rows, so no other kernel runs
+    assert _ops(engine) == [("pointwise", ["copy"]), ("gemm", ["matmul", "add", "relu"])]
+
+
+def test_image_not_a_multiple_of_the_patch_is_cropped(gen):
+    engine = _check(PatchEmbed(patch=4), torch.randn(2, 3, 18, 15, generator=gen))
+    assert "2 and 3 trailing rows/columns cropped" in _events(engine, True)[0]["detail"]
+
+
+def test_fp16(gen):
+    model = PatchEmbed(channels=1, patch=2)
+    _check(model.half(), torch.randn(3, 1, 8, 8, generator=gen).half(), tol=1e-2)
+
+
+def test_deep_or_overlapping_convs_are_left_alone(gen):
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, 2, 1)  # overlapping windows: not a patchify conv
+            self.down = nn.Conv2d(16, 16, 2, 2)  # patchify, but 16 channels: the NHWC implicit GEMM reads them
+
+        def forward(self, x):
+            return self.down(torch.relu(self.stem(x)))
+
+    engine = _check(Net(), torch.randn(2, 3, 16, 16, generator=gen))
+    assert not _events(engine, True)
+    (skipped,) = _events(engine, False)
+    assert skipped["node"] == "down" and "16 input channels" in skipped["detail"]
+    assert sum(t == "conv" for t, _ in _ops(engine)) == 2
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_dynamic_batch(gen, batch):
+    model = PatchEmbed().eval()
+    engine = trtjit.compile(model, (torch.randn(2, 3, 8, 8, generator=gen),),
+                            shapes={0: ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))}, verify=True)
+    assert _events(engine, True)
+    x = torch.randn(batch, 3, 8, 8, generator=gen)
+    with torch.no_grad():
+        ref = model.double()(x.double())
+    model.float()
+    assert_close_rel(engine(x).double(), ref, 1e-4)
