@@ -2,7 +2,7 @@
 
 Requires: composites decomposed, constants folded (BatchNorm folded into the conv first); before
 ``assign_precision`` and ``quantize_int8`` (the GEMM is then lowered and quantized like any linear).
-Guarantees: a ``conv2d`` with one group, stride equal to its kernel (larger than 1x1), no padding, a
+Guarantees: a ``conv2d`` with one group, stride equal to its kernel (larger than 1x1), no padding or dilation, a
 constant weight and fewer than ``ROW_MAX_CHANNELS`` input channels (an image: deeper in a network the NHWC
 implicit GEMM reads whole channel runs per tap, and the copy would be one more pass over the activation)
 becomes
@@ -40,7 +40,8 @@ def _why_not(graph: Graph, name: str) -> str | None:
     if len(graph.inputs_of(name)) != 2 or len(graph.spec(x).shape) != 4:
         return ""
     kh, kw = graph.spec(w).shape[2:]
-    if list(n.attrs["stride"]) != [kh, kw] or kh * kw == 1 or any(n.attrs["padding"]):
+    if list(n.attrs["stride"]) != [kh, kw] or kh * kw == 1 or any(n.attrs["padding"]) \
+            or list(n.attrs["dilation"]) != [1, 1]:
         return ""
     if n.attrs["groups"] != 1:
         return f"{n.attrs['groups']} groups"

@@ -66,15 +66,16 @@ def test_deep_or_overlapping_convs_are_left_alone(gen):
             super().__init__()
             self.stem = nn.Conv2d(3, 16, 3, 2, 1)  # overlapping windows: not a patchify conv
             self.down = nn.Conv2d(16, 16, 2, 2)  # patchify, but 16 channels: the NHWC implicit GEMM reads them
+            self.dilated = nn.Conv2d(3, 4, 2, 2, dilation=2)  # stride = kernel, but the taps skip pixels
 
         def forward(self, x):
-            return self.down(torch.relu(self.stem(x)))
+            return self.down(torch.relu(self.stem(x))).sum() + self.dilated(x).sum()
 
     engine = _check(Net(), torch.randn(2, 3, 16, 16, generator=gen))
     assert not _events(engine, True)
     (skipped,) = _events(engine, False)
     assert skipped["node"] == "down" and "16 input channels" in skipped["detail"]
-    assert sum(t == "conv" for t, _ in _ops(engine)) == 2
+    assert sum(t == "conv" for t, _ in _ops(engine)) == 3
 
 
 @pytest.mark.parametrize("batch", [1, 3])
