@@ -1,7 +1,7 @@
 """Patchify convolutions (stride = kernel size, no padding: ViT's and ConvNeXt's patch embedding) as GEMMs.
 
-Requires: composites decomposed, constants folded (BatchNorm folded into the conv first); before
-``assign_precision`` and ``quantize_int8`` (the GEMM is then lowered and quantized like any linear).
+Requires: composites decomposed, constants folded (BatchNorm folded into the conv first), precision
+assigned; before ``quantize_int8`` (the GEMM is then quantized like any linear).
 Guarantees: a ``conv2d`` with one group, stride equal to its kernel (larger than 1x1), no padding or dilation, a
 constant weight and fewer than ``ROW_MAX_CHANNELS`` input channels (an image: deeper in a network the NHWC
 implicit GEMM reads whole channel runs per tap, and the copy would be one more pass over the activation)
@@ -12,7 +12,9 @@ becomes
 
 with the same values (rows and columns the conv would skip, when H or W is not a multiple of the kernel,
 sliced off first). The matmul takes the conv's name. ``a`` is an im2col that copies each input element
-once (the patches do not overlap), written contiguous by one copy kernel; ``y`` is a view, and
+once (the patches do not overlap), written contiguous by one copy kernel (when ``x`` is the cast of an
+fp32 input to 16 bits, read only here, that cast moves after the permute and is the copy); ``y`` is a
+view, and
 ``sink_permutes`` moves it below the bias add so the bias joins the GEMM's epilogue.
 
 Why: as an implicit-GEMM convolution the patch embedding gathers every A element through its own
@@ -68,11 +70,17 @@ def _rewrite(graph: Graph, name: str) -> str:
             x = Value(graph.add("slice", [x], {"dim": dim, "start": 0, "end": keep, "step": 1},
                                 name=f"{name}.crop{dim}", source=src).name)
             cropped.append(size - keep)
+    cast = graph.node(x.node)
+    moved_cast = cast.op == "cast" and len(graph.users(x)) == 1 and not graph.is_output(x)
+    if moved_cast:  # the input's cast (an fp32 image into a 16-bit engine) is the copy: one kernel, not two
+        x = graph.inputs_of(cast.name)[0]
     x6 = graph.add("reshape", [x], {"shape": [N, C, OH, KH, OW, KW]}, name=f"{name}.patches", source=src)
-    xp = graph.add("permute", [Value(x6.name)], {"dims": [0, 2, 4, 1, 3, 5]}, name=f"{name}.patches_last",
-                   source=src)
-    a = graph.add("reshape", [Value(xp.name)], {"shape": [N, OH, OW, C * KH * KW]}, name=f"{name}.im2col",
-                  source=src)
+    xp = Value(graph.add("permute", [Value(x6.name)], {"dims": [0, 2, 4, 1, 3, 5]}, name=f"{name}.patches_last",
+                         source=src).name)
+    if moved_cast:
+        xp = Value(graph.add("cast", [xp], dict(cast.attrs), name=f"{name}.patches_{cast.attrs['dtype']}",
+                             source=cast.source).name)
+    a = graph.add("reshape", [xp], {"shape": [N, OH, OW, C * KH * KW]}, name=f"{name}.im2col", source=src)
     weight = graph.node(w.node).value
     wt = graph.add_constant(f"{w.node}.gemm", weight.reshape(OC, C * KH * KW).t().contiguous(), source=src)
     users = graph.users(Value(name))
@@ -87,6 +95,8 @@ def _rewrite(graph: Graph, name: str) -> str:
     graph.rename(mm.name, name)  # the GEMM keeps the conv's name: traces and per-layer options find it
     if not graph.users(w.node) and not graph.is_output(w.node):
         graph.remove_node(w.node)
+    if moved_cast:
+        graph.remove_node(cast.name)
     return f"{KH}x{KW} / {KH} over [{N}, {C}, {H}, {W}]: GEMM {N * OH * OW} x {OC} x {C * KH * KW}" + (
         f" ({' and '.join(map(str, cropped))} trailing rows/columns cropped)" if cropped else "")
 

@@ -60,6 +60,12 @@ def test_fp16(gen):
     _check(model.half(), torch.randn(3, 1, 8, 8, generator=gen).half(), tol=1e-2)
 
 
+def test_an_fp32_image_into_an_fp16_engine_is_cast_by_the_im2col_copy(gen):
+    engine = _check(PatchEmbed(), torch.randn(2, 3, 8, 8, generator=gen), tol=1e-2, precision="fp16")
+    # the input's cast is the im2col copy; the last kernel casts the output back to the caller's fp32
+    assert _ops(engine) == [("pointwise", ["cast"]), ("gemm", ["matmul", "add", "relu"]), ("pointwise", ["cast"])]
+
+
 def test_deep_or_overlapping_convs_are_left_alone(gen):
     class Net(nn.Module):
         def __init__(self) -> None:
