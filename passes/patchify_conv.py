@@ -3,9 +3,10 @@
 Requires: composites decomposed, constants folded (BatchNorm folded into the conv first), precision
 assigned; before ``quantize_int8`` (the GEMM is then quantized like any linear).
 Guarantees: a ``conv2d`` with one group, stride equal to its kernel (larger than 1x1), no padding or dilation, a
-constant weight and fewer than ``ROW_MAX_CHANNELS`` input channels (an image: deeper in a network the NHWC
+constant weight, fewer than ``ROW_MAX_CHANNELS`` input channels (an image: deeper in a network the NHWC
 implicit GEMM reads whole channel runs per tap, and the copy would be one more pass over the activation)
-becomes
+and a reduction K = C * KH * KW longer than one K step (``stem_input_nhwc.MIN_K``; ConvNeXt's 4x4 / 4 stem,
+K = 48, keeps its one-step gather) becomes
 
     a  = reshape(permute(reshape(x, [N, C, OH, KH, OW, KW]), [0, 2, 4, 1, 3, 5]), [N, OH, OW, C*KH*KW])
     y  = permute(matmul(a, W.reshape(OC, C*KH*KW)^T), [0, 3, 1, 2])
@@ -26,6 +27,7 @@ about 7 us for the copy and 20 us for a plain GEMM of its size (benchmarks/RESUL
 from __future__ import annotations
 
 from trtjit.codegen.gemm import ROW_MAX_CHANNELS
+from trtjit.passes.stem_input_nhwc import MIN_K
 
 from trtjit.fusion import rule
 from trtjit.ir import Graph, Value
@@ -47,9 +49,12 @@ def _why_not(graph: Graph, name: str) -> str | None:
         return ""
     if n.attrs["groups"] != 1:
         return f"{n.attrs['groups']} groups"
-    if graph.spec(x).shape[1] >= ROW_MAX_CHANNELS:
-        return (f"{graph.spec(x).shape[1]} input channels: the NHWC implicit GEMM reads whole channel runs per "
-                "tap, and an im2col copy would cost an extra pass over the activation")
+    c = graph.spec(x).shape[1]
+    if c >= ROW_MAX_CHANNELS:
+        return (f"{c} input channels: the NHWC implicit GEMM reads whole channel runs per tap, and an im2col "
+                "copy would cost an extra pass over the activation")
+    if c * kh * kw <= MIN_K:
+        return f"K = {c * kh * kw} is one K step of the implicit GEMM (at most {MIN_K}): a copy would cost more"
     if graph.node(w.node).op != "constant":
         return "the weight is computed, not a constant"
     if not graph.spec(x).dtype.is_floating_point:

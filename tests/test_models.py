@@ -335,17 +335,13 @@ def test_conv_nets_run_channels_last_without_layout_changes(name, gen):
     engine = check(_randomize(VISION[name](), gen), (torch.randn(2, 3, 16, 16, generator=gen),))
     convs = [n for n in engine.graph if n.op == "fused_gemm" and any(b.op == "conv2d" for b in n.attrs["body"])]
     assert convs and all(n.attrs["out_perm"] == [0, 2, 3, 1] for n in convs)
-    # no transpose or copy kernel anywhere, except one per stem reading the RGB image: the NHWC copy a 7x7
-    # stem reads (passes/stem_input_nhwc), the im2col of ConvNeXt's 4x4 / 4 patchify stem (passes/patchify_conv)
-    assert engine.graph.meta["layout_changes"] == (name == "convnext")
+    assert engine.graph.meta["layout_changes"] == 0  # no transpose or copy kernel anywhere, except
+    # the NHWC copy of the image a 7x7 RGB stem reads (passes/stem_input_nhwc)
     copies = [k for k in engine.kernels if k.template == "pointwise"
               and all(engine._op_of(k, c) == "copy" for c in k.covers)]
-    if name == "resnet50_block":
-        assert all(k.name.startswith("nhwc_") and engine.graph.inputs_of(k.node)[0].node in engine.graph.inputs
-                   for k in copies)
-    else:  # im2col of the image: a copy of its (view) patches
-        assert all(k.name == "pointwise_stem_0_im2col_copy" for k in copies)
-    assert len(copies) == (name != "mobilenet_v3")
+    assert all(k.name.startswith("nhwc_") and engine.graph.inputs_of(k.node)[0].node in engine.graph.inputs
+               for k in copies)
+    assert len(copies) == (name == "resnet50_block")
 
 
 class ConvOut(nn.Module):
