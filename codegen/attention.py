@@ -75,10 +75,11 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     programs = hint(math.prod(batch))
     while bm > 16 and cdiv(hint(L), bm) * programs < SMS // 2 and hint(L) * S * programs >= FILL_MIN_ELEMENTS:
         bm //= 2  # few (batch, head) pairs of a sizeable attention (batch 1): more query blocks fill the GPU
-    # 32-key steps under 128-row blocks: 23.4 against 24.8 us (vit_b_16, 197 tokens, padded to 224 keys
-    # instead of 256) and 8.4 against 8.6 us (bert, 128 tokens) at batch 32 on the H200, in 4 warps
-    # (benchmarks/attention_micro.py, two sessions).
-    bn = 32 if big else max(16, min(64, next_pow2(S)))
+    # Query blocks of long 16-bit sequences take 32-key steps in 4 warps: 23.4 against 24.8 us in 128-row
+    # blocks (vit_b_16, 197 tokens, padded to 224 keys instead of 256; 64-row blocks: 24.0 against 24.9)
+    # and 8.4 against 8.6 us (bert, 128 tokens) at batch 32 on the H200 (benchmarks/attention_micro.py,
+    # two sessions). Fewer keys than that take one step of at least 16.
+    bn = max(16, min(32 if big else 64, next_pow2(S)))
     bd, bdv = max(16, next_pow2(D)), max(16, next_pow2(Dv))
     prec = "tf32" if kin.tf32 else "ieee"
     # Scores live in log2 units (scale * log2(e) folded in) so the softmax is exp2, one MUFU op (tl.exp adds

@@ -69,7 +69,9 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             cp = graph.add("copy", [v], name=f"{v.node}.out", source=graph.node(v.node).source)
             ctx.fired(OUTPUT_COPY, v.node)
             v = Value(cp.name)
-        seen.add(v)
+            seen.add(v)
+        else:
+            seen.update((v, lay.root))  # one output per buffer: another view of this root gets a copy
         new_outputs.append(v)
     graph.outputs = new_outputs
     return graph

@@ -1,22 +1,23 @@
 """Patchify convolutions (stride = kernel size, no padding: ViT's and ConvNeXt's patch embedding) as GEMMs.
 
 Requires: composites decomposed, constants folded (BatchNorm folded into the conv first), precision
-assigned; before ``quantize_int8`` (the GEMM is then quantized like any linear).
-Guarantees: a ``conv2d`` with one group, stride equal to its kernel (larger than 1x1), no padding or dilation, a
-constant weight, fewer than ``ROW_MAX_CHANNELS`` input channels (an image: deeper in a network the NHWC
-implicit GEMM reads whole channel runs per tap, and the copy would be one more pass over the activation)
-and a reduction K = C * KH * KW longer than one K step (``stem_input_nhwc.MIN_K``; ConvNeXt's 4x4 / 4 stem,
-K = 48, keeps its one-step gather) becomes
+assigned and ``quantize_int8`` done: an int8 convolution stays a convolution (its calibration scales, cache
+names and ``keep_fp32`` by op type were settled as a conv), and only float ones are rewritten (fp16/fp32
+engines; under int8 the few-channel image convs kept in 16 bits; fp8's convolutions, which stay float).
+Guarantees: a ``conv2d`` with one group, stride equal to its kernel (larger than 1x1), no padding or
+dilation, a constant weight, fewer than ``ROW_MAX_CHANNELS`` input channels (an image: deeper in a network
+the NHWC implicit GEMM reads whole channel runs per tap, and the copy would be one more pass over the
+activation) and a reduction K = C * KH * KW longer than one K step (``stem_input_nhwc.MIN_K``; ConvNeXt's
+4x4 / 4 stem, K = 48, keeps its one-step gather) becomes
 
     a  = reshape(permute(reshape(x, [N, C, OH, KH, OW, KW]), [0, 2, 4, 1, 3, 5]), [N, OH, OW, C*KH*KW])
     y  = permute(matmul(a, W.reshape(OC, C*KH*KW)^T), [0, 3, 1, 2])
 
 with the same values (rows and columns the conv would skip, when H or W is not a multiple of the kernel,
 sliced off first). The matmul takes the conv's name. ``a`` is an im2col that copies each input element
-once (the patches do not overlap), written contiguous by one copy kernel (when ``x`` is the cast of an
-fp32 input to 16 bits, read only here, that cast moves after the permute and is the copy); ``y`` is a
-view, and
-``sink_permutes`` moves it below the bias add so the bias joins the GEMM's epilogue.
+once (the patches do not overlap), written contiguous by one copy kernel. When ``x`` is a cast read only
+here (an fp32 image cast to 16 bits), the cast moves after the permute and is that copy. ``y`` is a view,
+and ``sink_permutes`` moves it below the bias add so the bias joins the GEMM's epilogue.
 
 Why: as an implicit-GEMM convolution the patch embedding gathers every A element through its own
 (c, kh, kw) index math, or reads a filter row of KW * C elements per K step from an NHWC copy
@@ -97,7 +98,7 @@ def _rewrite(graph: Graph, name: str) -> str:
     for i in outputs:
         graph.outputs[i] = Value(back.name)
     graph.remove_node(name)
-    graph.rename(mm.name, name)  # the GEMM keeps the conv's name: traces and per-layer options find it
+    graph.rename(mm.name, name)  # the GEMM keeps the conv's name: traces and precision reports find it
     if not graph.users(w.node) and not graph.is_output(w.node):
         graph.remove_node(w.node)
     if moved_cast:

@@ -176,3 +176,28 @@ def test_inplace_ops_functionalized_only_when_they_change_values(value_changing,
     assert len(calls) == int(value_changing)  # relu_ is functionalized; detach_ alone is not re-traced
     with torch.no_grad():
         assert_close_rel(engine(x), model(x), 1e-4)
+
+
+class ViewsOfOneResult(nn.Module):
+    """Outputs that are views of one kernel's result (and the result itself): each its own buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, x):
+        y = torch.relu(self.fc(x))
+        return y.flatten(1), y, y.reshape(2, 60)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_outputs_viewing_one_buffer_get_their_own(gen, level):
+    model = ViewsOfOneResult().eval()
+    x = torch.randn(4, 5, 8, generator=gen)
+    outs = trtjit.compile(model, (x,), opt_level=level, verify=True)(x)
+    with torch.no_grad():
+        refs = model(x)
+    assert [tuple(o.shape) for o in outs] == [(4, 30), (4, 5, 6), (2, 60)]
+    for o, r in zip(outs, refs):
+        assert_close_rel(o, r)
+    assert len({o.data_ptr() for o in outs}) == 3

@@ -96,3 +96,33 @@ def test_dynamic_batch(gen, batch):
         ref = model.double()(x.double())
     model.float()
     assert_close_rel(engine(x).double(), ref, 1e-4)
+
+
+class EmbedHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.fc = nn.Conv2d(3, 16, 5, 5), nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c(x)).flatten(2).transpose(1, 2))
+
+
+def test_int8_layers_are_decided_as_convolutions(gen, tmp_path):
+    """quantize_int8 runs first: a calibration cache written by TensorRT names the image ``x`` (the conv's
+    input), and ``keep_fp32`` by op type matches ``conv2d``; only a conv left in float is made a GEMM."""
+    torch.manual_seed(0)
+    model = EmbedHead().eval()
+    x = torch.randn(2, 3, 20, 20, generator=gen)
+    cache = tmp_path / "trt.cache"
+    cache.write_text("TRT-8601-MinMaxCalibration\nx: 3d00b638\ntranspose: 3ca0a216\n")
+    engine = trtjit.compile(model, (x,), precision="int8", calibrator=trtjit.MinMaxCalibrator(cache=cache))
+    assert [(r["layer"], r["precision"]) for r in engine.precision_report()] == [("c", "int8"), ("fc.matmul", "int8")]
+    assert not _events(engine, True)
+    batches = [x, torch.randn(2, 3, 20, 20, generator=gen)]  # x in range: int8 clips what calibration never saw
+    engine = trtjit.compile(model, (x,), precision="int8", calibrator=trtjit.MinMaxCalibrator(batches),
+                            keep_fp32=["conv2d"])
+    assert [(r["layer"], r["op"], r["precision"]) for r in engine.precision_report()][0] == ("c", "conv2d", "fp32")
+    assert _events(engine, True)  # the fp32 conv then runs as a GEMM
+    with torch.no_grad():
+        ref = model(x)
+    assert_close_rel(engine(x), ref, 0.05)

@@ -13,8 +13,8 @@ PIPELINES: dict[int, list[str]] = {
         "fold_view_chains", "materialize_views", "memory_plan"],
     # everything: fusion of GEMM epilogues, row reductions and pointwise chains; tiles from the tuning cache
     2: ["dead_code_elimination", "remove_noops", "constant_folding", "fold_batchnorm", "fuse_attention", "decompose",
-        "constant_folding", "assign_precision", "patchify_conv", "remove_noops", "dead_code_elimination",
-        "merge_parallel_gemms", "quantize_int8", "unflatten_matmul_rows", "sink_permutes", "fuse_gemm_epilogue",
+        "constant_folding", "assign_precision", "remove_noops", "dead_code_elimination", "merge_parallel_gemms",
+        "quantize_int8", "patchify_conv", "unflatten_matmul_rows", "sink_permutes", "fuse_gemm_epilogue",
         "fuse_reductions", "fuse_pointwise", "layout_nhwc", "stem_input_nhwc", "conv_weight_layout", "fold_view_chains",
         "materialize_views", "memory_plan", "autotune"],
 }
