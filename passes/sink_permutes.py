@@ -1,8 +1,10 @@
 """Permutes of GEMM results moved below the pointwise ops that read them, into the GEMM's epilogue.
 
 Requires: composites decomposed, ``unflatten_matmul_rows`` done; before ``fuse_gemm_epilogue``.
-Guarantees: ``u(permute(t, p), others...)`` with ``t`` a matmul result (or a pointwise chain on one) and
-``u`` pointwise at the permuted shape becomes ``permute(u(t, others'...), p)``, where each other operand is
+Guarantees: ``u(permute(t, p), others...)`` with ``t`` a matmul result (or a pointwise chain on one),
+``u`` pointwise at the permuted shape and ``p`` keeping the last dim last (or viewing a channels-last 4-D
+result as NCHW: readers of a view that transposes the last dim would lose their contiguous rows) becomes
+``permute(u(t, others'...), p)``, where each other operand is
 read through the inverse permute (one of lower rank first viewed at full rank with leading 1s; a scalar
 as it is): the same values, with the permute (a view) after ``u``. Repeats while the moved permute meets
 another such op.
@@ -24,6 +26,9 @@ from trtjit.passmanager import PassContext
 
 SINK = rule("pointwise(permute(gemm)) => permute(pointwise(gemm))", "sink_permutes",
             "the residual add after a transposed projection joins the GEMM's epilogue")
+
+
+NCHW_OF_NHWC = [0, 3, 1, 2]  # a channels-last result viewed as NCHW: the order layout_nhwc stores conv maps in
 
 
 def _from_gemm(graph: Graph, v: Value) -> bool:
@@ -64,6 +69,8 @@ def _sink(graph: Graph, perm: str, ctx: PassContext) -> str | None:
     if sum(v == Value(perm) for v in ins) != 1 or any(len(graph.spec(v).shape) > len(shape) for v in ins):
         return None
     dims = [d % len(shape) for d in pn.attrs["dims"]]
+    if dims[-1] != len(shape) - 1 and dims != NCHW_OF_NHWC:
+        return None  # readers of the moved view would lose their contiguous rows (a transposed last dim)
     inv = _inverse(dims)
     new_ins = []
     for v in ins:
