@@ -21,9 +21,27 @@ from trtjit.passmanager import PassContext
 
 LOWER = rule("fp32 tensor => 16-bit storage", "assign_precision", "halve memory traffic; math stays fp32 in kernels")
 KEEP = rule("keep_fp32 override => fp32 layer", "assign_precision", "a per-layer override keeps this op in fp32")
+OPERANDS = rule("fp32 operand of a 16-bit GEMM => 16-bit operand", "assign_precision",
+                "a GEMM, conv or attention multiplies one operand type")
 
 def _kept(name: str, op: str, keep: tuple[str, ...]) -> bool:
     return any(k == op or k == name or name.startswith(k + ".") for k in keep)
+
+
+def _lower_fp32_operands(graph: Graph, name: str, target: torch.dtype, ctx: PassContext) -> None:
+    """A GEMM/conv/attention reading fp32 next to 16-bit operands (an fp32 made inside the model from a
+    non-float tensor, ``conv(x.float())`` of a uint8 image, or a fake-quant dequantize) reads them in 16 bits,
+    as every other fp32 tensor is stored: its tensor-core math takes one operand type."""
+    ins = graph.inputs_of(name)
+    if not any(graph.spec(v).dtype == target for v in ins):
+        return
+    for i, v in enumerate(ins):
+        if graph.spec(v).dtype != torch.float32:
+            continue
+        cast = graph.add("cast", [v], {"dtype": dtype_name(target)}, name=f"{name}.in{i}_{dtype_name(target)}",
+                         source=graph.node(name).source)
+        graph.set_input(name, i, Value(cast.name))
+        ctx.fired(OPERANDS, name, f"input {i} ({v.node}) read in {dtype_name(target)}")
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
@@ -73,6 +91,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                     graph.outputs = [Value(down.name) if o == Value(name, i) else o for o in graph.outputs]
             ctx.fired(KEEP, name, n.op)
             continue
+        if opdef.kind in ("gemm", "conv", "attention"):
+            _lower_fp32_operands(graph, name, target, ctx)
         before = list(n.outputs)
         n.outputs = opdef.infer([graph.spec(v) for v in graph.inputs_of(name)], n.attrs)
         if n.outputs != before:
