@@ -12,6 +12,7 @@ intermediate tensors are stored in 16 bits (kernels still accumulate and reduce 
 from __future__ import annotations
 
 import torch
+from trtjit.passes.quantize_int8 import ANCHORS
 
 from trtjit.fusion import rule
 from trtjit.ir import Graph, TensorSpec, Value, dtype_name
@@ -28,11 +29,31 @@ def _kept(name: str, op: str, keep: tuple[str, ...]) -> bool:
     return any(k == op or k == name or name.startswith(k + ".") for k in keep)
 
 
+def _explicit_int8_weights(graph: Graph) -> dict[str, str]:
+    """GEMM/conv -> its constant weight, for layers reading ``dequantize`` of an int8 tensor (explicit Q/DQ,
+    through views): ``quantize_int8`` runs them int8 with the graph's scales and needs the weight as the
+    fp32 values on the int8 grid, so neither is lowered here."""
+    out = {}
+    for name in graph.topo_order():
+        n = graph.node(name)
+        if n.op not in ANCHORS or len(graph.inputs_of(name)) != 2:
+            continue
+        v, w = graph.inputs_of(name)
+        while get_op(graph.node(v.node).op).kind == "view":
+            v = graph.inputs_of(v.node)[0]
+        dq = graph.node(v.node)
+        if dq.op == "dequantize" and graph.spec(graph.inputs_of(dq.name)[0]).dtype == torch.int8 \
+                and graph.node(w.node).op == "constant":
+            out[name] = w.node
+    return out
+
+
 def _lower_fp32_operands(graph: Graph, name: str, target: torch.dtype, ctx: PassContext) -> None:
     """A GEMM/conv/attention reading fp32 next to 16-bit operands (an fp32 made inside the model from a
-    non-float tensor, ``conv(x.float())`` of a uint8 image, or a fake-quant dequantize) reads them in 16 bits,
-    as every other fp32 tensor is stored: its tensor-core math takes one operand type."""
-    ins = graph.inputs_of(name)
+    non-float tensor: ``conv(x.float())`` of a uint8 image) reads them in 16 bits, as every other fp32 tensor
+    is stored: its tensor-core math takes one operand type. An attention's mask (added to the scores in fp32,
+    its finite minimum kept finite) is not such an operand."""
+    ins = graph.inputs_of(name)[:3] if graph.node(name).op == "sdpa" else graph.inputs_of(name)
     if not any(graph.spec(v).dtype == target for v in ins):
         return
     for i, v in enumerate(ins):
@@ -52,10 +73,11 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         return graph
     keep = tuple(ctx.options.keep_fp32)
     original_out = [graph.spec(v) for v in graph.outputs]
+    explicit = _explicit_int8_weights(graph)
     for name in graph.topo_order():
         n = graph.node(name)
         if n.op == "constant":
-            if n.value.dtype == torch.float32:
+            if n.value.dtype == torch.float32 and name not in explicit.values():
                 n.value = n.value.to(target)
                 n.outputs = [TensorSpec.of(n.value)]
             continue
@@ -91,7 +113,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                     graph.outputs = [Value(down.name) if o == Value(name, i) else o for o in graph.outputs]
             ctx.fired(KEEP, name, n.op)
             continue
-        if opdef.kind in ("gemm", "conv", "attention"):
+        if opdef.kind in ("gemm", "conv", "attention") and name not in explicit:
             _lower_fp32_operands(graph, name, target, ctx)
         before = list(n.outputs)
         n.outputs = opdef.infer([graph.spec(v) for v in graph.inputs_of(name)], n.attrs)

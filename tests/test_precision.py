@@ -66,15 +66,57 @@ class FakeQuantConv(torch.nn.Module):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("make", [Uint8Image, FakeQuantConv])
-def test_fp32_made_inside_the_model_feeds_16_bit_gemms(gen, precision, make):
+def test_fp32_made_inside_the_model_feeds_16_bit_gemms(gen, precision):
     """Before: "operands have different dtypes torch.float32 and torch.float16" at build time."""
     torch.manual_seed(0)
-    model = make().eval()
-    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=gen) if make is Uint8Image \
-        else torch.randn(2, 3, 8, 8, generator=gen)
+    model = Uint8Image().eval()
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=gen)
     engine = trtjit.compile(model.to(DEVICE), (x.to(DEVICE),), precision=precision, verify=True)
     rec = next(r for r in engine.build_log if r.name == "assign_precision")
     assert any(e["rule"].startswith("fp32 operand of a 16-bit GEMM") and e["fired"] for e in rec.events)
     with torch.no_grad():
         assert_close_rel(engine(x.to(DEVICE)), model(x.to(DEVICE)), tol=2e-2)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_explicit_qdq_layers_stay_int8_under_16_bit_precision(gen, precision):
+    """A fake-quantized conv runs int8 with the graph's scales whatever the precision (quantize_int8's
+    explicit quantization): its weight stays on the int8 grid and its input is not lowered. (Before: the
+    build failed with "operands have different dtypes".)"""
+    torch.manual_seed(0)
+    model = FakeQuantConv().eval()
+    x = torch.randn(2, 3, 8, 8, generator=gen)
+    engine = trtjit.compile(model.to(DEVICE), (x.to(DEVICE),), precision=precision, verify=True)
+    assert [(r["layer"], r["precision"]) for r in engine.precision_report()] == [("conv2d", "int8")]
+    assert engine.precision_report()[0]["reason"].startswith("explicit Q/DQ")
+    with torch.no_grad():
+        assert_close_rel(engine(x.to(DEVICE)), model(x.to(DEVICE)), tol=2e-2)
+
+
+class MaskedAttention(torch.nn.Module):
+    """An fp32 additive mask made from an int tensor, finite (-2**62): a fully masked query row attends
+    uniformly, as in torch, only while the mask stays fp32 (in fp16 it would be -inf)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Linear(16, 48)
+
+    def forward(self, x, keep):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        mask = ((1 - keep) * -(2 ** 62)).to(x.dtype)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def test_an_attention_mask_is_not_lowered_with_the_operands(gen):
+    torch.manual_seed(0)
+    model = MaskedAttention().eval()
+    x = torch.randn(2, 12, 16, generator=gen)
+    keep = (torch.rand(2, 1, 12, 12, generator=gen) > 0.5).long()
+    keep[0, 0, 3, :] = 0  # a fully masked query row
+    engine = trtjit.compile(model.to(DEVICE), (x.to(DEVICE), keep.to(DEVICE)), precision="fp16", verify=True)
+    with torch.no_grad():
+        ref = model(x.to(DEVICE), keep.to(DEVICE))
+    out = engine(x.to(DEVICE), keep.to(DEVICE))
+    assert_close_rel(out[0, :, 3], ref[0, :, 3], tol=1e-2)  # the uniform row
+    assert_close_rel(out, ref, tol=1e-2)
