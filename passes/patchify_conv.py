@@ -2,8 +2,9 @@
 
 Requires: composites decomposed, constants folded (BatchNorm folded into the conv first), precision
 assigned and ``quantize_int8`` done: an int8 convolution stays a convolution (its calibration scales, cache
-names and ``keep_fp32`` by op type were settled as a conv), and only float ones are rewritten (fp16/fp32
-engines; under int8 the few-channel image convs kept in 16 bits; fp8's convolutions, which stay float).
+names and ``keep_fp32`` by op type were settled as a conv), and every conv still float is rewritten: all of
+them in fp16/fp32 engines; under int8 those kept in float (``keep_fp32``, the few-channel rule, the precision
+check); under fp8 all, as convolutions stay float there.
 Guarantees: a ``conv2d`` with one group, stride equal to its kernel (larger than 1x1), no padding or
 dilation, a constant weight, fewer than ``ROW_MAX_CHANNELS`` input channels (an image: deeper in a network
 the NHWC implicit GEMM reads whole channel runs per tap, and the copy would be one more pass over the

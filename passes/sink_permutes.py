@@ -2,8 +2,9 @@
 
 Requires: composites decomposed, ``unflatten_matmul_rows`` done; before ``fuse_gemm_epilogue``.
 Guarantees: ``u(permute(t, p), others...)`` with ``t`` a matmul result (or a pointwise chain on one),
-``u`` pointwise at the permuted shape and ``p`` keeping the last dim last (or viewing a channels-last 4-D
-result as NCHW: readers of a view that transposes the last dim would lose their contiguous rows) becomes
+``u`` pointwise at the permuted shape and ``p`` keeping the last dim last, or ``[0, 3, 1, 2]`` (a 4-D result
+viewed as NCHW: the channels-last order conv maps are stored in, which ``patchify_conv``'s GEMM produces;
+any other view transposing the last dim would cost its readers their contiguous rows), becomes
 ``permute(u(t, others'...), p)``, where each other operand is
 read through the inverse permute (one of lower rank first viewed at full rank with leading 1s; a scalar
 as it is): the same values, with the permute (a view) after ``u``. Repeats while the moved permute meets
