@@ -2,7 +2,9 @@
 
 Requires: composites decomposed and constants folded (BatchNorm folded in fp32 first); before
 ``quantize_int8``. Guarantees: with ``precision`` "fp16"/"bf16" (or "int8"/"fp8" with that
-``fallback_precision``: the int8 pass then quantizes the 16-bit GEMMs), every float32 weight is converted,
+``fallback_precision``: the int8 pass then quantizes the 16-bit GEMMs), every float32 weight is converted
+(a constant with finite values beyond the 16-bit range, an attention mask's -1e5 or finfo(float32).min fill,
+stays fp32: it would become -inf, and 0 * -inf NaN),
 float32 graph inputs are cast on entry and outputs cast back (the caller's dtypes are kept), and every op's output spec is re-inferred, so
 intermediate tensors are stored in 16 bits (kernels still accumulate and reduce in fp32). Ops named in
 ``keep_fp32`` (node names, name prefixes or op types, e.g. "layer_norm" parts via their names, or
@@ -14,6 +16,7 @@ from __future__ import annotations
 import torch
 from trtjit.passes.quantize_int8 import ANCHORS
 
+from trtjit.errors import BuildError
 from trtjit.fusion import rule
 from trtjit.ir import Graph, TensorSpec, Value, dtype_name
 from trtjit.ops import get_op
@@ -22,11 +25,18 @@ from trtjit.passmanager import PassContext
 
 LOWER = rule("fp32 tensor => 16-bit storage", "assign_precision", "halve memory traffic; math stays fp32 in kernels")
 KEEP = rule("keep_fp32 override => fp32 layer", "assign_precision", "a per-layer override keeps this op in fp32")
+RANGE = rule("fp32 constant beyond 16-bit range => fp32 constant", "assign_precision",
+             "an attention mask's -1e5 or finfo(float32).min fill would become -inf (and 0 * -inf = NaN)")
 OPERANDS = rule("fp32 operand of a 16-bit GEMM => 16-bit operand", "assign_precision",
                 "a GEMM, conv or attention multiplies one operand type")
 
 def _kept(name: str, op: str, keep: tuple[str, ...]) -> bool:
     return any(k == op or k == name or name.startswith(k + ".") for k in keep)
+
+
+def _overflows(t: torch.Tensor, target: torch.dtype) -> bool:
+    """Whether ``t`` holds finite values ``target`` would turn into infinities."""
+    return bool((torch.isfinite(t) & ~torch.isfinite(t.to(target))).any())
 
 
 def _explicit_int8_weights(graph: Graph) -> dict[str, str]:
@@ -59,6 +69,11 @@ def _lower_fp32_operands(graph: Graph, name: str, target: torch.dtype, ctx: Pass
     for i, v in enumerate(ins):
         if graph.spec(v).dtype != torch.float32:
             continue
+        src = graph.node(v.node)
+        if src.op == "constant" and _overflows(src.value, target):
+            raise BuildError(f"node {name!r}: its operand {v.node!r} has values up to "
+                             f"{float(src.value.abs().max()):.3g}, beyond {dtype_name(target)}'s range; keep this "
+                             f"layer in fp32 (keep_fp32=[{name!r}]) or build in bf16")
         cast = graph.add("cast", [v], {"dtype": dtype_name(target)}, name=f"{name}.in{i}_{dtype_name(target)}",
                          source=graph.node(name).source)
         graph.set_input(name, i, Value(cast.name))
@@ -78,6 +93,10 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         n = graph.node(name)
         if n.op == "constant":
             if n.value.dtype == torch.float32 and name not in explicit.values():
+                if _overflows(n.value, target):  # a mask fill of -1e5 or finfo(float32).min: never -inf
+                    ctx.fired(RANGE, name, f"|values| up to {float(n.value.abs().max()):.3g} exceed "
+                              f"{dtype_name(target)}: kept fp32")
+                    continue
                 n.value = n.value.to(target)
                 n.outputs = [TensorSpec.of(n.value)]
             continue

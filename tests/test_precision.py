@@ -120,3 +120,42 @@ def test_an_attention_mask_is_not_lowered_with_the_operands(gen):
     out = engine(x.to(DEVICE), keep.to(DEVICE))
     assert_close_rel(out[0, :, 3], ref[0, :, 3], tol=1e-2)  # the uniform row
     assert_close_rel(out, ref, tol=1e-2)
+
+
+class PaddingMaskAttention(torch.nn.Module):
+    """The additive padding mask of HF encoders: ``(1 - keep) * fill`` with ``fill`` -1e5 or
+    finfo(float32).min, beyond fp16's range (and, for finfo.min, bf16's)."""
+
+    def __init__(self, fill: float) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Linear(16, 48)
+        self.fill = fill
+
+    def forward(self, x, keep):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        mask = (1.0 - keep[:, None, None, :].to(x.dtype)) * self.fill
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("fill", [-1e5, torch.finfo(torch.float32).min])
+def test_a_mask_fill_beyond_16_bits_stays_finite(gen, precision, fill):
+    """Before: the fill constant became -inf in 16 bits, 0 * -inf made the kept keys NaN, error 1.0."""
+    torch.manual_seed(0)
+    model = PaddingMaskAttention(fill).eval()
+    x = torch.randn(2, 10, 16, generator=gen)
+    keep = torch.ones(2, 10, dtype=torch.long)
+    keep[0, 7:] = 0  # padding
+    engine = trtjit.compile(model.to(DEVICE), (x.to(DEVICE), keep.to(DEVICE)), precision=precision, verify=True)
+    with torch.no_grad():
+        ref = model(x.to(DEVICE), keep.to(DEVICE))
+    assert_close_rel(engine(x.to(DEVICE), keep.to(DEVICE)), ref, tol=2e-2)
+
+
+def test_a_weight_beyond_fp16_is_a_clear_build_error(gen):
+    model = torch.nn.Linear(4, 3).eval()
+    with torch.no_grad():
+        model.weight[0, 0] = 1e6
+    with pytest.raises(trtjit.BuildError, match=r"beyond float16's range; keep this layer in fp32"):
+        trtjit.compile(model.to(DEVICE), (torch.randn(2, 4, generator=gen).to(DEVICE),), precision="fp16")
