@@ -14,7 +14,7 @@ intermediate tensors are stored in 16 bits (kernels still accumulate and reduce 
 from __future__ import annotations
 
 import torch
-from trtjit.passes.quantize_int8 import ANCHORS
+from trtjit.passes.quantize_int8 import ANCHORS, explicit_int8_input
 
 from trtjit.errors import BuildError
 from trtjit.fusion import rule
@@ -48,12 +48,8 @@ def _explicit_int8_weights(graph: Graph) -> dict[str, str]:
         n = graph.node(name)
         if n.op not in ANCHORS or len(graph.inputs_of(name)) != 2:
             continue
-        v, w = graph.inputs_of(name)
-        while get_op(graph.node(v.node).op).kind == "view":
-            v = graph.inputs_of(v.node)[0]
-        dq = graph.node(v.node)
-        if dq.op == "dequantize" and graph.spec(graph.inputs_of(dq.name)[0]).dtype == torch.int8 \
-                and graph.node(w.node).op == "constant":
+        a, w = graph.inputs_of(name)
+        if explicit_int8_input(graph, a) is not None and graph.node(w.node).op == "constant":
             out[name] = w.node
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from trtjit.fusion import rule
+from trtjit.fusion import rule, single_use
 from trtjit.ir import Graph, Value
 from trtjit.passmanager import PassContext
 
@@ -22,10 +22,6 @@ LINEAR_BN = rule("linear + bn => linear", "fold_batchnorm", "scale linear weight
 def _const(graph: Graph, v: Value) -> torch.Tensor | None:
     n = graph.node(v.node)
     return n.value if n.op == "constant" else None
-
-
-def _single_use(graph: Graph, v: Value) -> bool:
-    return len(graph.users(v)) == 1 and not graph.is_output(v)
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
@@ -43,14 +39,14 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         prod = graph.node(x.node)
         bias_v: Value | None = None
         old_add: str | None = None
-        if prod.op == "add" and _single_use(graph, x):
+        if prod.op == "add" and single_use(graph, x):
             a, b = graph.inputs_of(prod.name)
             bias = _const(graph, b)
             channels = graph.spec(a).shape[1] if len(graph.spec(a).shape) == 4 else -1
             per_channel = bias is not None and bias.numel() == channels and bias.dim() == 4 and bias.shape[1] == channels
             if per_channel and graph.node(a.node).op == "conv2d":
                 old_add, bias_v, x, prod = prod.name, b, a, graph.node(a.node)
-        if prod.op not in ("conv2d", "linear") or not _single_use(graph, x):
+        if prod.op not in ("conv2d", "linear") or not single_use(graph, x):
             ctx.skipped(CONV_BN, name, f"input comes from {prod.op} {prod.name!r}, not a conv/linear used only here")
             continue
         ins = graph.inputs_of(prod.name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from trtjit.fusion import creates_cycle, fuse_group, rule
+from trtjit.fusion import creates_cycle, fuse_group, rule, single_use
 from trtjit.ir import Graph, Value
 from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
@@ -75,7 +75,7 @@ def _dequantized_side_input(graph: Graph, u: str, gset: set[str], out_shape: tup
     tensor itself instead of a float copy a separate kernel would write."""
     for v in graph.inputs_of(u):
         chain, p = [], v.node
-        while p not in gset and graph.node(p).op in ("cast", "dequantize") and _single_use(graph, p) \
+        while p not in gset and graph.node(p).op in ("cast", "dequantize") and single_use(graph, Value(p)) \
                 and graph.node(p).spec.shape == out_shape:
             chain.append(p)
             if graph.node(p).op == "dequantize":
@@ -88,14 +88,10 @@ def _feeds_adds(graph: Graph, name: str) -> bool:
     """Whether the dequantize ``name`` feeds one ``add`` alone (through single-use casts): that add takes it
     into its own epilogue (``_dequantized_side_input``), so storing it in float here would be wasted."""
     while graph.node(name).op in ("dequantize", "cast"):
-        if not _single_use(graph, name):
+        if not single_use(graph, Value(name)):
             return False
         name = graph.users(Value(name))[0][0]
     return graph.node(name).op == "add"
-
-
-def _single_use(graph: Graph, name: str) -> bool:
-    return len(graph.users(Value(name))) == 1 and not graph.is_output(name)
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:

@@ -54,10 +54,11 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         cp = graph.add("copy", [src], name=f"{bad}.copy", source=graph.node(bad).source)
         graph.set_input(bad, 0, Value(cp.name))
         ctx.fired(RESHAPE_COPY, bad)
-    for v in graph.outputs:  # an output transposed from a GEMM's rows: the GEMM stores it in that order
-        if not compute_layouts(graph)[v].is_contiguous and _store_permuted(graph, v):
-            ctx.fired(PERMUTED_STORE, graph.inputs_of(v.node)[0].node, f"so that the output {v.node} is contiguous")
     layouts = compute_layouts(graph)
+    for v in graph.outputs:  # an output transposed from a GEMM's rows: the GEMM stores it in that order
+        if not layouts[v].is_contiguous and _store_permuted(graph, v):
+            ctx.fired(PERMUTED_STORE, graph.inputs_of(v.node)[0].node, f"so that the output {v.node} is contiguous")
+            layouts = compute_layouts(graph)
     seen: set[Value] = set()
     new_outputs = []
     for v in graph.outputs:

@@ -31,7 +31,7 @@ from __future__ import annotations
 from trtjit.codegen.gemm import ROW_MAX_CHANNELS
 from trtjit.passes.stem_input_nhwc import MIN_K
 
-from trtjit.fusion import rule
+from trtjit.fusion import rule, single_use
 from trtjit.ir import Graph, Value
 from trtjit.passmanager import PassContext
 
@@ -42,8 +42,8 @@ PATCHIFY = rule("patchify conv (stride = kernel, no padding) => im2col copy + GE
 def _why_not(graph: Graph, name: str) -> str | None:
     """None if the conv ``name`` is a patchify conv this pass rewrites, else why not ("" when plainly not)."""
     n = graph.node(name)
-    x, w = graph.inputs_of(name)[:2]
-    if len(graph.inputs_of(name)) != 2 or len(graph.spec(x).shape) != 4:
+    x, w = graph.inputs_of(name)
+    if len(graph.spec(x).shape) != 4:
         return ""
     kh, kw = graph.spec(w).shape[2:]
     if list(n.attrs["stride"]) != [kh, kw] or kh * kw == 1 or any(n.attrs["padding"]) \
@@ -78,7 +78,7 @@ def _rewrite(graph: Graph, name: str) -> str:
                                 name=f"{name}.crop{dim}", source=src).name)
             cropped.append(size - keep)
     cast = graph.node(x.node)
-    moved_cast = cast.op == "cast" and len(graph.users(x)) == 1 and not graph.is_output(x)
+    moved_cast = cast.op == "cast" and single_use(graph, x)
     if moved_cast:  # the input's cast (an fp32 image into a 16-bit engine) is the copy: one kernel, not two
         x = graph.inputs_of(cast.name)[0]
     x6 = graph.add("reshape", [x], {"shape": [N, C, OH, KH, OW, KW]}, name=f"{name}.patches", source=src)
@@ -90,14 +90,9 @@ def _rewrite(graph: Graph, name: str) -> str:
     a = graph.add("reshape", [xp], {"shape": [N, OH, OW, C * KH * KW]}, name=f"{name}.im2col", source=src)
     weight = graph.node(w.node).value
     wt = graph.add_constant(f"{w.node}.gemm", weight.reshape(OC, C * KH * KW).t().contiguous(), source=src)
-    users = graph.users(Value(name))
-    outputs = [i for i, o in enumerate(graph.outputs) if o == Value(name)]
     mm = graph.add("matmul", [Value(a.name), wt], name=graph.unique_name(f"{name}.gemm"), source=src)
     back = graph.add("permute", [Value(mm.name)], {"dims": [0, 3, 1, 2]}, name=f"{name}.nchw", source=src)
-    for u, i in users:
-        graph.set_input(u, i, Value(back.name))
-    for i in outputs:
-        graph.outputs[i] = Value(back.name)
+    graph.replace_all_uses(Value(name), Value(back.name))
     graph.remove_node(name)
     graph.rename(mm.name, name)  # the GEMM keeps the conv's name: traces and precision reports find it
     if not graph.users(w.node) and not graph.is_output(w.node):

@@ -42,7 +42,7 @@ from trtjit.codegen.common import FLOATS
 from trtjit.calibration import CalibrationResult, calibrate, value_name
 from trtjit.errors import CalibrationError
 from trtjit.fusion import rule
-from trtjit.ir import Graph, Value, dtype_name
+from trtjit.ir import Graph, Node, Value, dtype_name
 from trtjit.ops import get_op
 from trtjit.options import HALF_DTYPES
 from trtjit.passmanager import PassContext
@@ -175,6 +175,19 @@ def _cache_names(graph: Graph) -> dict[Value, str]:
     return out
 
 
+def explicit_int8_input(graph: Graph, a: Value) -> tuple[list[Node], Node] | None:
+    """(views, dequantize) when the GEMM/conv operand ``a`` is ``dequantize`` of an int8 tensor, through views
+    (dequantize commutes with flatten and the like): an explicitly quantized (Q/DQ) layer's input."""
+    views, v = [], a
+    while get_op(graph.node(v.node).op).kind == "view":
+        views.append(graph.node(v.node))
+        v = graph.inputs_of(v.node)[0]
+    dq = graph.node(v.node)
+    if dq.op != "dequantize" or graph.spec(graph.inputs_of(dq.name)[0]).dtype != torch.int8:
+        return None
+    return views, dq
+
+
 def _explicit(graph: Graph, ctx: PassContext, report: list[dict]) -> None:
     """Explicit quantization (any precision): a GEMM/conv reading ``dequantize(q)`` of an int8 ``q`` with a
     constant weight runs int8 on ``q`` with the graph's scale; the dequantize disappears."""
@@ -183,13 +196,10 @@ def _explicit(graph: Graph, ctx: PassContext, report: list[dict]) -> None:
         if n.op not in ANCHORS:
             continue
         a, b = graph.inputs_of(name)
-        views, v = [], a
-        while get_op(graph.node(v.node).op).kind == "view":  # dequantize commutes with views (flatten, ...)
-            views.append(graph.node(v.node))
-            v = graph.inputs_of(v.node)[0]
-        dq = graph.node(v.node)
-        if dq.op != "dequantize" or graph.spec(graph.inputs_of(dq.name)[0]).dtype != torch.int8:
+        found = explicit_int8_input(graph, a)
+        if found is None:
             continue
+        views, dq = found
         w = _const_value(graph, b)
         if w is None or w.dtype != torch.float32 or (n.op == "matmul" and w.dim() != 2):
             report.append({"layer": name, "op": n.op, "precision": "fp32",

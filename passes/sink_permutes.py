@@ -20,7 +20,7 @@ inverse view costs nothing: every template loads through strides.
 
 from __future__ import annotations
 
-from trtjit.fusion import rule
+from trtjit.fusion import rule, single_use
 from trtjit.ir import Graph, Value
 from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
@@ -58,10 +58,9 @@ def _sink(graph: Graph, perm: str, ctx: PassContext) -> str | None:
     """Move ``perm`` below its single pointwise reader; the new permute's name, or None."""
     pn = graph.node(perm)
     (t,) = graph.inputs_of(perm)
-    users = graph.users(Value(perm))
-    if len(users) != 1 or graph.is_output(perm) or not _from_gemm(graph, t):
+    if not single_use(graph, Value(perm)) or not _from_gemm(graph, t):
         return None
-    u, _ = users[0]
+    u, _ = graph.users(Value(perm))[0]
     un = graph.node(u)
     shape = pn.spec.shape
     if get_op(un.op).kind != "pointwise" or un.spec.shape != shape:

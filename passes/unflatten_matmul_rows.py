@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import math
 
-from trtjit.fusion import rule
+from trtjit.fusion import rule, single_use
 from trtjit.ir import Graph, TensorSpec, Value
 from trtjit.passmanager import PassContext
 
 FLAT = rule("reshape + matmul (+ bias) + reshape => batched matmul", "unflatten_matmul_rows",
             "addmm on flattened rows (GPT-2's Conv1D) reads the rows in place, so the epilogue reaches the "
             "activation and residual add after the view back")
-
-
-def _single_use(graph: Graph, name: str) -> bool:
-    return len(graph.users(Value(name))) == 1 and not graph.is_output(name)
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
@@ -36,12 +32,12 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             continue
         chain, tail = [name], name
         users = [u for u, _ in graph.users(Value(name))]
-        if _single_use(graph, name) and graph.node(users[0]).op == "add":
+        if single_use(graph, Value(name)) and graph.node(users[0]).op == "add":
             other = [v for v in graph.inputs_of(users[0]) if v != Value(name)]
             if len(other) == 1 and len(graph.spec(other[0]).shape) <= 1:
                 tail = users[0]
                 chain.append(tail)
-        if not _single_use(graph, tail):
+        if not single_use(graph, Value(tail)):
             continue
         back = graph.node(graph.users(Value(tail))[0][0])
         (m, k), n_out = graph.spec(a).shape, graph.node(name).spec.shape[1]

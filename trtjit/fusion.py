@@ -31,6 +31,11 @@ def rule(name: str, pass_name: str, doc: str) -> str:
     return name
 
 
+def single_use(graph: Graph, v: Value) -> bool:
+    """Whether ``v`` has exactly one reader and is no graph output: a rewrite may then absorb or move it."""
+    return len(graph.users(v)) == 1 and not graph.is_output(v)
+
+
 def creates_cycle(graph: Graph, group: set[str]) -> bool:
     """True when fusing ``group`` into one node would create a cycle: some node outside the group is both
     reachable from the group and feeds it."""
