@@ -21,6 +21,7 @@ from trtjit.errors import BuildError
 from trtjit.ir import Graph, Node, TensorSpec, Value
 from trtjit.layout import Layout
 from trtjit.ops import _TL_DTYPES, TL_HELPERS, get_op, lit
+from trtjit.xc_worker import PDL_ARG
 
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 MAX_INDEX = 2**31 - 1
@@ -216,6 +217,23 @@ def store_cast(expr: str, dtype: torch.dtype) -> str:
     return expr if dtype in (torch.float32, torch.bool) else f"{expr}.to({tl_dtype(dtype)})"
 
 
+# Programmatic dependent launch (sm_90+, ``trtjit.engine.Engine.pdl``): every template kernel takes a ``PDL``
+# constexpr (False by default, and under the interpreter, which has no griddepcontrol). With it True, the
+# kernel's first instructions wait until the previous kernel in the stream has finished and its writes are
+# visible, then allow the next kernel to start launching: that kernel's blocks are scheduled while this one's
+# last wave drains, and wait the same way before they touch memory. Nothing reads or writes global memory
+# before the wait, so buffers the memory plan reuses stay safe.
+PDL = PDL_ARG
+PDL_PROLOGUE = [f"    if {PDL}:  # programmatic dependent launch: the previous kernel's writes are visible after",
+                "        tl.extra.cuda.gdc_wait()",
+                "        tl.extra.cuda.gdc_launch_dependents()"]
+
+
+def takes_pdl(source: str) -> bool:
+    """Whether a generated kernel has the PDL prologue (engines built before it do not)."""
+    return f"{PDL}: tl.constexpr = False" in source and "tl.extra.cuda.gdc_wait()" in source
+
+
 class Writer:
     """Builds one kernel's source: header, signature, indented body."""
 
@@ -227,12 +245,13 @@ class Writer:
 
     def source(self, name: str, pointers: list[str], constexprs: list[str], doc: str) -> str:
         dyn = uses_batch_arg(self.lines)  # one compiled kernel serves every batch: never specialize on it
-        params = ", ".join(pointers + [ARG] * dyn + [f"{c}: tl.constexpr" for c in constexprs])
+        params = ", ".join(pointers + [ARG] * dyn + [f"{c}: tl.constexpr" for c in constexprs]
+                           + [f"{PDL}: tl.constexpr = False"])
         code = "\n".join(line.split("#", 1)[0] for line in self.lines)
         helpers = [src.strip() + "\n\n" for h, src in TL_HELPERS.items() if re.search(rf"\b{h}\(", code)]
         head = ["import triton", "import triton.language as tl", "", "", *helpers,
                 f'@triton.jit(do_not_specialize=["{ARG}"])' if dyn else "@triton.jit",
-                f"def {name}({params}):", f'    """{doc}"""']
+                f"def {name}({params}):", f'    """{doc}"""', *PDL_PROLOGUE]
         return "\n".join(head + self.lines) + "\n"
 
 

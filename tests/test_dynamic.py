@@ -310,7 +310,7 @@ class _Driver(cuda_launcher._Driver):
     def func_attr(self, fn, attr, kernel):
         return 0
 
-    def launch(self, fn, grid, threads, shared, stream, params, kernel):
+    def launch(self, fn, grid, threads, shared, stream, params, kernel, pdl=False):
         slots = [ctypes.c_void_p.from_address(params + i * ctypes.sizeof(ctypes.c_void_p)).value
                  for i in range(len(self.kinds))]
         vals = [ctypes.c_int32.from_address(s).value if k == "i32" else ctypes.c_void_p.from_address(s).value

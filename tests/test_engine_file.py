@@ -236,7 +236,9 @@ def test_crosscompiled_sm90_binaries_are_sane(built):
         assert b.global_scratch_size >= 0 and b.global_scratch_align >= 1 and b.profile_scratch_size == 0
         assert b.constexprs == k.constexprs and set(b.constexprs) == {"BLOCK_M", "BLOCK_N", "BLOCK_K"}
         assert [p[1] for p in b.params] == ["*fp32"] * len(k.args)
-        assert not b.launch_cooperative_grid and not b.launch_pdl
+        assert not b.launch_cooperative_grid
+        # programmatic dependent launch: compiled in on sm_90 (recorded as launch_pdl, not as a constexpr)
+        assert b.launch_pdl and "griddepcontrol.wait" in b.ptx and "griddepcontrol.launch_dependents" in b.ptx
         # every passed parameter appears in the PTX entry's parameter list, plus the two scratch pointers
         entry = b.ptx.split(f".entry {b.symbol}(", 1)[1].split(")", 1)[0]
         assert entry.count(".param") == len(k.args) + 2
@@ -316,11 +318,12 @@ class _FakeDriver(cuda_launcher._Driver):
         self._rec("cuDeviceGetAttribute", kernel, attr[0])
         return self.optin
 
-    def launch(self, fn, grid, threads, shared, stream, params, kernel):
+    def launch(self, fn, grid, threads, shared, stream, params, kernel, pdl=False):
         n = len(self.expect_params)
         slots = [ctypes.c_void_p.from_address(params + i * ctypes.sizeof(ctypes.c_void_p)).value for i in range(n)]
         values = [ctypes.c_void_p.from_address(s).value for s in slots]
-        self._rec("cuLaunchKernel", kernel, tuple(grid), threads, shared, stream, values)
+        self._rec("cuLaunchKernelEx (PDL)" if pdl else "cuLaunchKernel", kernel, tuple(grid), threads, shared,
+                  stream, values)
 
 
 @pytest.fixture
@@ -347,6 +350,82 @@ def test_cubin_launch_parameters(built, fake_cuda):
         kern[(1,)](*[bufs[0][1:]] + bufs[1:])
     with pytest.raises(EngineError, match="takes 4 buffers"):
         kern[(1,)](bufs[0])
+
+
+def test_cubin_pdl_launch(built, fake_cuda):
+    """A kernel compiled with the PDL prologue launches as a programmatic dependent when asked; one compiled
+    without it (an older engine, an arch before sm_90) never does, whatever the engine asks."""
+    from dataclasses import replace
+    engine, _, _, _ = built
+    b = engine.binaries["sm_90"][0]
+    drv = _FakeDriver()
+    bufs = [torch.empty(64, dtype=torch.float32) for _ in b.params]
+    drv.expect_params = [t.data_ptr() for t in bufs] + [None, None]
+    kern = cuda_launcher.CubinKernel(b, torch.device("cpu"), drv)
+    kern[(2, 1)](*bufs, launch_pdl=True, PDL=True)
+    assert drv.calls[-1] == ("cuLaunchKernelEx (PDL)", (2, 1, 1), 32 * b.num_warps, b.shared, 0xABC,
+                             drv.expect_params)
+    kern[(2, 1)](*bufs)
+    assert drv.calls[-1][0] == "cuLaunchKernel"
+    old = cuda_launcher.CubinKernel(replace(b, launch_pdl=False), torch.device("cpu"), drv)
+    old[(2, 1)](*bufs, launch_pdl=True)
+    assert drv.calls[-1][0] == "cuLaunchKernel"
+
+
+def test_ctypes_pdl_launch_config_layout():
+    """The ctypes CUlaunchConfig / CUlaunchAttribute match cuda.h's layout (64-bit): what the driver reads."""
+    L, A = cuda_launcher._LaunchConfig, cuda_launcher._LaunchAttribute
+    assert ctypes.sizeof(A) == 72 and A.value.offset == 8
+    assert ctypes.sizeof(L) == 56 and (L.sharedMemBytes.offset, L.hStream.offset, L.attrs.offset,
+                                       L.numAttrs.offset) == (24, 32, 40, 48)
+    cfg, attrs = cuda_launcher.pdl_launch_config((5, 3, 2), 256, 1000, 0xABC)
+    assert (cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ, cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ) == (5, 3, 2, 256, 1, 1)
+    assert (cfg.sharedMemBytes, cfg.hStream, cfg.numAttrs) == (1000, 0xABC, 1)
+    assert cfg.attrs[0].id == 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+    assert ctypes.c_int.from_buffer(attrs[0], A.value.offset).value == 1  # programmaticStreamSerializationAllowed
+
+
+def test_pdl_prologue_only_where_the_arch_has_it(built):
+    """sm_80 binaries of the same kernel are compiled with PDL=False: no griddepcontrol, no PDL launch."""
+    from trtjit.crosscompile import compile_kernels
+
+    engine, _, _, _ = built
+    k = engine.kernels[0]
+    b80 = compile_kernels(engine.graph, [k], ["sm_80"])["sm_80"][0]
+    assert not b80.launch_pdl and "griddepcontrol" not in b80.ptx
+    assert b80.constexprs == k.constexprs
+
+
+def test_engine_asks_for_pdl_on_sm90_only(built, monkeypatch):
+    """The engine passes PDL=True and launch_pdl=True to its generated kernels on an sm_90+ GPU with ``pdl``
+    on; never on older GPUs, with ``pdl`` off, or to kernels without the prologue."""
+    import trtjit.engine as engine_mod
+    engine, _, inputs, _ = built
+    calls = []
+
+    class Rec:
+        def __getitem__(self, grid):
+            return lambda *a, **kw: calls.append(kw)
+
+    bufs, _ = engine._bind(tuple(t.cpu() for t in inputs))
+    engine._launch(0, Rec(), bufs, pdl=True)
+    assert calls[-1]["PDL"] is True and calls[-1]["launch_pdl"] is True
+    engine._launch(0, Rec(), bufs)
+    assert "PDL" not in calls[-1] and "launch_pdl" not in calls[-1]
+    monkeypatch.setattr(engine, "_pdl_kernels", [False] * len(engine.kernels))
+    engine._launch(0, Rec(), bufs, pdl=True)
+    assert "PDL" not in calls[-1]
+    assert not engine._pdl_on(torch.device("cpu"))
+    monkeypatch.setattr(engine_mod, "interpreting", lambda: False)
+    for cap, want in (((9, 0), True), ((8, 9), False), ((10, 0), True)):
+        engine._arch.clear()
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d, c=cap: c)
+        assert engine._pdl_on(torch.device("cuda", 0)) is want
+    engine.pdl = False
+    try:
+        assert not engine._pdl_on(torch.device("cuda", 0))
+    finally:
+        engine.pdl = True
 
 
 def test_cubin_launcher_big_shared_memory_and_errors(built, fake_cuda):

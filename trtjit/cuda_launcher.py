@@ -4,7 +4,10 @@ An engine built with ``targets=[...]`` holds, per kernel and arch, the cubin Tri
 metadata (``trtjit.crosscompile.KernelBinary``). On a GPU of one of those archs the engine loads each cubin
 with ``cuModuleLoadData``, finds its function with ``cuModuleGetFunction``, raises the dynamic shared
 memory limit with ``cuFuncSetAttribute`` where a kernel needs more than 48 KB, and launches it with
-``cuLaunchKernel`` on the current torch stream. The parameters are the kernel's non-constexpr arguments
+``cuLaunchKernel`` on the current torch stream, or with ``cuLaunchKernelEx`` and the programmatic stream
+serialization attribute (programmatic dependent launch, sm_90+) for kernels compiled with the PDL prologue
+(``trtjit.codegen.common.PDL``): such a kernel's blocks are scheduled while the previous kernel's last wave
+drains, and wait in ``griddepcontrol.wait`` until its writes are visible. The parameters are the kernel's non-constexpr arguments
 (device pointers, in order) followed by two scratch pointers (global, profile), null unless the metadata
 asks for scratch, in which case the launcher allocates it.
 
@@ -30,6 +33,7 @@ CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES = ("CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES", 1)
 CU_FUNC_ATTRIBUTE_NUM_REGS = ("CU_FUNC_ATTRIBUTE_NUM_REGS", 4)
 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = ("CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES", 8)
 CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = ("CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN", 97)
+CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = ("CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION", 6)
 _SMEM_DEFAULT_LIMIT = 48 * 1024
 POINTER_ALIGN = 16  # kernels were compiled assuming 16-byte aligned pointers (tt.divisibility=16)
 
@@ -105,15 +109,55 @@ class _BindingsDriver(_Driver):
         return int(self._call("cuDeviceGetAttribute", kernel, getattr(self.d.CUdevice_attribute, attr[0]), dev))
 
     def launch(self, fn: Any, grid: Sequence[int], threads: int, shared: int, stream: int, params: int,
-               kernel: str) -> None:
-        self._call("cuLaunchKernel", kernel, fn, grid[0], grid[1], grid[2], threads, 1, 1, shared, stream,
-                   params, 0)
+               kernel: str, pdl: bool = False) -> None:
+        if not pdl:
+            self._call("cuLaunchKernel", kernel, fn, grid[0], grid[1], grid[2], threads, 1, 1, shared, stream,
+                       params, 0)
+            return
+        d = self.d
+        cfg = d.CUlaunchConfig()
+        cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = grid[0], grid[1], grid[2]
+        cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = threads, 1, 1
+        cfg.sharedMemBytes = shared
+        cfg.hStream = d.CUstream(stream)
+        attr = d.CUlaunchAttribute()
+        attr.id = getattr(d.CUlaunchAttributeID, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION[0])
+        attr.value.programmaticStreamSerializationAllowed = 1
+        cfg.attrs = [attr]
+        cfg.numAttrs = 1
+        self._call("cuLaunchKernelEx", kernel, cfg, fn, params, 0)
 
     def unload(self, module: Any) -> None:
         try:
             self.d.cuModuleUnload(module)
         except Exception:
             pass
+
+
+class _LaunchAttribute(ctypes.Structure):
+    """CUlaunchAttribute: a 4-byte id, padding to 8, a 64-byte value union (cuda.h)."""
+
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_char * 64)]
+
+
+class _LaunchConfig(ctypes.Structure):
+    """CUlaunchConfig (cuda.h)."""
+
+    _fields_ = [("gridDimX", ctypes.c_uint), ("gridDimY", ctypes.c_uint), ("gridDimZ", ctypes.c_uint),
+                ("blockDimX", ctypes.c_uint), ("blockDimY", ctypes.c_uint), ("blockDimZ", ctypes.c_uint),
+                ("sharedMemBytes", ctypes.c_uint), ("hStream", ctypes.c_void_p),
+                ("attrs", ctypes.POINTER(_LaunchAttribute)), ("numAttrs", ctypes.c_uint)]
+
+
+def pdl_launch_config(grid: Sequence[int], threads: int, shared: int, stream: int) -> tuple[_LaunchConfig, Any]:
+    """A CUlaunchConfig asking for programmatic stream serialization, and the attribute array it points to
+    (keep both alive until the launch returns)."""
+    attr = (_LaunchAttribute * 1)()
+    attr[0].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION[1]
+    ctypes.c_int.from_buffer(attr[0], _LaunchAttribute.value.offset).value = 1  # programmaticStreamSerializationAllowed
+    cfg = _LaunchConfig(grid[0], grid[1], grid[2], threads, 1, 1, shared, ctypes.c_void_p(stream),
+                        ctypes.cast(attr, ctypes.POINTER(_LaunchAttribute)), 1)
+    return cfg, attr
 
 
 class _CtypesDriver(_Driver):
@@ -131,6 +175,7 @@ class _CtypesDriver(_Driver):
                 "cuFuncGetAttribute": [p(i), i, vp], "cuFuncSetAttribute": [vp, i, i],
                 "cuDeviceGetAttribute": [p(i), i, i], "cuModuleUnload": [vp],
                 "cuLaunchKernel": [vp, u, u, u, u, u, u, u, vp, vp, vp],
+                "cuLaunchKernelEx": [p(_LaunchConfig), vp, vp, vp],
                 "cuGetErrorName": [i, p(c.c_char_p)]}
         for name, args in sigs.items():
             f = getattr(self.lib, name)
@@ -178,9 +223,13 @@ class _CtypesDriver(_Driver):
         return v.value
 
     def launch(self, fn: Any, grid: Sequence[int], threads: int, shared: int, stream: int, params: int,
-               kernel: str) -> None:
-        self._call("cuLaunchKernel", kernel, fn, grid[0], grid[1], grid[2], threads, 1, 1, shared,
-                   ctypes.c_void_p(stream), ctypes.c_void_p(params), None)
+               kernel: str, pdl: bool = False) -> None:
+        if not pdl:
+            self._call("cuLaunchKernel", kernel, fn, grid[0], grid[1], grid[2], threads, 1, 1, shared,
+                       ctypes.c_void_p(stream), ctypes.c_void_p(params), None)
+            return
+        cfg, _attr = pdl_launch_config(grid, threads, shared, stream)
+        self._call("cuLaunchKernelEx", kernel, ctypes.byref(cfg), fn, ctypes.c_void_p(params), None)
 
     def unload(self, module: Any) -> None:
         self.lib.cuModuleUnload(module)
@@ -227,16 +276,18 @@ def _current_stream(device: torch.device) -> int:
 
 class CubinKernel:
     """One stored cubin loaded on one device. ``kernel[grid](*tensors, **ignored)`` launches it, the way a
-    ``triton.jit`` function is launched (constexpr and option keywords are compiled in and ignored)."""
+    ``triton.jit`` function is launched (constexpr and option keywords are compiled in and ignored, except
+    ``launch_pdl``: True launches a kernel compiled with the PDL prologue as a programmatic dependent)."""
 
     def __init__(self, binary: Any, device: torch.device, driver: _Driver | None = None) -> None:
         self.binary = binary
         self.device = device
         self.drv = driver or get_driver()
         b, kname = binary, binary.kernel
-        if b.num_ctas != 1 or b.launch_cooperative_grid or b.launch_pdl:
-            raise EngineError(f"kernel {kname!r} ({b.target}) needs clusters, cooperative or PDL launch "
+        if b.num_ctas != 1 or b.launch_cooperative_grid:
+            raise EngineError(f"kernel {kname!r} ({b.target}) needs clusters or cooperative launch "
                               f"(num_ctas={b.num_ctas}), which the cubin launcher does not do")
+        self.pdl = bool(b.launch_pdl)  # compiled with PDL=True: may be launched as a programmatic dependent
         ordinal = device.index if device.index is not None else _current_device()
         self.ordinal = ordinal
         with _device_context(ordinal):
@@ -280,7 +331,9 @@ class CubinKernel:
             return None
         return torch.empty(nbytes + align, dtype=torch.uint8, device=self.device)
 
-    def launch(self, grid: Sequence[int], args: Sequence[torch.Tensor]) -> None:
+    def launch(self, grid: Sequence[int], args: Sequence[torch.Tensor], pdl: bool = False) -> None:
+        """Launch on the current stream; ``pdl`` (honoured for kernels compiled with the PDL prologue only)
+        lets the kernel start while the previous one drains."""
         kname = self.binary.kernel
         if len(args) != self.nparams:
             raise EngineError(f"kernel {kname!r} takes {self.nparams} buffers, got {len(args)}")
@@ -299,11 +352,14 @@ class CubinKernel:
             vals[i] = p
         vals[self.nparams], vals[self.nparams + 1] = self._scratch_for(g)
         stream = _current_stream(self.device)
-        self.drv.launch(self.fn, g, self.threads, self.binary.shared, stream, self._params_addr, kname)
+        if pdl and self.pdl:
+            self.drv.launch(self.fn, g, self.threads, self.binary.shared, stream, self._params_addr, kname, pdl=True)
+        else:
+            self.drv.launch(self.fn, g, self.threads, self.binary.shared, stream, self._params_addr, kname)
 
     def __getitem__(self, grid: Sequence[int]) -> Callable[..., None]:
-        def run(*args: torch.Tensor, **_ignored: Any) -> None:
-            self.launch(grid, args)
+        def run(*args: torch.Tensor, launch_pdl: bool = False, **_ignored: Any) -> None:
+            self.launch(grid, args, pdl=launch_pdl)
         return run
 
 

@@ -2,7 +2,9 @@
 
 Buffers come from the memory plan: one arena per device for intermediates, fresh tensors for outputs,
 constants moved to the device once. Views cost nothing: kernels read their inputs through strides
-baked into their source.
+baked into their source. On a GPU the engine replays as one CUDA graph (``cuda_graphs``), and on sm_90+
+every generated kernel is a programmatic dependent launch (``pdl``): it is scheduled while the previous
+kernel's last wave drains and waits for its writes in its first instruction, hiding the launch gap.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import torch
 from torch.utils import _pytree as pytree
 
 from trtjit.backend import check_device, interpreting, load_kernel
-from trtjit.codegen.common import KernelSpec, kernel_identity
+from trtjit.codegen.common import PDL, KernelSpec, kernel_identity, takes_pdl
 from trtjit.dynamic import at, batch_of, format_shape, grid_at, range_of, upper
 from trtjit.errors import InputError
 from trtjit.ir import Graph, TensorSpec, Value
 from trtjit.layout import compute_layouts
 from trtjit.options import BuildOptions
 from trtjit.passmanager import PassRecord
+from trtjit.xc_worker import PDL_MIN_ARCH
 
 
 @dataclass
@@ -74,7 +77,10 @@ class Engine:
         self._fns: list[Any] | None = None
         self._states: dict[torch.device, _DeviceState] = {}
         self.cuda_graphs = True  # replay the whole engine as one CUDA graph on GPUs (static shapes)
-        self._graphs: dict[torch.device, tuple] = {}
+        self.pdl = True  # programmatic dependent launch of the generated kernels on sm_90+ GPUs
+        self._pdl_kernels = [k.template != "plugin" and takes_pdl(k.source) for k in kernels]
+        self._arch: dict[torch.device, int] = {}
+        self._graphs: dict[tuple, tuple] = {}  # (device, batch, pdl) -> captured CUDA graph
         self.binaries: dict[str, list[Any]] = {}  # arch -> KernelBinary per kernel (trtjit.crosscompile)
         self.batch_range = range_of(self.input_specs)  # dynamic batch (trtjit.dynamic), None when static
         self._nb: int | None = None  # the batch of the inputs bound last (dynamic engines)
@@ -197,18 +203,31 @@ class Engine:
             outs.append(bufs[root])
         return bufs, outs
 
-    def _launch(self, i: int, fn: Any, bufs: dict[Value, torch.Tensor]) -> None:
+    def _pdl_on(self, device: torch.device | None) -> bool:
+        """Whether launches on ``device`` are programmatic dependent launches (``pdl``, a GPU of sm_90+)."""
+        if not self.pdl or device is None or device.type != "cuda" or interpreting():
+            return False
+        if device not in self._arch:
+            major, minor = torch.cuda.get_device_capability(device)
+            self._arch[device] = 10 * major + minor
+        return self._arch[device] >= PDL_MIN_ARCH
+
+    def _launch(self, i: int, fn: Any, bufs: dict[Value, torch.Tensor], pdl: bool = False) -> None:
         k = self.kernels[i]
         nb = () if not k.batch_arg else (self._nb,)  # dynamic batch: grids and sizes follow the runtime batch
+        # PDL: the JIT compiles the griddepcontrol prologue in; stored cubins have it where their arch does
+        extra = {PDL: True, "launch_pdl": True} if pdl and self._pdl_kernels[i] else {}
         fn[grid_at(k.grid, self._nb)](*[bufs[a] for a in k.args], *nb, **k.constexprs, num_warps=k.num_warps,
-                                      num_stages=k.num_stages)
+                                      num_stages=k.num_stages, **extra)
 
     def run(self, *args: torch.Tensor, on_kernel: Callable[[int, KernelSpec, dict[Value, torch.Tensor]], None]
             | None = None) -> list[torch.Tensor]:
         """Run and return the flat list of outputs. ``on_kernel(i, kernel, buffers)``, when given, is called
         after each kernel launch (debugging: ``trtjit.explore`` captures every kernel's outputs with it)."""
         bufs, outs = self._bind(args)
-        fns = self._functions(outs[0].device if outs else None)
+        device = outs[0].device if outs else None
+        fns = self._functions(device)
+        pdl = self._pdl_on(device)
         if interpreting():  # masked-off lanes may divide by zero in numpy; they are never stored
             with np.errstate(all="ignore"):
                 for i, fn in enumerate(fns):
@@ -217,7 +236,7 @@ class Engine:
                         on_kernel(i, self.kernels[i], bufs)
         else:
             for i, fn in enumerate(fns):
-                self._launch(i, fn, bufs)
+                self._launch(i, fn, bufs, pdl=pdl and on_kernel is None)
                 if on_kernel is not None:
                     on_kernel(i, self.kernels[i], bufs)
         return outs
@@ -229,7 +248,8 @@ class Engine:
                 isinstance(t, torch.Tensor) and t.is_cuda for t in args):
             return None
         device = self._check_inputs(args)
-        key = device if self.batch_range is None else (device, self._nb)  # dynamic batch: one graph per batch
+        nb, pdl = self._nb, self._pdl_on(device)
+        key = (device, nb, pdl)  # dynamic batch: one graph per batch
         cap = self._graphs.get(key)
         if cap is None:
             static_in = tuple(t.clone(memory_format=torch.contiguous_format) for t in args)
@@ -239,13 +259,13 @@ class Engine:
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):  # warm-up: compiles and loads every kernel before capture
                 for i, fn in enumerate(fns):
-                    self._launch(i, fn, bufs)
+                    self._launch(i, fn, bufs, pdl)
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             try:
-                with torch.cuda.graph(graph):
+                with torch.cuda.graph(graph):  # PDL launches become programmatic edges of the graph
                     for i, fn in enumerate(fns):
-                        self._launch(i, fn, bufs)
+                        self._launch(i, fn, bufs, pdl)
             except Exception as e:  # capture unsupported here: fall back to plain launches, say why once
                 import warnings
                 warnings.warn(f"trtjit: CUDA graph capture failed ({type(e).__name__}: {e}); launching kernels "
@@ -254,7 +274,7 @@ class Engine:
                 return None
             cap = self._graphs[key] = (graph, static_in, outs)
         graph, static_in, outs = cap
-        self._nb = key[1] if isinstance(key, tuple) else None
+        self._nb = nb
         for dst, src in zip(static_in, args):
             dst.copy_(src)
         graph.replay()

@@ -19,6 +19,8 @@ import time
 from typing import Any
 
 BATCH_ARG = "nb"  # the runtime batch argument of dynamic-batch kernels (trtjit.dynamic.ARG; no trtjit import here)
+PDL_ARG = "PDL"  # programmatic dependent launch constexpr of the templates (trtjit.codegen.common.PDL)
+PDL_MIN_ARCH = 90  # griddepcontrol needs sm_90
 LAUNCH_FIELDS = ("num_warps", "num_ctas", "num_stages", "shared", "global_scratch_size", "global_scratch_align",
                  "profile_scratch_size", "profile_scratch_align", "launch_cooperative_grid", "launch_pdl",
                  "tmem_size")
@@ -53,8 +55,11 @@ def compile_one(kern: dict[str, Any], target: str) -> dict[str, Any]:
     if not isinstance(fn, triton.runtime.jit.JITFunction):
         raise RuntimeError(f"expected a compiled triton.jit function, got {type(fn).__name__} (is TRITON_INTERPRET "
                            "off in this process?)")
-    constexprs = dict(kern["constexprs"])
     names = list(fn.arg_names)
+    # Templates take a PDL constexpr (griddepcontrol prologue). It is compiled in, True where the arch has
+    # programmatic dependent launch, and recorded as ``launch_pdl`` rather than among the kernel's constexprs.
+    pdl = PDL_ARG in names and arch_number(target) >= PDL_MIN_ARCH
+    constexprs = dict(kern["constexprs"], **({PDL_ARG: pdl} if PDL_ARG in names else {}))
     passed = [n for n in names if n not in constexprs]
     scalars = {BATCH_ARG} if kern.get("batch_arg") else set()  # the runtime batch: an unspecialized i32
     pointers = [n for n in passed if n not in scalars]
@@ -72,11 +77,12 @@ def compile_one(kern: dict[str, Any], target: str) -> dict[str, Any]:
                               options={"num_warps": kern["num_warps"], "num_stages": kern["num_stages"]})
     md = compiled.metadata._asdict()
     meta = {"kernel": kern["name"], "target": target, "symbol": md["name"],
-            "params": [[n, ptr_types[n]] for n in passed], "constexprs": constexprs,
+            "params": [[n, ptr_types[n]] for n in passed], "constexprs": dict(kern["constexprs"]),
             "source_sha256": source_hash(kern["source"]), "triton_version": triton.__version__}
     for f in LAUNCH_FIELDS:
         v = md.get(f, 0 if f not in ("num_ctas",) else 1)
         meta[f] = bool(v) if f.startswith("launch_") else int(v or 0)
+    meta["launch_pdl"] = pdl
     for f in ("global_scratch_align", "profile_scratch_align"):
         meta[f] = max(1, meta[f])
     return {"meta": meta, "cubin_b64": base64.b64encode(compiled.asm["cubin"]).decode(),
