@@ -7,6 +7,10 @@ reduce-overhead at batch 1; max-autotune behind a flag) and trtjit with CUDA eve
 of 5 rounds of 20 runs, the contenders taking turns within each round), and report trtjit's build time,
 engine save + load + first inference time, achieved TFLOP/s and fraction of the measured GEMM ceiling, and
 peak GPU memory.
+
+Compile caches: the run starts with empty Inductor and Triton cache folders (fresh temporary ones, unless
+``--warm-caches``), so torch.compile's first call and trtjit's build both start cold on the run's first model
+and are equally warm for whatever a later row shares with an earlier one.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ def bench_one(name: str, batch: int, args) -> dict:
     row["trtjit_build_s"] = time.perf_counter() - t0
     row["build_phases_s"] = {k: round(v, 2) for k, v in engine.build_phases.items()}
     row["kernels"] = len(engine.kernels)
+    row["pdl"] = engine._pdl_on(inputs[0].device)
     row["max_rel_err"] = rel_err(out, ref)
     if not ref.abs().max() > 0:
         raise RuntimeError(f"{name}: the eager reference output is all zeros; the output check would prove nothing")
@@ -158,7 +163,13 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="also record the slowest trtjit kernels")
     p.add_argument("--json", default=None)
     p.add_argument("--jit", action="store_true", help="let Triton JIT-compile kernels instead of building cubins")
+    p.add_argument("--warm-caches", action="store_true",
+                   help="keep the Inductor/Triton cache folders of earlier runs (default: fresh empty ones)")
     args = p.parse_args()
+    if not args.warm_caches:  # read when compiling, so set before the first compile (worker processes inherit it)
+        cold = tempfile.mkdtemp(prefix="bench-caches-")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cold, "inductor")
+        os.environ["TRITON_CACHE_DIR"] = os.path.join(cold, "triton")
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton "
           f"{__import__('triton').__version__}, trtjit {trtjit.__version__}", flush=True)
     rows = []
