@@ -93,7 +93,8 @@ def kernel_identity(source: str, name: str) -> str:
     differ only in those (the repeated blocks of a network, whose comments name their nodes) share one
     compilation and one binary."""
     s = source.replace(f"def {name}(", "def KERNEL(", 1)
-    s = re.sub(r'^    """.*?"""\n', "", s, count=1, flags=re.M | re.S)
+    # the kernel's own docstring, not a helper's written above it (TL_HELPERS: GELU, sigmoid)
+    s = re.sub(r'^(def KERNEL\(.*?\):\n)    """.*?"""\n', r"\1", s, count=1, flags=re.M | re.S)
     return re.sub(r"[ \t]*#[^\"'\n]*$", "", s, flags=re.M)
 
 
