@@ -27,9 +27,12 @@ from benchmarks.models import MODELS, randomize  # noqa: E402
 
 
 def device_times(engine, inputs, iters: int = 5) -> dict[str, float]:
-    """Median device time per kernel name (ms) over ``iters`` eager (non-graph) runs, from the profiler."""
+    """Median device time per kernel name (ms) over ``iters`` eager (non-graph) runs, from the profiler.
+    Programmatic dependent launch is off meanwhile: an early-launched kernel's time would include its wait
+    for the previous one (seen on vit_b_16: kernel times summing to 4.13 ms in a 3.26 ms graph)."""
     from torch.profiler import ProfilerActivity, profile
-    engine.cuda_graphs = False
+    engine.cuda_graphs, pdl = False, engine.pdl
+    engine.pdl = False
     engine(*inputs)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -40,7 +43,7 @@ def device_times(engine, inputs, iters: int = 5) -> dict[str, float]:
     for ev in prof.events():
         if ev.device_type == torch.autograd.DeviceType.CUDA:
             per[ev.name].append(ev.device_time_total / 1e3 if hasattr(ev, "device_time_total") else ev.cuda_time / 1e3)
-    engine.cuda_graphs = True
+    engine.cuda_graphs, engine.pdl = True, pdl
     out = {}
     for name, ts in per.items():
         ts.sort()
