@@ -185,7 +185,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
            f"{'causal, ' if node.attrs['is_causal'] else ''}{'mask, ' if mask is not None else ''}"
            f"{f'{group} query heads per kv head, ' if group > 1 else ''}scale {scale:.6g}")
     src = w.source(name, kin.pointers, ["BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK_DV"], doc)
-    # score and value products over the (query, key) pairs computed: torch's causal mask is top-left aligned
+    # score and value products over the (query, key) pairs the mask keeps (torch's causal mask is top-left
+    # aligned); the kernel computes whole diagonal tiles, a little more than this
     pairs = sum(min(S, i + 1) for i in range(hint(L))) if node.attrs["is_causal"] else L * S
     flops = 2 * math.prod(batch) * pairs * (D + Dv)
     return KernelSpec(name, "attention", kin.node.name, src, (cdiv(L, bm), math.prod(batch)),

@@ -231,7 +231,7 @@ PDL_PROLOGUE = [f"    if {PDL}:  # programmatic dependent launch: the previous k
 
 
 def takes_pdl(source: str) -> bool:
-    """Whether a generated kernel has the PDL prologue (engines built before it do not)."""
+    """Whether a kernel source has the PDL prologue (every ``Writer`` kernel; a plugin's own kernels do not)."""
     return f"{PDL}: tl.constexpr = False" in source and "tl.extra.cuda.gdc_wait()" in source
 
 

@@ -48,3 +48,25 @@ def test_repeated_blocks_share_functions_and_binaries(gen):
     with torch.no_grad():
         ref = copy.deepcopy(model).double()(x.double())
         assert_close_rel(engine(x).double(), ref, 1e-4)
+
+
+def test_kernels_of_one_source_with_other_buffer_dtypes_get_their_own_binary(gen):
+    """Two gathers with the same source but int32 / int64 indices: a cubin is compiled for its pointer dtypes,
+    so each needs its own (sharing one would read int64 indices as int32 on the GPU)."""
+    from trtjit.ir import dtype_name
+
+    class TwoGathers(torch.nn.Module):
+        def forward(self, x, y, i32, i64):
+            return x[i32], y[i64]
+
+    x, y = torch.randn(8, 4, generator=gen), torch.randn(8, 4, generator=gen)
+    idx = torch.randint(0, 8, (3,), generator=gen)
+    engine = trtjit.compile(TwoGathers(), (x, y, idx.int(), idx), targets=["sm_90"])
+    gathers = [(k, b) for k, b in zip(engine.kernels, engine.binaries["sm_90"]) if any(
+        engine.graph.spec(a).dtype in (torch.int32, torch.int64) for a in k.args)]
+    assert len(gathers) == 2
+    for k, b in gathers:
+        assert [p[1][1:] for p in b.params[:len(k.args)]] == [dtype_name(engine.graph.spec(a).dtype).replace(
+            "float", "fp").replace("int", "i") for a in k.args]
+    a, b = engine(x, y, idx.int(), idx)
+    assert torch.equal(a, x[idx]) and torch.equal(b, y[idx])

@@ -100,10 +100,13 @@ def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | l
     # kernels identical up to their name and comments (repeated blocks) compile once and share the binary
     from trtjit.codegen.common import kernel_identity
 
+    # The pointer dtypes belong to the key: a cubin is compiled for them (Triton's JIT specializes on them too),
+    # and two kernels of one source may read buffers of different types (an int32 and an int64 index gather).
+    jobs = _job_kernels(graph, kernels)
     first: dict[tuple, int] = {}
     rep = [first.setdefault((kernel_identity(k.source, k.name), json.dumps(k.constexprs, sort_keys=True),
-                             k.num_warps, k.num_stages), i) for i, k in enumerate(kernels)]
-    jobs = _job_kernels(graph, kernels)
+                             k.num_warps, k.num_stages, tuple(jobs[i]["arg_dtypes"])), i)
+           for i, k in enumerate(kernels)]
     # Longest first, dealt round-robin: GEMM and attention kernels take seconds to compile, a pointwise one a
     # fraction, and the build waits for the slowest worker. A worker starts in ~0.3 s (it imports Triton only),
     # so one per core pays off down to a task or two each.

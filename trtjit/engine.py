@@ -205,8 +205,8 @@ class Engine:
 
     def _pdl_on(self, device: torch.device | None) -> bool:
         """Whether launches on ``device`` are programmatic dependent launches (``pdl``, a GPU of sm_90+)."""
-        if not self.pdl or device is None or device.type != "cuda" or interpreting():
-            return False
+        if not self.pdl or device is None or device.type != "cuda" or interpreting() or torch.version.hip:
+            return False  # (ROCm GPUs report "cuda" devices; griddepcontrol is NVIDIA's)
         if device not in self._arch:
             major, minor = torch.cuda.get_device_capability(device)
             self._arch[device] = 10 * major + minor
