@@ -399,7 +399,6 @@ def test_pdl_prologue_only_where_the_arch_has_it(built):
 def test_engine_asks_for_pdl_on_sm90_only(built, monkeypatch):
     """The engine passes PDL=True and launch_pdl=True to its generated kernels on an sm_90+ GPU with ``pdl``
     on; never on older GPUs, with ``pdl`` off, or to kernels without the prologue."""
-    import trtjit.engine as engine_mod
     engine, _, inputs, _ = built
     calls = []
 
@@ -416,10 +415,11 @@ def test_engine_asks_for_pdl_on_sm90_only(built, monkeypatch):
     engine._launch(0, Rec(), bufs, pdl=True)
     assert "PDL" not in calls[-1]
     assert not engine._pdl_on(torch.device("cpu"))
-    monkeypatch.setattr(engine_mod, "interpreting", lambda: False)
-    for cap, want in (((9, 0), True), ((8, 9), False), ((10, 0), True)):
+    if cuda_launcher.current_arch() is None:  # the interpreter: no PDL
+        assert not engine._pdl_on(torch.device("cuda", 0))
+    for arch, want in (("sm_90", True), ("sm_89", False), ("sm_100", True)):
         engine._arch.clear()
-        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d, c=cap: c)
+        monkeypatch.setattr(cuda_launcher, "current_arch", lambda d=None, a=arch: a)
         assert engine._pdl_on(torch.device("cuda", 0)) is want
     engine.pdl = False
     try:

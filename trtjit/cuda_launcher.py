@@ -352,10 +352,8 @@ class CubinKernel:
             vals[i] = p
         vals[self.nparams], vals[self.nparams + 1] = self._scratch_for(g)
         stream = _current_stream(self.device)
-        if pdl and self.pdl:
-            self.drv.launch(self.fn, g, self.threads, self.binary.shared, stream, self._params_addr, kname, pdl=True)
-        else:
-            self.drv.launch(self.fn, g, self.threads, self.binary.shared, stream, self._params_addr, kname)
+        self.drv.launch(self.fn, g, self.threads, self.binary.shared, stream, self._params_addr, kname,
+                        pdl=pdl and self.pdl)
 
     def __getitem__(self, grid: Sequence[int]) -> Callable[..., None]:
         def run(*args: torch.Tensor, launch_pdl: bool = False, **_ignored: Any) -> None:

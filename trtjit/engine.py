@@ -26,7 +26,7 @@ from trtjit.ir import Graph, TensorSpec, Value
 from trtjit.layout import compute_layouts
 from trtjit.options import BuildOptions
 from trtjit.passmanager import PassRecord
-from trtjit.xc_worker import PDL_MIN_ARCH
+from trtjit.xc_worker import PDL_MIN_ARCH, arch_number
 
 
 @dataclass
@@ -205,11 +205,12 @@ class Engine:
 
     def _pdl_on(self, device: torch.device | None) -> bool:
         """Whether launches on ``device`` are programmatic dependent launches (``pdl``, a GPU of sm_90+)."""
-        if not self.pdl or device is None or device.type != "cuda" or interpreting() or torch.version.hip:
+        if not self.pdl or device is None or device.type != "cuda" or torch.version.hip:
             return False  # (ROCm GPUs report "cuda" devices; griddepcontrol is NVIDIA's)
-        if device not in self._arch:
-            major, minor = torch.cuda.get_device_capability(device)
-            self._arch[device] = 10 * major + minor
+        if device not in self._arch:  # looked up once per device: this runs on every call
+            from trtjit.cuda_launcher import current_arch
+            arch = current_arch(device)  # None under the interpreter
+            self._arch[device] = arch_number(arch) if arch else 0
         return self._arch[device] >= PDL_MIN_ARCH
 
     def _launch(self, i: int, fn: Any, bufs: dict[Value, torch.Tensor], pdl: bool = False) -> None:
