@@ -1,0 +1,182 @@
+"""Warp-specialized Hopper GEMM main loops against trtjit's pointer-load loop and cuBLAS, on the transformer
+GEMM shapes (fp16 ``x @ W + b``, W stored [K, N] as trtjit folds a Linear weight), with an optional GELU.
+
+    python benchmarks/ws_micro.py [--json out.json]      # on the GPU
+    python benchmarks/ws_micro.py --compile-only         # anywhere: sm_90 cubins, warps and shared memory
+
+Triton 3.6 partitions a loop marked ``tl.range(..., warp_specialize=True)`` on sm_90 into a TMA producer
+warpgroup and two consumer warpgroups (``ttg.warp_specialize``, ``setmaxnreg``) only when the kernel is
+launched with 4 warps (the consumers then split the tile along M) and its loads are tensor descriptors. The
+2026-12-04 run (tma_micro.py) tried it only on persistent loops and 8-warp tiles, where it does not apply.
+Nothing here is used by the compiler: it measures first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+
+SHAPES = [("vit qkv", 6304, 2304, 768, False), ("vit proj", 6304, 768, 768, False),
+          ("vit fc1", 6304, 3072, 768, True), ("vit fc2", 6304, 768, 3072, False),
+          ("bert qkv", 4096, 2304, 768, False), ("bert fc1", 4096, 3072, 768, True),
+          ("bert fc2", 4096, 768, 3072, False)]
+
+
+@triton.jit
+def _gelu(x):
+    z = tl.abs(x) * 0.7071067811865476
+    r = tl.rsqrt(1.0 + 0.3275911 * z)
+    t = r * r
+    q = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    q = q * tl.exp2(x * x * -0.7213475204444817)
+    return x * tl.where(x >= 0, 1.0 - 0.5 * q, 0.5 * q)
+
+
+@triton.jit
+def _epilogue(acc, bias, y, rm, rn, M, N, GELU: tl.constexpr):
+    acc += tl.load(bias + rn, mask=rn < N, other=0.0).to(tl.float32)
+    if GELU:
+        acc = _gelu(acc)
+    tl.store(y + rm * N + rn, acc.to(tl.float16), mask=(rm < M) & (rn < N))
+
+
+@triton.jit
+def ptr_kernel(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GELU: tl.constexpr):
+    """trtjit's current main loop: clamped rows, no load masks, pointer loads."""
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    rk = tl.arange(0, BLOCK_K)
+    a_ptrs = x + (rm % M) * K + rk[None, :]
+    b_ptrs = w + rn + rk[:, None] * N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for _ in range(0, K, BLOCK_K):
+        acc = tl.dot(tl.load(a_ptrs), tl.load(b_ptrs), acc)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K * N
+    _epilogue(acc, bias, y, rm, rn, M, N, GELU)
+
+
+@triton.jit
+def ws_kernel(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GELU: tl.constexpr, WS: tl.constexpr):
+    """TMA descriptor loads (rows past M read as zeros) in a warp-specialized loop."""
+    a_desc = tl.make_tensor_descriptor(x, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
+    b_desc = tl.make_tensor_descriptor(w, shape=[K, N], strides=[N, 1], block_shape=[BLOCK_K, BLOCK_N])
+    off_m = tl.program_id(0) * BLOCK_M
+    off_n = tl.program_id(1) * BLOCK_N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in tl.range(0, K, BLOCK_K, warp_specialize=WS):
+        acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([k, off_n]), acc)
+    rm = off_m + tl.arange(0, BLOCK_M)[:, None]
+    rn = off_n + tl.arange(0, BLOCK_N)[None, :]
+    _epilogue(acc, bias, y, rm, rn, M, N, GELU)
+
+
+@triton.jit
+def ws_grouped(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GELU: tl.constexpr, WS: tl.constexpr):
+    """ws_kernel over a 1-D grid walked N-fastest, so programs running together share A row blocks in L2."""
+    a_desc = tl.make_tensor_descriptor(x, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
+    b_desc = tl.make_tensor_descriptor(w, shape=[K, N], strides=[N, 1], block_shape=[BLOCK_K, BLOCK_N])
+    tn: tl.constexpr = (N + BLOCK_N - 1) // BLOCK_N
+    off_m = (tl.program_id(0) // tn) * BLOCK_M
+    off_n = (tl.program_id(0) % tn) * BLOCK_N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in tl.range(0, K, BLOCK_K, warp_specialize=WS):
+        acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([k, off_n]), acc)
+    rm = off_m + tl.arange(0, BLOCK_M)[:, None]
+    rn = off_n + tl.arange(0, BLOCK_N)[None, :]
+    _epilogue(acc, bias, y, rm, rn, M, N, GELU)
+
+
+# (kind, BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)
+VARIANTS = [("ptr", 128, 256, 64, 8, 3), ("ptr", 128, 128, 64, 8, 3), ("tma", 128, 256, 64, 8, 3),
+            ("ws", 128, 256, 64, 4, 3), ("ws", 128, 256, 64, 4, 4), ("ws", 128, 128, 64, 4, 4),
+            ("ws", 128, 128, 64, 4, 5), ("ws", 256, 128, 64, 4, 3), ("ws grouped", 128, 256, 64, 4, 3)]
+
+
+def _launch(kind, bm, bn, bk, warps, stages, x, w, b, y, gelu):
+    M, K = x.shape
+    N = w.shape[1]
+    if kind == "ptr":
+        grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
+        return lambda: ptr_kernel[grid](x, w, b, y, M, N, K, bm, bn, bk, gelu, num_warps=warps, num_stages=stages)
+    fn = ws_grouped if kind == "ws grouped" else ws_kernel
+    grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),) if kind == "ws grouped" else \
+        (triton.cdiv(M, bm), triton.cdiv(N, bn))
+    return lambda: fn[grid](x, w, b, y, M, N, K, bm, bn, bk, gelu, kind != "tma", num_warps=warps,
+                            num_stages=stages)
+
+
+def compile_only() -> None:
+    from triton.backends.compiler import GPUTarget
+    sig = {"x": "*fp16", "w": "*fp16", "bias": "*fp16", "y": "*fp16"}
+    for kind, bm, bn, bk, warps, stages in VARIANTS:
+        fn = ptr_kernel if kind == "ptr" else ws_grouped if kind == "ws grouped" else ws_kernel
+        consts = {"M": 6304, "N": 3072, "K": 768, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GELU": True}
+        if kind != "ptr":
+            consts["WS"] = kind != "tma"
+        s = {**sig, **{k: "constexpr" for k in consts}}
+        try:
+            c = triton.compile(triton.compiler.ASTSource(fn=fn, signature=s, constexprs=consts),
+                               target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
+        except Exception as e:  # noqa: BLE001 - report and go on
+            print(f"{kind:11s} {(bm, bn, bk, warps, stages)}: failed {type(e).__name__}: {str(e)[:200]}")
+            continue
+        ptx = c.asm["ptx"]
+        print(f"{kind:11s} {(bm, bn, bk, warps, stages)}: warps {c.metadata.num_warps}, shared "
+              f"{c.metadata.shared} B, setmaxnreg {ptx.count('setmaxnreg')}, spills "
+              f"{'local' in ptx and ptx.count('st.local')}, scratch {c.metadata.global_scratch_size}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json")
+    ap.add_argument("--compile-only", action="store_true")
+    args = ap.parse_args()
+    if args.compile_only:
+        compile_only()
+        return
+    from triton.testing import do_bench_cudagraph
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+    print(f"card: {torch.cuda.get_device_name()}; triton {triton.__version__}", flush=True)
+    rows = []
+    for name, M, N, K, gelu in SHAPES:
+        torch.manual_seed(0)
+        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+        w = torch.randn(K, N, device="cuda", dtype=torch.float16) / K ** 0.5
+        b = torch.randn(N, device="cuda", dtype=torch.float16)
+        ref = torch.addmm(b, x, w)
+        if gelu:
+            ref = torch.nn.functional.gelu(ref.float()).half()
+        cublas = do_bench_cudagraph(lambda x=x, w=w, b=b: torch.addmm(b, x, w), rep=200)
+        flops = 2 * M * N * K
+        print(f"{name:9s} {M}x{N}x{K}{' +gelu' if gelu else ''} cuBLAS(no gelu) {cublas * 1e3:7.1f} us "
+              f"{flops / cublas / 1e9:5.0f} TFLOP/s", flush=True)
+        for kind, *tile in VARIANTS:
+            y = torch.empty(M, N, device="cuda", dtype=torch.float16)
+            try:
+                fn = _launch(kind, *tile, x, w, b, y, gelu)
+                fn()
+                torch.cuda.synchronize()
+                err = float((y.float() - ref.float()).abs().max() / ref.float().abs().max())
+                ms = do_bench_cudagraph(fn, rep=200)
+            except Exception as e:  # noqa: BLE001 - a variant this Triton cannot build is reported, not fatal
+                print(f"    {kind:11s} {tuple(tile)}: failed: {type(e).__name__}: {str(e)[:160]}", flush=True)
+                continue
+            rows.append({"gemm": name, "M": M, "N": N, "K": K, "gelu": gelu, "kind": kind, "tile": tile,
+                         "us": ms * 1e3, "cublas_us": cublas * 1e3, "tflops": flops / ms / 1e9, "err": err})
+            print(f"    {kind:11s} {tuple(tile)}: {ms * 1e3:7.1f} us {flops / ms / 1e9:5.0f} TFLOP/s "
+                  f"x{cublas / ms:.2f} of cuBLAS, err {err:.1e}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
