@@ -99,15 +99,20 @@ ROW_MAX_ELEMS = 64
 
 def ws_config(M: int, N: int, K: int, batch: int) -> tuple[int, int, int, int, int, int] | None:
     """The warp-specialized TMA tile for a GEMM whose operands allow TMA (``problem["tma"]``), or None to
-    keep the pointer loop. WS_TILES below holds the measured choice."""
+    keep the pointer loop. WS_TILES below holds the measured choice. A reduction of fewer than
+    ``WS_MIN_K_STEPS`` BLOCK_K steps keeps the pointer loop: there is no main loop to overlap (and a loop of
+    one step is folded away before Triton could split it)."""
     M, batch = hint(M), hint(batch)
     for min_n, min_programs, tile in WS_TILES:
+        if K < WS_MIN_K_STEPS * tile[2]:
+            continue
         bm, bn = tile[:2]
         if N >= min_n and cdiv(M, bm) * cdiv(N, bn) * batch >= min_programs:
             return (*tile[:2], _block(K, tile[2]), *tile[3:5], 1)
     return None
 
 
+WS_MIN_K_STEPS = 4
 # (min N, min programs, tile): the first row a GEMM qualifies for runs warp-specialized. Measured on Hopper
 # (benchmarks/ws_micro.py); see RESULTS.md.
 WS_TILES: tuple[tuple[int, int, tuple[int, int, int, int, int]], ...] = (
