@@ -95,10 +95,34 @@ def ws_grouped(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
     _epilogue(acc, bias, y, rm, rn, M, N, GELU)
 
 
+@triton.jit
+def ws_persistent(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GELU: tl.constexpr, PROGRAMS: tl.constexpr,
+                  OUTER: tl.constexpr):
+    """One program per SM over the tiles (N fastest). OUTER warp-specializes the tile loop (the producer
+    runs ahead into the next tile while the consumers store this one), else the K loop of each tile."""
+    a_desc = tl.make_tensor_descriptor(x, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
+    b_desc = tl.make_tensor_descriptor(w, shape=[K, N], strides=[N, 1], block_shape=[BLOCK_K, BLOCK_N])
+    tn: tl.constexpr = (N + BLOCK_N - 1) // BLOCK_N
+    tiles: tl.constexpr = ((M + BLOCK_M - 1) // BLOCK_M) * tn
+    for t in tl.range(tl.program_id(0), tiles, PROGRAMS, warp_specialize=OUTER):
+        off_m = (t // tn) * BLOCK_M
+        off_n = (t % tn) * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k in tl.range(0, K, BLOCK_K, warp_specialize=not OUTER):
+            acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([k, off_n]), acc)
+        rm = off_m + tl.arange(0, BLOCK_M)[:, None]
+        rn = off_n + tl.arange(0, BLOCK_N)[None, :]
+        _epilogue(acc, bias, y, rm, rn, M, N, GELU)
+
+
 # (kind, BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)
 VARIANTS = [("ptr", 128, 256, 64, 8, 3), ("ptr", 128, 128, 64, 8, 3), ("tma", 128, 256, 64, 8, 3),
             ("ws", 128, 256, 64, 4, 3), ("ws", 128, 256, 64, 4, 4), ("ws", 128, 128, 64, 4, 4),
-            ("ws", 128, 128, 64, 4, 5), ("ws", 256, 128, 64, 4, 3), ("ws grouped", 128, 256, 64, 4, 3)]
+            ("ws", 128, 128, 64, 4, 5), ("ws", 256, 128, 64, 4, 3), ("ws grouped", 128, 256, 64, 4, 3),
+            ("wsp outer", 128, 128, 64, 4, 4), ("wsp outer", 128, 256, 64, 4, 3), ("wsp inner", 128, 128, 64, 4, 4)]
+
+SMS = 132
 
 
 def _launch(kind, bm, bn, bk, warps, stages, x, w, b, y, gelu):
@@ -107,6 +131,10 @@ def _launch(kind, bm, bn, bk, warps, stages, x, w, b, y, gelu):
     if kind == "ptr":
         grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
         return lambda: ptr_kernel[grid](x, w, b, y, M, N, K, bm, bn, bk, gelu, num_warps=warps, num_stages=stages)
+    if kind.startswith("wsp"):
+        progs = min(SMS, triton.cdiv(M, bm) * triton.cdiv(N, bn))
+        return lambda: ws_persistent[(progs,)](x, w, b, y, M, N, K, bm, bn, bk, gelu, progs, kind == "wsp outer",
+                                               num_warps=warps, num_stages=stages)
     fn = ws_grouped if kind == "ws grouped" else ws_kernel
     grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),) if kind == "ws grouped" else \
         (triton.cdiv(M, bm), triton.cdiv(N, bn))
@@ -118,9 +146,12 @@ def compile_only() -> None:
     from triton.backends.compiler import GPUTarget
     sig = {"x": "*fp16", "w": "*fp16", "bias": "*fp16", "y": "*fp16"}
     for kind, bm, bn, bk, warps, stages in VARIANTS:
-        fn = ptr_kernel if kind == "ptr" else ws_grouped if kind == "ws grouped" else ws_kernel
+        fn = {"ptr": ptr_kernel, "ws grouped": ws_grouped}.get(kind, ws_persistent if kind.startswith("wsp")
+                                                                   else ws_kernel)
         consts = {"M": 6304, "N": 3072, "K": 768, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GELU": True}
-        if kind != "ptr":
+        if kind.startswith("wsp"):
+            consts.update(PROGRAMS=SMS, OUTER=kind == "wsp outer")
+        elif kind != "ptr":
             consts["WS"] = kind != "tma"
         s = {**sig, **{k: "constexpr" for k in consts}}
         try:
