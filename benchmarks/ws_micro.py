@@ -23,8 +23,8 @@ import triton.language as tl
 
 SHAPES = [("vit qkv", 6304, 2304, 768, False), ("vit proj", 6304, 768, 768, False),
           ("vit fc1", 6304, 3072, 768, True), ("vit fc2", 6304, 768, 3072, False),
-          ("bert qkv", 4096, 2304, 768, False), ("bert fc1", 4096, 3072, 768, True),
           ("bert fc2", 4096, 768, 3072, False)]
+MORE_SHAPES = [("bert qkv", 4096, 2304, 768, False), ("bert fc1", 4096, 3072, 768, True)]  # --all
 
 
 @triton.jit
@@ -117,10 +117,11 @@ def ws_persistent(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constex
 
 
 # (kind, BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)
-VARIANTS = [("ptr", 128, 256, 64, 8, 3), ("ptr", 128, 128, 64, 8, 3), ("tma", 128, 256, 64, 8, 3),
-            ("ws", 128, 256, 64, 4, 3), ("ws", 128, 256, 64, 4, 4), ("ws", 128, 128, 64, 4, 4),
-            ("ws", 128, 128, 64, 4, 5), ("ws", 256, 128, 64, 4, 3), ("ws grouped", 128, 256, 64, 4, 3),
-            ("wsp outer", 128, 128, 64, 4, 4), ("wsp outer", 128, 256, 64, 4, 3), ("wsp inner", 128, 128, 64, 4, 4)]
+VARIANTS = [("ptr", 128, 256, 64, 8, 3), ("ws", 128, 256, 64, 4, 3), ("ws", 128, 128, 64, 4, 4),
+            ("ws", 128, 128, 64, 4, 5), ("ws", 256, 128, 64, 4, 3), ("wsp outer", 128, 128, 64, 4, 4),
+            ("wsp outer", 128, 256, 64, 4, 3)]
+MORE = [("ptr", 128, 128, 64, 8, 3), ("tma", 128, 256, 64, 8, 3), ("ws", 128, 256, 64, 4, 4),
+        ("ws grouped", 128, 256, 64, 4, 3), ("wsp inner", 128, 128, 64, 4, 4)]  # --all
 
 SMS = 132
 
@@ -170,7 +171,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
     ap.add_argument("--compile-only", action="store_true")
+    ap.add_argument("--all", action="store_true", help="more variants and shapes")
     args = ap.parse_args()
+    if args.all:
+        VARIANTS.extend(MORE)
+        SHAPES.extend(MORE_SHAPES)
     if args.compile_only:
         compile_only()
         return
