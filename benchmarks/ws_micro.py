@@ -9,6 +9,11 @@ warpgroup and two consumer warpgroups (``ttg.warp_specialize``, ``setmaxnreg``) 
 launched with 4 warps (the consumers then split the tile along M) and its loads are tensor descriptors. The
 2026-12-04 run (tma_micro.py) tried it only on persistent loops and 8-warp tiles, where it does not apply.
 Nothing here is used by the compiler: it measures first.
+
+Result on an H100 (2026-12-06, runs/2026-12-06-s2/ws.log): every warp-specialized variant computed wrong
+outputs (relative error ~1, or NaN) where the pointer loop was exact, and only the persistent ones were
+faster than the pointer loop (fc2 64.2 against 69.9 us). A warp-specialized GEMM template built on this was
+reverted before it landed; the error column is why.
 """
 
 from __future__ import annotations

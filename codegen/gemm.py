@@ -72,9 +72,7 @@ def _k_elems(bk16: int, dtype: torch.dtype) -> int:
     return bk16 * 2 // dtype.itemsize
 
 
-TILE_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages", "WS")
-# "WS": 1 runs the warp-specialized TMA main loop (``_tma_mainloop``); a tile without it (an older tuning
-# cache's) is a pointer-loop tile.
+TILE_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")
 
 # Candidate tiles the autotuner times (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), clipped to the
 # problem; the heuristic's own choice is always among them.
@@ -97,82 +95,39 @@ ROW_MAX_CHANNELS = 8
 ROW_MAX_ELEMS = 64
 
 
-def ws_config(M: int, N: int, K: int, batch: int) -> tuple[int, int, int, int, int, int] | None:
-    """The warp-specialized TMA tile for a GEMM whose operands allow TMA (``problem["tma"]``), or None to
-    keep the pointer loop. WS_TILES below holds the measured choice. A reduction of fewer than
-    ``WS_MIN_K_STEPS`` BLOCK_K steps keeps the pointer loop: there is no main loop to overlap (and a loop of
-    one step is folded away before Triton could split it)."""
-    M, batch = hint(M), hint(batch)
-    for min_n, min_programs, tile in WS_TILES:
-        if K < WS_MIN_K_STEPS * tile[2]:
-            continue
-        bm, bn = tile[:2]
-        if N >= min_n and cdiv(M, bm) * cdiv(N, bn) * batch >= min_programs:
-            return (*tile[:2], _block(K, tile[2]), *tile[3:5], 1)
-    return None
-
-
-WS_MIN_K_STEPS = 4
-# (min N, min programs, tile): the first row a GEMM qualifies for runs warp-specialized. Measured on Hopper
-# (benchmarks/ws_micro.py); see RESULTS.md.
-WS_TILES: tuple[tuple[int, int, tuple[int, int, int, int, int]], ...] = (
-    (2048, 2 * SMS, (128, 256, 64, 4, 3)),
-    (512, SMS, (128, 128, 64, 4, 4)),
-)
-
-
-def heuristic_tile(problem: dict[str, int], dtype: torch.dtype) -> tuple[int, int, int, int, int, int]:
-    """The deterministic tile of a GEMM/conv kernel of ``problem`` (M, N, K, batch, ``tma`` when its operands
-    allow the TMA loop, and ``gather`` for a convolution gathering an NCHW input): ``ws_config`` for a
-    16-bit TMA GEMM it covers, else ``gemm_config`` or the small gather tile (``GATHER_SMALL_K``), with WS 0."""
+def heuristic_tile(problem: dict[str, int], dtype: torch.dtype) -> tuple[int, int, int, int, int]:
+    """The deterministic tile of a GEMM/conv kernel of ``problem`` (M, N, K, batch, and ``gather`` for a
+    convolution gathering an NCHW input): ``gemm_config``, or the small gather tile (``GATHER_SMALL_K``)."""
     M, N, K, batch = (problem[k] for k in ("M", "N", "K", "batch"))
-    if problem.get("tma") and dtype in (torch.float16, torch.bfloat16):
-        ws = ws_config(M, N, K, batch)
-        if ws is not None:
-            return ws
     tile = gemm_config(M, N, K, batch, dtype)
     if problem.get("gather") and _k_elems(64, dtype) < K <= GATHER_SMALL_K and dtype.is_floating_point \
             and dtype.itemsize >= 2:
         bm, bn = tile[:2]
-        return min(bm, 64), bn, _block(K, _k_elems(32, dtype)), 4, 3, 0
-    return (*tile, 0)
+        return min(bm, 64), bn, _block(K, _k_elems(32, dtype)), 4, 3
+    return tile
 
 
 def tile_candidates(problem: dict[str, int], dtype: torch.dtype) -> list[dict[str, int]]:
-    """Distinct tiles worth timing for a GEMM of ``problem`` (M, N, K, batch), heuristic default first; the
-    warp-specialized ones where the operands allow TMA."""
+    """Distinct tiles worth timing for a GEMM of ``problem`` (M, N, K, batch), heuristic default first."""
     M, N, K = (problem[k] for k in ("M", "N", "K"))
     first = heuristic_tile(problem, dtype)
-    pool = [(*t, 0) for t in _CANDIDATES]
-    if problem.get("tma") and dtype in (torch.float16, torch.bfloat16):
-        pool += [(*t, 1) for t in _WS_CANDIDATES]
     out, seen = [], set()
-    for i, (bm, bn, bk, warps, stages, ws) in enumerate((first, *pool)):
-        cand = (_block(M, bm), _block(N, bn), _block(K, bk if i == 0 else _k_elems(bk, dtype)), warps, stages, ws)
-        if ws and cand[0] * cand[1] < 128 * 128:  # two consumer warpgroups split BLOCK_M: keep tiles whole
-            continue
+    for i, (bm, bn, bk, warps, stages) in enumerate((first, *_CANDIDATES)):
+        cand = (_block(M, bm), _block(N, bn), _block(K, bk if i == 0 else _k_elems(bk, dtype)), warps, stages)
         if cand not in seen:
             seen.add(cand)
             out.append(dict(zip(TILE_KEYS, cand)))
     return out
 
 
-_WS_CANDIDATES = ((128, 256, 64, 4, 3), (128, 128, 64, 4, 4), (128, 128, 64, 4, 5), (256, 128, 64, 4, 3))
-
-
-def _pick_tile(kin: KernelInput, problem: dict[str, int], dtype: torch.dtype) -> tuple[int, ...]:
-    """The tile of this kernel: the one chosen for it (autotune pass / tuning cache), else the heuristic's.
-    A WS tile on operands that do not allow TMA (``problem["tma"]``) is refused."""
-    if not kin.tile:
-        return heuristic_tile(problem, dtype)
-    try:
-        tile = tuple(int(kin.tile.get(k, 0) if k == "WS" else kin.tile[k]) for k in TILE_KEYS)
-    except (KeyError, TypeError, ValueError):
-        raise BuildError(f"node {kin.node.name!r}: malformed tile {kin.tile!r}; needs {TILE_KEYS[:5]}") from None
-    if tile[5] and not problem.get("tma"):
-        raise BuildError(f"node {kin.node.name!r}: tile {kin.tile!r} asks for the warp-specialized TMA loop, but "
-                         "this GEMM's operands do not allow TMA (16-bit, row-contiguous, 16-byte aligned)")
-    return tile
+def _pick_tile(kin: KernelInput, problem: dict[str, int], dtype: torch.dtype):
+    """The tile of this kernel: the one chosen for it (autotune pass / tuning cache), else the heuristic's."""
+    if kin.tile:
+        try:
+            return tuple(int(kin.tile[k]) for k in TILE_KEYS)
+        except (KeyError, TypeError, ValueError):
+            raise BuildError(f"node {kin.node.name!r}: malformed tile {kin.tile!r}; needs {TILE_KEYS}") from None
+    return heuristic_tile(problem, dtype)
 
 
 def _anchor(kin: KernelInput) -> Node:
@@ -280,15 +235,26 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     fold = nb > 0 and all(bstride(B, b_batch, j) == 0 for j in range(nb))
     mrows = (math.prod(batch) * M) if fold else M
     nbatch = 1 if fold else math.prod(batch)
-    tma = _tma_operands(A, B, out_shape, mrows, nbatch, prec)
-    problem = {"M": mrows, "N": N, "K": K, "batch": nbatch, **({"tma": 1} if tma else {})}
-    bm, bn, bk, warps, stages, ws = _pick_tile(kin, problem, A.dtype)
+    bm, bn, bk, warps, stages = _pick_tile(kin, {"M": mrows, "N": N, "K": K, "batch": nbatch}, A.dtype)
     bk = _dot_block_k(bk, prec)
     w("pid_m = tl.program_id(0)")
     w("pid_n = tl.program_id(1)")
     w("pid_b = tl.program_id(2)")
     w("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]")
     w("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
+    w("rk = tl.arange(0, BLOCK_K)")
+    # The main loop loads without row/column masks (measured 5-10% faster on the H200,
+    # benchmarks/gemm_micro.py): a tile that overhangs M or N reads clamped rows/columns (``% size``)
+    # whose results the masked store drops. Columns wrap only where N % 16 == 0, so the wrapped index
+    # keeps its 16-element contiguity (vector loads); otherwise the column mask stays.
+    even_m = not is_dynamic(mrows) and mrows % bm == 0
+    a_rows = "rm" if even_m else "ra"
+    if not even_m:
+        w(f"ra = rm % {mrows}")
+    col_mask = not (N % bn == 0 or N % 16 == 0)
+    b_cols = "rn" if N % bn == 0 or col_mask else "rb"
+    if b_cols == "rb":
+        w(f"rb = rn % {N}")
 
     def decompose(lin: str, pre: str) -> dict[int, str]:
         """Index vars of the batch dims and M of the row index ``lin``, named with prefix ``pre``."""
@@ -306,25 +272,11 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
 
     names = decompose("rm", "")
     names[nb + 1] = "rn"
-    if ws:
-        _tma_mainloop(w, A, B, tma, prec)
-        return _matmul_result(names, (cdiv(mrows, bm), cdiv(N, bn), nbatch), (bm, bn, bk), mrows, N, out_shape, K,
-                              (warps, stages), fold, nb, problem)
-    w("rk = tl.arange(0, BLOCK_K)")
-    # The main loop loads without row/column masks (measured 5-10% faster on the H200,
-    # benchmarks/gemm_micro.py): a tile that overhangs M or N reads clamped rows/columns (``% size``)
-    # whose results the masked store drops. Columns wrap only where N % 16 == 0, so the wrapped index
-    # keeps its 16-element contiguity (vector loads); otherwise the column mask stays.
-    even_m = not is_dynamic(mrows) and mrows % bm == 0
-    a_rows = "rm" if even_m else "ra"
-    if not even_m:
-        w(f"ra = rm % {mrows}")
-    col_mask = not (N % bn == 0 or N % 16 == 0)
-    b_cols = "rn" if N % bn == 0 or col_mask else "rb"
-    if b_cols == "rb":
-        w(f"rb = rn % {N}")
-
     a_names = names if a_rows == "rm" else decompose(a_rows, "a")
+
+    def dim_var(j: int) -> str:
+        return names[j]
+
     a_off, _ = offset_expr(_drop_last(A), tuple(out_shape[:-1]), a_names.__getitem__)
     b_lay = _drop_dim(B, -2)
     b_off, _ = offset_expr(b_lay, tuple(batch) + (N,), lambda j: names[j] if j < nb else b_cols)
@@ -352,84 +304,10 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
         w(f"a = tl.load(a_ptrs, mask=rk[None, :] < {K % bk}, other=0.0)")
         w(f"b = tl.load(b_ptrs, mask={b_tail}, other=0.0)")
         w(_dot(prec).strip())
-    return _matmul_result(names, (cdiv(mrows, bm), cdiv(N, bn), nbatch), (bm, bn, bk), mrows, N, out_shape, K,
-                          (warps, stages), fold, nb, problem)
-
-
-def _matmul_result(names: dict[int, str], grid: tuple[int, int, int], blocks: tuple[int, int, int], mrows: int,
-                   N: int, out_shape: tuple[int, ...], K: int, launch: tuple[int, int], fold: bool, nb: int,
-                   problem: dict[str, int]):
-    bm, bn, bk = blocks
+    grid = (cdiv(mrows, bm), cdiv(N, bn), nbatch)
     m_vars = {"rm", "m"} | ({names[j] for j in range(nb)} if fold else set())
-    return names.__getitem__, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, \
-        2 * math.prod(out_shape) * K, launch, m_vars, problem
-
-
-def _tma_operands(A: Operand, B: Operand, out_shape: tuple[int, ...], mrows: int, nbatch: int,
-                  prec: str) -> dict | None:
-    """How a 16-bit GEMM reads its operands through TMA descriptors, or None where it cannot: A as one
-    [rows, K] matrix (its batch dims fold into rows with one row stride, K contiguous), B as [K, N] with N
-    contiguous or as [N, K] with K contiguous (a transposed weight), no batch of its own (``nbatch`` 1), static
-    sizes, and every base offset and row stride a multiple of 16 bytes (TMA's alignment; engine buffers are
-    256-byte aligned). Returns the descriptors' offsets, shapes and strides."""
-    if prec not in ("ieee", "tf32") or A.dtype not in (torch.float16, torch.bfloat16) or nbatch != 1 \
-            or is_dynamic(mrows) or any(is_dynamic(d) for d in out_shape):
-        return None
-    esz = A.dtype.itemsize
-    K, N = A.layout.shape[-1], out_shape[-1]
-    if A.layout.shape[:-1] != tuple(out_shape[:-1]) or A.layout.strides[-1] != 1 or K * esz % 16:
-        return None
-    rows = [(d, st) for d, st in zip(A.layout.shape[:-1], A.layout.strides[:-1]) if d > 1]
-    sam = rows[-1][1] if rows else K
-    if any(st != rows[i + 1][1] * rows[i + 1][0] for i, (_, st) in enumerate(rows[:-1])):
-        return None  # the batch dims do not fold into rows of one stride (a permuted activation)
-    blay = _drop_batch(B)
-    if blay is None or tuple(blay.shape) != (K, N):
-        return None
-    sbk, sbn = blay.strides
-    if sbn == 1 and N > 1:
-        b = {"b_shape": (K, N), "b_stride": sbk, "b_trans": False}
-    elif sbk == 1 and K > 1:
-        b = {"b_shape": (N, K), "b_stride": sbn, "b_trans": True}
-    else:
-        return None
-    if any(v * esz % 16 for v in (sam, b["b_stride"], A.layout.offset, blay.offset, N if not b["b_trans"] else K)):
-        return None
-    return {"a_shape": (mrows, K), "a_stride": sam, "a_offset": A.layout.offset, "b_offset": blay.offset, **b}
-
-
-def _drop_batch(op: Operand):
-    """``op``'s layout as a [K, N] matrix when all its batch dims are size 1 or broadcast (stride 0)."""
-    from trtjit.layout import Layout
-    lay = op.layout
-    if any(d > 1 and st != 0 for d, st in zip(lay.shape[:-2], lay.strides[:-2])):
-        return None
-    return Layout(lay.root, lay.shape[-2:], lay.strides[-2:], lay.offset)
-
-
-def _tma_mainloop(w: Writer, A: Operand, B: Operand, tma: dict, prec: str) -> None:
-    """The Hopper main loop: A and B tiles arrive by TMA (tensor descriptors built on the device; rows and K
-    columns past the matrix read as zeros, so neither clamps nor a masked K tail are needed), and the loop is
-    warp-specialized: Triton 3.6 splits it into a producer warpgroup issuing the TMA loads and two consumer
-    warpgroups running wgmma on halves of the tile, with 4 warps requested (12 launched). On GPUs before
-    sm_90 the descriptors lower to ordinary loads and the loop is not split."""
-    rows, K = tma["a_shape"]
-    a_base = A.pointer + (f" + {tma['a_offset']}" if tma["a_offset"] else "")
-    b_base = B.pointer + (f" + {tma['b_offset']}" if tma["b_offset"] else "")
-    w(f"a_desc = tl.make_tensor_descriptor({a_base}, shape=[{rows}, {K}], strides=[{tma['a_stride']}, 1], "
-      "block_shape=[BLOCK_M, BLOCK_K])")
-    d0, d1 = tma["b_shape"]
-    if tma["b_trans"]:  # weight stored [N, K]: load [BLOCK_N, BLOCK_K] tiles and transpose them in place
-        w(f"b_desc = tl.make_tensor_descriptor({b_base}, shape=[{d0}, {d1}], strides=[{tma['b_stride']}, 1], "
-          "block_shape=[BLOCK_N, BLOCK_K])")
-    else:
-        w(f"b_desc = tl.make_tensor_descriptor({b_base}, shape=[{d0}, {d1}], strides=[{tma['b_stride']}, 1], "
-          "block_shape=[BLOCK_K, BLOCK_N])")
-    w("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-    w(f"for k in tl.range(0, {K}, BLOCK_K, warp_specialize=True):")
-    w("    a = a_desc.load([pid_m * BLOCK_M, k])")
-    w("    b = b_desc.load([pid_n * BLOCK_N, k]).T" if tma["b_trans"] else "    b = b_desc.load([k, pid_n * BLOCK_N])")
-    w(_dot(prec))
+    return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
+        (warps, stages), m_vars, {"M": mrows, "N": N, "K": K, "batch": nbatch}
 
 
 def full_tile(off: str, m_vars: set[str]) -> str:
@@ -489,13 +367,13 @@ def _conv_mainloop(w: Writer, X: Operand, Wt: Operand, anchor: Node, out_shape: 
     names = {0: "n", 1: "oc", 2: "oh", 3: "ow"}
     if not transposed and Cg == 1 and OCg == 1:  # depthwise: channels across the tile, no tensor-core dot
         problem = {"M": M, "N": C, "K": KH * KW, "batch": 1}
-        bm, bn, bk, warps, stages, _ = _pick_tile(kin, problem, X.dtype)
+        bm, bn, bk, warps, stages = _pick_tile(kin, problem, X.dtype)
         _depthwise_mainloop(w, X, Wt, anchor, out_shape, (H, W, KH, KW))
         return names.__getitem__, (cdiv(M, bm), cdiv(C, bn), 1), {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, \
             M, C, 2 * math.prod(out_shape) * K, (warps, stages), {"rm", "n", "oh", "ow"}, problem
     channels_last = sxc == 1 and Cg > 1 and not transposed
     problem = {"M": M, "N": OCg, "K": K, "batch": groups, **({} if channels_last or transposed else {"gather": 1})}
-    bm, bn, bk, warps, stages, _ = _pick_tile(kin, problem, X.dtype)
+    bm, bn, bk, warps, stages = _pick_tile(kin, problem, X.dtype)
     bk = _dot_block_k(bk, prec)
     hwio = channels_last and sww == Cg * swc and swh == KW * sww
     row = hwio and Cg < ROW_MAX_CHANNELS and KW * Cg <= ROW_MAX_ELEMS  # a few-channel (stem) conv: a filter row

@@ -75,13 +75,13 @@ def test_gathered_stem_conv_takes_the_small_tile(gen):
     gather: 64-row tiles with a 64-byte BLOCK_K. A long K, a K of one step (mobilenet_v2's 3x3 stem), a
     channels-last input or int8 keep gemm_config."""
     stem = {"M": 401408, "N": 64, "K": 147, "batch": 1, "gather": 1}
-    assert heuristic_tile(stem, torch.float16) == (64, 64, 32, 4, 3, 0)
+    assert heuristic_tile(stem, torch.float16) == (64, 64, 32, 4, 3)
     assert heuristic_tile(stem, torch.float32)[2] == 16
     assert tile_candidates(stem, torch.float16)[0] == dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps",
-                                                                "num_stages", "WS"), (64, 64, 32, 4, 3, 0)))
+                                                                "num_stages"), (64, 64, 32, 4, 3)))
     for problem, dtype in (({**stem, "K": 1152}, torch.float16), ({**stem, "gather": 0}, torch.float16),
                            (stem, torch.int8), ({**stem, "K": 27}, torch.float16)):
-        assert heuristic_tile(problem, dtype) == (*gemm_config(401408, 64, problem["K"], 1, dtype), 0)
+        assert heuristic_tile(problem, dtype) == gemm_config(401408, 64, problem["K"], 1, dtype)
     # 16 channels (an RGB stem reads an NHWC copy instead: passes/stem_input_nhwc), K = 144
     model = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.ReLU()).eval().half()
     x = torch.randn(2, 16, 16, 16, generator=gen).half()

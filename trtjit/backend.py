@@ -17,24 +17,6 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def ensure_scratch_allocator() -> None:
-    """Kernels that build TMA descriptors on the device (the warp-specialized GEMM loop, codegen/gemm.py)
-    need a little global scratch memory per program, which Triton's JIT launcher asks its allocator for at
-    each launch. Installs a torch-backed allocator in the current context unless one is set already (the
-    caller's stays). Stored cubins (trtjit.cuda_launcher) allocate their scratch themselves."""
-    import triton
-    from triton.runtime import _allocation
-
-    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
-        triton.set_allocator(_torch_scratch)
-
-
-def _torch_scratch(size: int, alignment: int, stream: int | None):
-    import torch
-
-    return torch.empty(size, dtype=torch.int8, device="cuda")
-
-
 def check_device(device_type: str) -> None:
     if device_type == "cpu" and not interpreting():
         raise EngineError("inputs are on the CPU, which runs kernels under the Triton interpreter, but Triton "

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-from trtjit.backend import check_device, ensure_scratch_allocator, interpreting, load_kernel
+from trtjit.backend import check_device, interpreting, load_kernel
 from trtjit.codegen.common import PDL, KernelSpec, kernel_identity, takes_pdl
 from trtjit.dynamic import at, batch_of, format_shape, grid_at, range_of, upper
 from trtjit.errors import InputError
@@ -236,8 +236,6 @@ class Engine:
                     if on_kernel is not None:
                         on_kernel(i, self.kernels[i], bufs)
         else:
-            if fns is self._fns:  # JIT launches: a TMA kernel's scratch comes from Triton's allocator
-                ensure_scratch_allocator()
             for i, fn in enumerate(fns):
                 self._launch(i, fn, bufs, pdl=pdl and on_kernel is None)
                 if on_kernel is not None:

@@ -91,7 +91,7 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
     dynamic-batch graph (trtjit.dynamic) is timed at its opt batch: the engine is tuned for opt."""
     import torch
 
-    from trtjit.backend import ensure_scratch_allocator, load_kernel
+    from trtjit.backend import load_kernel
     from trtjit.dynamic import at, grid_at
 
     bufs: dict[Any, torch.Tensor] = {}
@@ -133,7 +133,6 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
         key = _binary_key(k)
         if key not in fns:
             fns[key] = load_kernel(k.name, k.source)
-            ensure_scratch_allocator()  # a JIT-launched TMA kernel asks Triton's allocator for scratch
         fn = fns[key]
         args = [buffer(a) for a in k.args] + ([opt] if getattr(k, "batch_arg", False) else [])
 
