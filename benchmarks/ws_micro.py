@@ -148,6 +148,29 @@ def _launch(kind, bm, bn, bk, warps, stages, x, w, b, y, gelu):
                             num_stages=stages)
 
 
+def diagnose() -> None:
+    """Is it TMA or the warp specialization? The same descriptor kernel with WS off and on, 4 and 8 warps,
+    with and without the GELU epilogue, on vit's proj shape."""
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+    M, N, K = 6304, 768, 768
+    torch.manual_seed(0)
+    x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+    w = torch.randn(K, N, device="cuda", dtype=torch.float16) / K ** 0.5
+    b = torch.randn(N, device="cuda", dtype=torch.float16)
+    for gelu in (False, True):
+        ref = torch.addmm(b, x, w).float()
+        ref = torch.nn.functional.gelu(ref) if gelu else ref
+        for ws, warps in ((False, 4), (False, 8), (True, 4)):
+            y = torch.full((M, N), float("nan"), device="cuda", dtype=torch.float16)
+            ws_kernel[(triton.cdiv(M, 128), triton.cdiv(N, 128))](x, w, b, y, M, N, K, 128, 128, 64, gelu, ws,
+                                                                  num_warps=warps, num_stages=3)
+            torch.cuda.synchronize()
+            err = float((y.float() - ref).abs().max() / ref.abs().max())
+            bad = int((~torch.isclose(y.float(), ref, rtol=2e-2, atol=2e-2)).sum())
+            print(f"gelu {gelu!s:5s} ws {ws!s:5s} warps {warps}: rel err {err:.1e}, {bad} of {M * N} wrong",
+                  flush=True)
+
+
 def compile_only() -> None:
     from triton.backends.compiler import GPUTarget
     sig = {"x": "*fp16", "w": "*fp16", "bias": "*fp16", "y": "*fp16"}
@@ -177,7 +200,11 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--compile-only", action="store_true")
     ap.add_argument("--all", action="store_true", help="more variants and shapes")
+    ap.add_argument("--diagnose", action="store_true", help="errors only: the TMA kernel with and without WS")
     args = ap.parse_args()
+    if args.diagnose:
+        diagnose()
+        return
     if args.all:
         VARIANTS.extend(MORE)
         SHAPES.extend(MORE_SHAPES)
