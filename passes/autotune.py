@@ -71,7 +71,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         base = generate(graph, name, layouts, tf32=opts.tf32)
         opt = graph.meta.get("batch_range", {}).get("opt")  # a dynamic-batch kernel is tuned for its opt batch
         key = kernel_key(base.source, base.name, arch + (f"@batch{opt}" if base.batch_arg else ""),
-                         triton.__version__)
+                         triton.__version__, tuple(str(graph.spec(a).dtype) for a in base.args))
         hit = cache.get(key)
         if hit is not None:
             tiles[name] = {**hit, "source": "cache"}

@@ -204,3 +204,16 @@ def test_candidate_binaries_are_keyed_by_tile():
 
     keys = {_binary_key(spec(bm, w)) for bm in (64, 128) for w in (4, 8)}
     assert len(keys) == 4 and _binary_key(spec(64, 4)) == _binary_key(spec(64, 4))
+
+
+def test_tuning_key_tells_buffer_dtypes_apart():
+    """One source can serve buffers of different dtypes (an int32 and an int64 index gather): the cache
+    key includes them, as the cubin-sharing key of the cross-compiler does, so neither reuses the other's tile."""
+    from trtjit.tuning import kernel_key
+
+    src = "@triton.jit\ndef k(in0, out0):\n    pass\n"
+    keys = {kernel_key(src, "k", "sm_90", "3.6.0", dt) for dt in (("torch.int32", "torch.float16"),
+                                                                 ("torch.int64", "torch.float16"))}
+    assert len(keys) == 2
+    assert kernel_key(src, "k", "sm_90", "3.6.0", ("torch.int32",)) == kernel_key(src, "k", "sm_90", "3.6.0",
+                                                                                  ("torch.int32",))

@@ -28,12 +28,14 @@ VERSION = 1
 DEFAULT_PATH = Path("~/.cache/trtjit/tuning_cache.json")
 
 
-def kernel_key(source: str, name: str, arch: str, triton_version: str) -> str:
-    """Cache key of a kernel: its source up to name, docstring and comments, the arch and the Triton version."""
+def kernel_key(source: str, name: str, arch: str, triton_version: str, arg_dtypes: tuple[str, ...] = ()) -> str:
+    """Cache key of a kernel: its source up to name, docstring and comments, the dtypes of the buffers it is
+    launched on (one source serves an int32 and an int64 index gather, compiled and timed apart), the arch
+    and the Triton version."""
     from trtjit.codegen.common import kernel_identity
 
     body = kernel_identity(source, name)
-    return hashlib.sha256("\0".join((body, arch, triton_version)).encode()).hexdigest()
+    return hashlib.sha256("\0".join((body, ",".join(arg_dtypes), arch, triton_version)).encode()).hexdigest()
 
 
 class TuningCache:
