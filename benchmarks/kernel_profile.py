@@ -80,12 +80,20 @@ def main() -> None:
             engine = trtjit.compile(model, inputs, opt_level=int(level), targets=targets)
         graph_ms = time_ms(engine, inputs)
         dev = device_times(engine, inputs)
+        # Repeated layers launch one shared function, which the profiler names after the first of them: its
+        # time is split evenly over the kernels that share it, so each row is one launch.
+        fns = engine._functions(inputs[0].device)
+        first: dict[int, str] = {}
+        shared = [first.setdefault(id(fn), k.name) for k, fn in zip(engine.kernels, fns)]
+        launches = defaultdict(int)
+        for n in shared:
+            launches[n] += 1
         rows = []
-        for k in engine.kernels:
-            ms = dev.get(k.name, 0.0)
-            rows.append({"name": k.name, "template": k.template, "covers": k.covers, "grid": list(k.grid),
-                         "tile": {**k.constexprs, "w": k.num_warps, "s": k.num_stages}, "src": k.tile, "ms": ms,
-                         "problem": getattr(k, "problem", None),
+        for k, fn_name in zip(engine.kernels, shared):
+            ms = dev.get(fn_name, 0.0) / launches[fn_name]
+            rows.append({"name": k.name, "function": fn_name, "template": k.template, "covers": k.covers,
+                         "grid": list(k.grid), "tile": {**k.constexprs, "w": k.num_warps, "s": k.num_stages},
+                         "src": k.tile, "ms": ms, "problem": getattr(k, "problem", None),
                          "tflops": k.flops / (ms * 1e-3) / 1e12 if ms else 0.0,
                          "gbs": k.bytes / (ms * 1e-3) / 1e9 if ms else 0.0})
         by_t: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
@@ -96,20 +104,26 @@ def main() -> None:
         print(f"\n== {spec}: graph {graph_ms:.3f} ms, kernels {len(rows)}, sum of device times {total:.3f} ms", flush=True)
         for t, (ms, n) in sorted(by_t.items(), key=lambda x: -x[1][0]):
             print(f"   {t:10s} {n:4d} kernels {ms:7.3f} ms")
-        for r in sorted(rows, key=lambda r: -r["ms"])[:a.top]:
-            print(f"   {r['ms'] * 1e3:7.1f} us {r['template']:9s} {r['tflops']:6.1f} TF {r['gbs']:6.0f} GB/s "
-                  f"grid {r['grid']} {r['tile']} {r['src']} | {' '.join(r['covers'])[:110]}", flush=True)
+        print("   per launch, slowest first (x n: launches of that shared function per forward):")
+        listed: set[str] = set()
+        for r in sorted(rows, key=lambda r: -r["ms"]):
+            if r["function"] in listed:
+                continue
+            listed.add(r["function"])
+            print(f"   {r['ms'] * 1e3:7.1f} us x{launches[r['function']]:<3d}{r['template']:9s} {r['tflops']:6.1f} TF "
+                  f"{r['gbs']:6.0f} GB/s grid {r['grid']} {r['tile']} {r['src']} | {' '.join(r['covers'])[:100]}",
+                  flush=True)
+            if len(listed) >= a.top:
+                break
         if a.gemms:  # each distinct GEMM/conv problem once: its tile (heuristic or tuned) and summed time
             seen: dict[str, list] = {}
             for r in rows:
                 if r["problem"] and r["template"] in ("gemm", "conv"):
                     key = f"{r['template']} {r['problem']} {r['tile']} {r['src']}"
-                    entry = seen.setdefault(key, [0.0, 0, set()])
+                    entry = seen.setdefault(key, [0.0, 0])
+                    entry[0] += r["ms"]
                     entry[1] += 1
-                    if r["name"] not in entry[2]:  # a shared name's time already sums all its launches
-                        entry[0] += r["ms"]
-                        entry[2].add(r["name"])
-            for key, (ms, n, _) in sorted(seen.items(), key=lambda x: -x[1][0]):
+            for key, (ms, n) in sorted(seen.items(), key=lambda x: -x[1][0]):
                 print(f"   GEMM {key}: {n} launch(es), {ms * 1e3:.1f} us per forward")
         report.append({"spec": spec, "graph_ms": graph_ms, "kernels": rows})
         del engine
