@@ -13,7 +13,8 @@ Nothing here is used by the compiler: it measures first.
 Result on an H100 (2026-12-06, runs/2026-12-06-s2/ws.log): every warp-specialized variant computed wrong
 outputs (relative error ~1, or NaN) where the pointer loop was exact, and only the persistent ones were
 faster than the pointer loop (fc2 64.2 against 69.9 us). A warp-specialized GEMM template built on this was
-reverted before it landed; the error column is why.
+reverted before it landed; the error column is why. (The shared ``_descriptors`` / ``_ws_tile`` helpers
+were factored out after that run; Triton inlines them, so the kernels compile to the same code.)
 """
 
 from __future__ import annotations
@@ -68,13 +69,18 @@ def ptr_kernel(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
 
 
 @triton.jit
-def ws_kernel(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr,
-              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GELU: tl.constexpr, WS: tl.constexpr):
-    """TMA descriptor loads (rows past M read as zeros) in a warp-specialized loop."""
+def _descriptors(x, w, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     a_desc = tl.make_tensor_descriptor(x, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
     b_desc = tl.make_tensor_descriptor(w, shape=[K, N], strides=[N, 1], block_shape=[BLOCK_K, BLOCK_N])
-    off_m = tl.program_id(0) * BLOCK_M
-    off_n = tl.program_id(1) * BLOCK_N
+    return a_desc, b_desc
+
+
+@triton.jit
+def _ws_tile(a_desc, b_desc, bias, y, off_m, off_n, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GELU: tl.constexpr,
+             WS: tl.constexpr):
+    """One output tile from TMA loads in a (warp-specialized if WS) K loop, then the epilogue (inlined)."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in tl.range(0, K, BLOCK_K, warp_specialize=WS):
         acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([k, off_n]), acc)
@@ -84,20 +90,22 @@ def ws_kernel(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, 
 
 
 @triton.jit
+def ws_kernel(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GELU: tl.constexpr, WS: tl.constexpr):
+    """TMA descriptor loads (rows past M read as zeros) in a warp-specialized loop."""
+    a_desc, b_desc = _descriptors(x, w, M, N, K, BLOCK_M, BLOCK_N, BLOCK_K)
+    _ws_tile(a_desc, b_desc, bias, y, tl.program_id(0) * BLOCK_M, tl.program_id(1) * BLOCK_N, M, N, K, BLOCK_M,
+             BLOCK_N, BLOCK_K, GELU, WS)
+
+
+@triton.jit
 def ws_grouped(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr,
                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GELU: tl.constexpr, WS: tl.constexpr):
     """ws_kernel over a 1-D grid walked N-fastest, so programs running together share A row blocks in L2."""
-    a_desc = tl.make_tensor_descriptor(x, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
-    b_desc = tl.make_tensor_descriptor(w, shape=[K, N], strides=[N, 1], block_shape=[BLOCK_K, BLOCK_N])
+    a_desc, b_desc = _descriptors(x, w, M, N, K, BLOCK_M, BLOCK_N, BLOCK_K)
     tn: tl.constexpr = (N + BLOCK_N - 1) // BLOCK_N
-    off_m = (tl.program_id(0) // tn) * BLOCK_M
-    off_n = (tl.program_id(0) % tn) * BLOCK_N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in tl.range(0, K, BLOCK_K, warp_specialize=WS):
-        acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([k, off_n]), acc)
-    rm = off_m + tl.arange(0, BLOCK_M)[:, None]
-    rn = off_n + tl.arange(0, BLOCK_N)[None, :]
-    _epilogue(acc, bias, y, rm, rn, M, N, GELU)
+    _ws_tile(a_desc, b_desc, bias, y, (tl.program_id(0) // tn) * BLOCK_M, (tl.program_id(0) % tn) * BLOCK_N, M, N,
+             K, BLOCK_M, BLOCK_N, BLOCK_K, GELU, WS)
 
 
 @triton.jit
@@ -106,19 +114,12 @@ def ws_persistent(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constex
                   OUTER: tl.constexpr):
     """One program per SM over the tiles (N fastest). OUTER warp-specializes the tile loop (the producer
     runs ahead into the next tile while the consumers store this one), else the K loop of each tile."""
-    a_desc = tl.make_tensor_descriptor(x, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
-    b_desc = tl.make_tensor_descriptor(w, shape=[K, N], strides=[N, 1], block_shape=[BLOCK_K, BLOCK_N])
+    a_desc, b_desc = _descriptors(x, w, M, N, K, BLOCK_M, BLOCK_N, BLOCK_K)
     tn: tl.constexpr = (N + BLOCK_N - 1) // BLOCK_N
     tiles: tl.constexpr = ((M + BLOCK_M - 1) // BLOCK_M) * tn
     for t in tl.range(tl.program_id(0), tiles, PROGRAMS, warp_specialize=OUTER):
-        off_m = (t // tn) * BLOCK_M
-        off_n = (t % tn) * BLOCK_N
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k in tl.range(0, K, BLOCK_K, warp_specialize=not OUTER):
-            acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([k, off_n]), acc)
-        rm = off_m + tl.arange(0, BLOCK_M)[:, None]
-        rn = off_n + tl.arange(0, BLOCK_N)[None, :]
-        _epilogue(acc, bias, y, rm, rn, M, N, GELU)
+        _ws_tile(a_desc, b_desc, bias, y, (t // tn) * BLOCK_M, (t % tn) * BLOCK_N, M, N, K, BLOCK_M, BLOCK_N,
+                 BLOCK_K, GELU, not OUTER)
 
 
 # (kind, BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)
