@@ -15,6 +15,7 @@ compile to the same code.)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -107,6 +108,25 @@ def launch(kind, tile, ws, x, w, b, y):
                                             num_stages=stages)
 
 
+def time_variant(label: str, make, y: torch.Tensor, ref: torch.Tensor, flops: int, cublas_ms: float) -> dict | None:
+    """Build one variant's launcher (``make()``), run it once into ``y`` and check it against ``ref``, then
+    time it (CUDA-graph replays) and print a line; None (and a "failed" line) where this Triton cannot build
+    or run it."""
+    try:
+        fn = make()
+        fn()
+        torch.cuda.synchronize()
+        err = float((y.float() - ref.float()).abs().max() / ref.float().abs().max())
+        ms = do_bench_cudagraph(fn, rep=200)
+    except Exception as e:  # noqa: BLE001 - a variant this Triton cannot build is reported, not fatal
+        print(f"    {label}: failed: {type(e).__name__}: {str(e)[:160]}", flush=True)
+        return None
+    print(f"    {label}: {ms * 1e3:7.1f} us {flops / ms / 1e9:5.0f} TFLOP/s x{cublas_ms / ms:.2f} of cuBLAS, "
+          f"err {err:.1e}", flush=True)
+    return {"us": ms * 1e3, "cublas_us": cublas_ms * 1e3, "vs_cublas": cublas_ms / ms, "tflops": flops / ms / 1e9,
+            "err": err}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
@@ -126,19 +146,10 @@ def main() -> None:
         print(f"{name:9s} {M}x{N}x{K} cuBLAS {cublas * 1e3:7.1f} us {flops / cublas / 1e9:5.0f} TFLOP/s", flush=True)
         for kind, tile, ws in variants():
             y = torch.empty(M, N, device="cuda", dtype=torch.float16)
-            try:
-                fn = launch(kind, tile, ws, x, wt, b, y)
-                fn()
-                torch.cuda.synchronize()
-                err = float((y.float() - ref.float()).abs().max() / ref.float().abs().max())
-                ms = do_bench_cudagraph(fn, rep=200)
-            except Exception as e:  # noqa: BLE001 - a variant this Triton cannot build is reported, not fatal
-                print(f"    {kind:18s} {tile}: failed: {type(e).__name__}: {str(e)[:160]}", flush=True)
-                continue
-            rows.append({"gemm": name, "M": M, "N": N, "K": K, "kind": kind, "tile": tile, "us": ms * 1e3,
-                         "cublas_us": cublas * 1e3, "vs_cublas": cublas / ms, "tflops": flops / ms / 1e9, "err": err})
-            print(f"    {kind:18s} {tile}: {ms * 1e3:7.1f} us {flops / ms / 1e9:5.0f} TFLOP/s x{cublas / ms:.2f} "
-                  f"of cuBLAS, err {err:.1e}", flush=True)
+            row = time_variant(f"{kind:18s} {tile}", functools.partial(launch, kind, tile, ws, x, wt, b, y), y, ref,
+                               flops, cublas)
+            if row:
+                rows.append({"gemm": name, "M": M, "N": N, "K": K, "kind": kind, "tile": tile, **row})
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -20,12 +20,19 @@ were factored out after that run; Triton inlines them, so the kernels compile to
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
+import sys
 from pathlib import Path
 
 import torch
 import triton
 import triton.language as tl
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.tma_micro import time_variant  # noqa: E402
 
 SHAPES = [("vit qkv", 6304, 2304, 768, False), ("vit proj", 6304, 768, 768, False),
           ("vit fc1", 6304, 3072, 768, True), ("vit fc2", 6304, 768, 3072, False),
@@ -230,19 +237,10 @@ def main() -> None:
               f"{flops / cublas / 1e9:5.0f} TFLOP/s", flush=True)
         for kind, *tile in VARIANTS:
             y = torch.empty(M, N, device="cuda", dtype=torch.float16)
-            try:
-                fn = _launch(kind, *tile, x, w, b, y, gelu)
-                fn()
-                torch.cuda.synchronize()
-                err = float((y.float() - ref.float()).abs().max() / ref.float().abs().max())
-                ms = do_bench_cudagraph(fn, rep=200)
-            except Exception as e:  # noqa: BLE001 - a variant this Triton cannot build is reported, not fatal
-                print(f"    {kind:11s} {tuple(tile)}: failed: {type(e).__name__}: {str(e)[:160]}", flush=True)
-                continue
-            rows.append({"gemm": name, "M": M, "N": N, "K": K, "gelu": gelu, "kind": kind, "tile": tile,
-                         "us": ms * 1e3, "cublas_us": cublas * 1e3, "tflops": flops / ms / 1e9, "err": err})
-            print(f"    {kind:11s} {tuple(tile)}: {ms * 1e3:7.1f} us {flops / ms / 1e9:5.0f} TFLOP/s "
-                  f"x{cublas / ms:.2f} of cuBLAS, err {err:.1e}", flush=True)
+            make = functools.partial(_launch, kind, *tile, x, w, b, y, gelu)
+            row = time_variant(f"{kind:11s} {tuple(tile)}", make, y, ref, flops, cublas)
+            if row:
+                rows.append({"gemm": name, "M": M, "N": N, "K": K, "gelu": gelu, "kind": kind, "tile": tile, **row})
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
