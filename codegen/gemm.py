@@ -67,6 +67,14 @@ def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple
     return best[1]
 
 
+# Program order of a matmul: with the N tiles fastest (grid x), the programs resident together cover whole
+# row blocks of A, so each row block is read from memory once while B (a weight, far smaller than A in a
+# batched transformer) stays in L2. With M fastest, every wave streams all of A again. (The grid's y
+# dimension holds at most MAX_GRID_Y row blocks; a dynamic M keeps M fastest.)
+N_FASTEST = True
+MAX_GRID_Y = 65535
+
+
 def _k_elems(bk16: int, dtype: torch.dtype) -> int:
     """BLOCK_K of ``dtype`` spanning the bytes that ``bk16`` spans for 16-bit operands (smem per stage)."""
     return bk16 * 2 // dtype.itemsize
@@ -237,8 +245,13 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     nbatch = 1 if fold else math.prod(batch)
     bm, bn, bk, warps, stages = _pick_tile(kin, {"M": mrows, "N": N, "K": K, "batch": nbatch}, A.dtype)
     bk = _dot_block_k(bk, prec)
-    w("pid_m = tl.program_id(0)")
-    w("pid_n = tl.program_id(1)")
+    n_fastest = N_FASTEST and not is_dynamic(mrows) and N > bn and cdiv(mrows, bm) <= MAX_GRID_Y
+    if n_fastest:  # see N_FASTEST
+        w("pid_n = tl.program_id(0)")
+        w("pid_m = tl.program_id(1)")
+    else:
+        w("pid_m = tl.program_id(0)")
+        w("pid_n = tl.program_id(1)")
     w("pid_b = tl.program_id(2)")
     w("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]")
     w("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
@@ -304,7 +317,7 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
         w(f"a = tl.load(a_ptrs, mask=rk[None, :] < {K % bk}, other=0.0)")
         w(f"b = tl.load(b_ptrs, mask={b_tail}, other=0.0)")
         w(_dot(prec).strip())
-    grid = (cdiv(mrows, bm), cdiv(N, bn), nbatch)
+    grid = (cdiv(N, bn), cdiv(mrows, bm), nbatch) if n_fastest else (cdiv(mrows, bm), cdiv(N, bn), nbatch)
     m_vars = {"rm", "m"} | ({names[j] for j in range(nb)} if fold else set())
     return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
         (warps, stages), m_vars, {"M": mrows, "N": N, "K": K, "batch": nbatch}
