@@ -67,11 +67,15 @@ def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple
     return best[1]
 
 
-# Program order of a matmul: with the N tiles fastest (grid x), the programs resident together cover whole
-# row blocks of A, so each row block is read from memory once while B (a weight, far smaller than A in a
-# batched transformer) stays in L2. With M fastest, every wave streams all of A again. (The grid's y
-# dimension holds at most MAX_GRID_Y row blocks; a dynamic M keeps M fastest.)
-N_FASTEST = True
+# Program order of a matmul. With M tiles fastest (grid x, the default), every wave of programs streams all
+# of A. Where A is too large to stay in L2 between waves, the N tiles go fastest instead: the programs
+# resident together then cover whole row blocks of A, each read from memory once, while B (a weight) stays in
+# L2. Measured on the H100 (50 MB L2; benchmarks/order_ab.py, runs/2026-12-06-s2/order32.log): vit_b_16's
+# fc2 (A 6304x3072 fp16, 38.7 MB) 80.6 -> 70.9 us a layer with N fastest, while bert's fc2 (A 25 MB) went
+# 36.5 -> 37.8 us and the GEMMs whose A fits (fc1, qkv, proj) moved by -2% to +5%. So: N fastest from
+# N_FASTEST_A_BYTES of A. (The grid's y dimension holds at most MAX_GRID_Y row blocks; a dynamic M keeps M
+# fastest.)
+N_FASTEST_A_BYTES = 32 << 20
 MAX_GRID_Y = 65535
 
 
@@ -245,8 +249,9 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     nbatch = 1 if fold else math.prod(batch)
     bm, bn, bk, warps, stages = _pick_tile(kin, {"M": mrows, "N": N, "K": K, "batch": nbatch}, A.dtype)
     bk = _dot_block_k(bk, prec)
-    n_fastest = N_FASTEST and not is_dynamic(mrows) and N > bn and cdiv(mrows, bm) <= MAX_GRID_Y
-    if n_fastest:  # see N_FASTEST
+    n_fastest = not is_dynamic(mrows) and N > bn and cdiv(mrows, bm) <= MAX_GRID_Y \
+        and mrows * K * A.dtype.itemsize >= N_FASTEST_A_BYTES
+    if n_fastest:  # see N_FASTEST_A_BYTES
         w("pid_n = tl.program_id(0)")
         w("pid_m = tl.program_id(1)")
     else:
