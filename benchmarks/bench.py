@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import trtjit  # noqa: E402
-from benchmarks.models import MODELS, randomize  # noqa: E402
+from benchmarks.models import MODELS, fp16_cuda  # noqa: E402
 
 GEMM_CEILING_TFLOPS = 756.0  # fp16 dense GEMM measured on the H100 (issue 9)
 
@@ -77,10 +77,7 @@ def compiled(model, inputs, mode: str | None):
 
 
 def bench_one(name: str, batch: int, args) -> dict:
-    torch.manual_seed(0)
-    model, inputs = MODELS[name](batch)
-    model = randomize(model).eval().cuda().half()
-    inputs = tuple(t.cuda().half() if t.is_floating_point() else t.cuda() for t in inputs)
+    model, inputs = fp16_cuda(name, batch)
     row: dict = {"model": name, "batch": batch, "precision": "fp16"}
     torch._dynamo.reset()
     contenders: dict[str, object] = {"eager_ms": model}

@@ -24,6 +24,15 @@ def vit_b_16(batch: int):
     return torchvision.models.vit_b_16(), (torch.randn(batch, 3, 224, 224),)
 
 
+def fp16_cuda(name: str, batch: int) -> tuple[torch.nn.Module, tuple]:
+    """Model ``name`` at ``batch`` as every benchmark runs it: seed 0, random weights, eval, fp16 on the GPU,
+    with its example inputs there (floating ones in fp16, token ids as they are)."""
+    torch.manual_seed(0)
+    model, inputs = MODELS[name](batch)
+    model = randomize(model).eval().cuda().half()
+    return model, tuple(t.cuda().half() if t.is_floating_point() else t.cuda() for t in inputs)
+
+
 def randomize(model: torch.nn.Module) -> torch.nn.Module:
     """Randomly initialized models may zero some matrices (ViT's head); give them values so the output
     check compares real numbers."""

@@ -29,7 +29,7 @@ import trtjit.codegen.gemm as gemm  # noqa: E402
 import trtjit  # noqa: E402
 from benchmarks.bench import interleaved, rel_err  # noqa: E402
 from benchmarks.kernel_profile import device_times  # noqa: E402
-from benchmarks.models import MODELS, randomize  # noqa: E402
+from benchmarks.models import fp16_cuda  # noqa: E402
 from benchmarks.pdl_ab import fresh  # noqa: E402
 
 
@@ -74,10 +74,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(4321)
     rows = []
     for name in args.models.split(","):
-        torch.manual_seed(0)
-        model, inputs = MODELS[name](args.batch)
-        model = randomize(model).eval().cuda().half()
-        inputs = tuple(t.cuda().half() if t.is_floating_point() else t.cuda() for t in inputs)
+        model, inputs = fp16_cuda(name, args.batch)
         engines = {"n_fastest": build(model, inputs, arch, 0 if args.all_n_fastest else None),
                    "m_fastest": build(model, inputs, arch, 1 << 62)}
         row: dict = {"model": name, "batch": args.batch, "build_s": {k: round(v[1], 2) for k, v in engines.items()}}

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import trtjit  # noqa: E402
 from benchmarks.bench import interleaved, rel_err  # noqa: E402
 from benchmarks.kernel_profile import device_times  # noqa: E402
-from benchmarks.models import MODELS, randomize  # noqa: E402
+from benchmarks.models import fp16_cuda  # noqa: E402
 from trtjit import pipeline  # noqa: E402
 
 
@@ -80,10 +80,7 @@ def main() -> None:
           flush=True)
     rows = []
     for name in args.models.split(","):
-        torch.manual_seed(0)
-        model, inputs = MODELS[name](args.batch)
-        model = randomize(model).eval().cuda().half()
-        inputs = tuple(t.cuda().half() if t.is_floating_point() else t.cuda() for t in inputs)
+        model, inputs = fp16_cuda(name, args.batch)
         with torch.no_grad():
             ref = model(*inputs)
         engines = {"A default": trtjit.compile(model, inputs, opt_level=args.opt_level)}

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import trtjit  # noqa: E402
 from benchmarks.bench import interleaved, rel_err  # noqa: E402
 from benchmarks.kernel_profile import device_times  # noqa: E402
-from benchmarks.models import MODELS, randomize  # noqa: E402
+from benchmarks.models import fp16_cuda  # noqa: E402
 from trtjit import cuda_launcher  # noqa: E402
 
 
@@ -114,10 +114,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(1234)
     for mi, name in enumerate(args.models.split(",")):
         for batch in (int(b) for b in args.batches.split(",")):
-            torch.manual_seed(0)
-            model, inputs = MODELS[name](batch)
-            model = randomize(model).eval().cuda().half()
-            inputs = tuple(t.cuda().half() if t.is_floating_point() else t.cuda() for t in inputs)
+            model, inputs = fp16_cuda(name, batch)
             t0 = time.perf_counter()
             engine = trtjit.compile(model, inputs, opt_level=args.opt_level, targets=[arch])
             row: dict = {"model": name, "batch": batch, "build_s": round(time.perf_counter() - t0, 1),
