@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import torch
 
@@ -24,6 +24,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import trtjit  # noqa: E402
 from benchmarks.bench import time_ms  # noqa: E402
 from benchmarks.models import MODELS, randomize  # noqa: E402
+
+
+def launch_names(engine, device) -> list[str]:
+    """The function name each engine kernel launches under, which is the name the profiler reports:
+    repeated layers share one compiled function, named after the first kernel that uses it."""
+    first: dict[int, str] = {}
+    return [first.setdefault(id(fn), k.name) for k, fn in zip(engine.kernels, engine._functions(device))]
 
 
 def device_times(engine, inputs, iters: int = 5) -> dict[str, float]:
@@ -80,14 +87,9 @@ def main() -> None:
             engine = trtjit.compile(model, inputs, opt_level=int(level), targets=targets)
         graph_ms = time_ms(engine, inputs)
         dev = device_times(engine, inputs)
-        # Repeated layers launch one shared function, which the profiler names after the first of them: its
-        # time is split evenly over the kernels that share it, so each row is one launch.
-        fns = engine._functions(inputs[0].device)
-        first: dict[int, str] = {}
-        shared = [first.setdefault(id(fn), k.name) for k, fn in zip(engine.kernels, fns)]
-        launches = defaultdict(int)
-        for n in shared:
-            launches[n] += 1
+        # a shared function's time is split evenly over the kernels launching it, so each row is one launch
+        shared = launch_names(engine, inputs[0].device)
+        launches = Counter(shared)
         rows = []
         for k, fn_name in zip(engine.kernels, shared):
             ms = dev.get(fn_name, 0.0) / launches[fn_name]

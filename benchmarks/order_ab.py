@@ -27,7 +27,7 @@ import trtjit.codegen.gemm as gemm  # noqa: E402
 
 import trtjit  # noqa: E402
 from benchmarks.bench import interleaved, rel_err  # noqa: E402
-from benchmarks.kernel_profile import device_times  # noqa: E402
+from benchmarks.kernel_profile import device_times, launch_names  # noqa: E402
 from benchmarks.models import fp16_cuda  # noqa: E402
 from benchmarks.pdl_ab import fresh  # noqa: E402
 
@@ -45,13 +45,10 @@ def build(model, inputs, arch: str, threshold: int | None):
 
 def gemm_ms(engine, inputs) -> dict[str, float]:
     """ms per forward of each distinct GEMM problem (all its launches), from the profiler."""
-    dev = device_times(engine, inputs)  # per launched function name: the first kernel sharing it
-    fns = engine._functions(inputs[0].device)
-    first: dict[int, str] = {}
+    dev = device_times(engine, inputs)  # per launched function: all its launches
     out: dict[str, float] = defaultdict(float)
     counted: set[str] = set()
-    for k, fn in zip(engine.kernels, fns):
-        name = first.setdefault(id(fn), k.name)
+    for k, name in zip(engine.kernels, launch_names(engine, inputs[0].device)):
         if k.template == "gemm" and name not in counted:
             counted.add(name)
             p = k.problem

@@ -139,21 +139,27 @@ MORE = [("ptr", 128, 128, 64, 8, 3), ("tma", 128, 256, 64, 8, 3), ("ws", 128, 25
 SMS = 132
 
 
+def _variant(kind: str):
+    """The kernel of a variant kind and its constexprs beyond the shape, the tile and GELU (a persistent one
+    also takes PROGRAMS)."""
+    if kind == "ptr":
+        return ptr_kernel, {}
+    if kind.startswith("wsp"):
+        return ws_persistent, {"OUTER": kind == "wsp outer"}
+    return (ws_grouped if kind == "ws grouped" else ws_kernel), {"WS": kind != "tma"}
+
+
 def _launch(kind, bm, bn, bk, warps, stages, x, w, b, y, gelu):
     M, K = x.shape
     N = w.shape[1]
-    if kind == "ptr":
-        grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
-        return lambda: ptr_kernel[grid](x, w, b, y, M, N, K, bm, bn, bk, gelu, num_warps=warps, num_stages=stages)
+    fn, extra = _variant(kind)
+    tiles_m, tiles_n = triton.cdiv(M, bm), triton.cdiv(N, bn)
     if kind.startswith("wsp"):
-        progs = min(SMS, triton.cdiv(M, bm) * triton.cdiv(N, bn))
-        return lambda: ws_persistent[(progs,)](x, w, b, y, M, N, K, bm, bn, bk, gelu, progs, kind == "wsp outer",
-                                               num_warps=warps, num_stages=stages)
-    fn = ws_grouped if kind == "ws grouped" else ws_kernel
-    grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),) if kind == "ws grouped" else \
-        (triton.cdiv(M, bm), triton.cdiv(N, bn))
-    return lambda: fn[grid](x, w, b, y, M, N, K, bm, bn, bk, gelu, kind != "tma", num_warps=warps,
-                            num_stages=stages)
+        extra = {**extra, "PROGRAMS": min(SMS, tiles_m * tiles_n)}
+        grid = (extra["PROGRAMS"],)
+    else:
+        grid = (tiles_m * tiles_n,) if kind == "ws grouped" else (tiles_m, tiles_n)
+    return lambda: fn[grid](x, w, b, y, M, N, K, bm, bn, bk, gelu, **extra, num_warps=warps, num_stages=stages)
 
 
 def diagnose() -> None:
@@ -183,13 +189,9 @@ def compile_only() -> None:
     from triton.backends.compiler import GPUTarget
     sig = {"x": "*fp16", "w": "*fp16", "bias": "*fp16", "y": "*fp16"}
     for kind, bm, bn, bk, warps, stages in VARIANTS:
-        fn = {"ptr": ptr_kernel, "ws grouped": ws_grouped}.get(kind, ws_persistent if kind.startswith("wsp")
-                                                                   else ws_kernel)
-        consts = {"M": 6304, "N": 3072, "K": 768, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GELU": True}
-        if kind.startswith("wsp"):
-            consts.update(PROGRAMS=SMS, OUTER=kind == "wsp outer")
-        elif kind != "ptr":
-            consts["WS"] = kind != "tma"
+        fn, extra = _variant(kind)
+        consts = {"M": 6304, "N": 3072, "K": 768, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GELU": True,
+                  **extra, **({"PROGRAMS": SMS} if kind.startswith("wsp") else {})}
         s = {**sig, **{k: "constexpr" for k in consts}}
         try:
             c = triton.compile(triton.compiler.ASTSource(fn=fn, signature=s, constexprs=consts),
@@ -199,8 +201,8 @@ def compile_only() -> None:
             continue
         ptx = c.asm["ptx"]
         print(f"{kind:11s} {(bm, bn, bk, warps, stages)}: warps {c.metadata.num_warps}, shared "
-              f"{c.metadata.shared} B, setmaxnreg {ptx.count('setmaxnreg')}, spills "
-              f"{'local' in ptx and ptx.count('st.local')}, scratch {c.metadata.global_scratch_size}")
+              f"{c.metadata.shared} B, setmaxnreg {ptx.count('setmaxnreg')}, local stores (spills) "
+              f"{ptx.count('st.local')}, scratch {c.metadata.global_scratch_size}")
 
 
 def main() -> None:

@@ -73,8 +73,8 @@ def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple
 # L2. Measured on the H100 (50 MB L2; benchmarks/order_ab.py, runs/2026-12-06-s2/order32*.log): vit_b_16's
 # fc2 (A 6304x3072 fp16, 38.7 MB) went 80.6 -> 70.9 and 80.5 -> 67.1 us a layer with N fastest (the engine
 # 3.22 -> 3.15 ms), while bert's fc2 (A 25 MB) went 36.5 -> 37.8 us and the GEMMs whose A fits (fc1, qkv,
-# proj) moved by -2% to +5%. So: N fastest from N_FASTEST_A_BYTES of A. (The grid's y dimension holds at most MAX_GRID_Y row blocks; a dynamic M keeps M
-# fastest.)
+# proj) moved by -2% to +5%. So: N fastest from N_FASTEST_A_BYTES of A. (The grid's y dimension holds at
+# most MAX_GRID_Y row blocks; a dynamic M keeps M fastest.)
 N_FASTEST_A_BYTES = 32 << 20
 MAX_GRID_Y = 65535
 

@@ -20,6 +20,7 @@ from trtjit.codegen.common import KernelSpec
 from trtjit.codegen.gemm import TILE_KEYS, tile_candidates
 
 from trtjit.backend import interpreting
+from trtjit.crosscompile import arg_dtypes
 from trtjit.errors import TrtjitError
 from trtjit.fusion import rule
 from trtjit.ir import Graph
@@ -71,7 +72,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         base = generate(graph, name, layouts, tf32=opts.tf32)
         opt = graph.meta.get("batch_range", {}).get("opt")  # a dynamic-batch kernel is tuned for its opt batch
         key = kernel_key(base.source, base.name, arch + (f"@batch{opt}" if base.batch_arg else ""),
-                         triton.__version__, tuple(str(graph.spec(a).dtype) for a in base.args))
+                         triton.__version__, tuple(arg_dtypes(graph, base)))
         hit = cache.get(key)
         if hit is not None:
             tiles[name] = {**hit, "source": "cache"}

@@ -80,9 +80,15 @@ class KernelBinary:
 
 
 # ---------------------------------------------------------------------------------------------- parent side
-def _job_kernels(graph: Any, kernels: list[Any]) -> list[dict[str, Any]]:
+def arg_dtypes(graph: Any, kernel: Any) -> list[str]:
+    """The dtype names of the buffers ``kernel`` is launched on: a binary is compiled for them, so they belong
+    to every key that stands for one (binary sharing here, the tuning cache's kernel key)."""
     from trtjit.ir import dtype_name
-    return [{"name": k.name, "source": k.source, "arg_dtypes": [dtype_name(graph.spec(a).dtype) for a in k.args],
+    return [dtype_name(graph.spec(a).dtype) for a in kernel.args]
+
+
+def _job_kernels(graph: Any, kernels: list[Any]) -> list[dict[str, Any]]:
+    return [{"name": k.name, "source": k.source, "arg_dtypes": arg_dtypes(graph, k),
              "constexprs": k.constexprs, "num_warps": k.num_warps, "num_stages": k.num_stages,
              "batch_arg": bool(getattr(k, "batch_arg", False))} for k in kernels]
 

@@ -28,7 +28,7 @@ VERSION = 1
 DEFAULT_PATH = Path("~/.cache/trtjit/tuning_cache.json")
 
 
-def kernel_key(source: str, name: str, arch: str, triton_version: str, arg_dtypes: tuple[str, ...] = ()) -> str:
+def kernel_key(source: str, name: str, arch: str, triton_version: str, arg_dtypes: tuple[str, ...]) -> str:
     """Cache key of a kernel: its source up to name, docstring and comments, the dtypes of the buffers it is
     launched on (one source serves an int32 and an int64 index gather, compiled and timed apart), the arch
     and the Triton version."""
