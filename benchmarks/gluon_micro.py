@@ -1,0 +1,234 @@
+"""Hand-written Gluon Hopper GEMMs (TMA producer warp + wgmma consumer warpgroups, persistent tiles) against
+trtjit's pointer-load loop and cuBLAS, on the transformer GEMM shapes (fp16 ``x @ W + b``, W stored [K, N] as
+trtjit folds a Linear weight), with the epilogues trtjit fuses (GELU, residual add).
+
+    python benchmarks/gluon_micro.py [--json out.json]   # on the GPU
+    python benchmarks/gluon_micro.py --compile-only      # anywhere: sm_90 cubins, warps, shared memory, spills
+
+Triton 3.6's automatic warp specialization computed wrong results on sm_90 (ws_micro.py). Gluon spells the
+partitions, barriers and register budgets out by hand, so this measures whether that structure, written
+explicitly, is both right and faster before the compiler uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SMS = 132
+SHAPES = [("vit qkv", 6304, 2304, 768, ""), ("vit proj", 6304, 768, 768, "res"),
+          ("vit fc1", 6304, 3072, 768, "gelu"), ("vit fc2", 6304, 768, 3072, "res"),
+          ("bert fc2", 4096, 768, 3072, "res")]
+
+
+@gluon.jit
+def _gelu(x):
+    z = gl.abs(x) * 0.7071067811865476
+    r = gl.rsqrt(1.0 + 0.3275911 * z)
+    t = r * r
+    q = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    q = q * gl.exp2(x * x * -0.7213475204444817)
+    return x * gl.where(x >= 0, 1.0 - 0.5 * q, 0.5 * q)
+
+
+@gluon.jit
+def _tile_of(t, M: gl.constexpr, N: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, N_FAST: gl.constexpr):
+    tm: gl.constexpr = (M + BM - 1) // BM
+    tn: gl.constexpr = (N + BN - 1) // BN
+    if N_FAST:
+        return (t // tn) * BM, (t % tn) * BN
+    else:
+        return (t % tm) * BM, (t // tm) * BN
+
+
+@gluon.jit
+def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M: gl.constexpr, N: gl.constexpr, K: gl.constexpr,
+              BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, NBUF: gl.constexpr, PROGRAMS: gl.constexpr,
+              N_FAST: gl.constexpr):
+    """One warp: stream A and B tiles of every tile this program owns into the ring of NBUF stages."""
+    tiles: gl.constexpr = ((M + BM - 1) // BM) * ((N + BN - 1) // BN)
+    ksteps: gl.constexpr = (K + BK - 1) // BK
+    nbytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    i = 0
+    for t in range(gl.program_id(0), tiles, PROGRAMS):
+        off_m, off_n = _tile_of(t, M, N, BM, BN, N_FAST)
+        for kk in range(ksteps):
+            s = i % NBUF
+            mbarrier.wait(empty.index(s), ((i // NBUF) & 1) ^ 1)
+            mbarrier.expect(ready.index(s), nbytes)
+            tma.async_copy_global_to_shared(a_desc, [off_m, kk * BK], ready.index(s), a_bufs.index(s))
+            tma.async_copy_global_to_shared(b_desc, [kk * BK, off_n], ready.index(s), b_bufs.index(s))
+            i += 1
+
+
+@gluon.jit
+def _consumer(a_bufs, b_bufs, c_smem, ready, empty, y_desc, bias, res, M: gl.constexpr, N: gl.constexpr,
+              K: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, NBUF: gl.constexpr,
+              PROGRAMS: gl.constexpr, N_FAST: gl.constexpr, EPI: gl.constexpr):
+    """The kernel's warps: wgmma over the ring (one MMA in flight), release each stage once the MMA that read
+    it has retired, then bias (+ GELU or + residual) and a TMA store of the tile."""
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[gl.num_warps(), 1],
+                                                  instr_shape=[16, BN, 16])
+    tiles: gl.constexpr = ((M + BM - 1) // BM) * ((N + BN - 1) // BN)
+    ksteps: gl.constexpr = (K + BK - 1) // BK
+    i = 0
+    for t in range(gl.program_id(0), tiles, PROGRAMS):
+        off_m, off_n = _tile_of(t, M, N, BM, BN, N_FAST)
+        acc = gl.zeros((BM, BN), dtype=gl.float32, layout=mma)
+        for kk in range(ksteps):
+            s = i % NBUF
+            mbarrier.wait(ready.index(s), (i // NBUF) & 1)
+            acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s), acc, is_async=True)
+            acc = warpgroup_mma_wait(1, deps=(acc,))
+            mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF), pred=kk > 0)
+            i += 1
+        acc = warpgroup_mma_wait(0, deps=(acc,))
+        mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF))
+        rn = off_n + gl.arange(0, BN, layout=gl.SliceLayout(0, mma))
+        acc = acc + gl.expand_dims(gl.load(bias + rn, mask=rn < N, other=0.0).to(gl.float32), 0)
+        if EPI == "gelu":
+            acc = _gelu(acc)
+        if EPI == "res":
+            rm = off_m + gl.arange(0, BM, layout=gl.SliceLayout(1, mma))
+            ptrs = res + gl.expand_dims(rm, 1) * N + gl.expand_dims(rn, 0)
+            acc = acc + gl.load(ptrs, mask=gl.expand_dims(rm < M, 1), other=0.0).to(gl.float32)
+        tma.store_wait(0)
+        c_smem.store(acc.to(gl.float16))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(y_desc, [off_m, off_n], c_smem)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def ws_gemm(x, w, bias, res, y, M: gl.constexpr, N: gl.constexpr, K: gl.constexpr, BM: gl.constexpr,
+            BN: gl.constexpr, BK: gl.constexpr, NBUF: gl.constexpr, PROGRAMS: gl.constexpr, N_FAST: gl.constexpr,
+            EPI: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+    """y = epilogue(x @ w + bias): x [M, K], w [K, N], y [M, N] fp16, all row-contiguous. Descriptors are made
+    on the device (global scratch), so the launch takes plain pointers."""
+    a_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(128, BK * 2), element_bitwidth=16, rank=2)
+    b_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    c_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    a_desc = tma.make_tensor_descriptor(x, [M, K], [K, 1], [BM, BK], a_l)
+    b_desc = tma.make_tensor_descriptor(w, [K, N], [N, 1], [BK, BN], b_l)
+    y_desc = tma.make_tensor_descriptor(y, [M, N], [N, 1], [BM, BN], c_l)
+    a_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BM, BK], a_l)
+    b_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BK, BN], b_l)
+    c_smem = gl.allocate_shared_memory(gl.float16, [BM, BN], c_l)
+    ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(NBUF):
+        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(empty.index(s), count=1)
+    gl.warp_specialize([
+        (_consumer, (a_bufs, b_bufs, c_smem, ready, empty, y_desc, bias, res, M, N, K, BM, BN, BK, NBUF, PROGRAMS,
+                     N_FAST, EPI)),
+        (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, BM, BN, BK, NBUF, PROGRAMS, N_FAST)),
+    ], [1], [PRODUCER_REGS])
+
+
+# (BM, BN, BK, NBUF, warps, N_FAST, maxnreg, programs per SM; 0: one program per tile). Triton waits for
+# every warp of the consumer partition (bar.sync) before its one thread arrives on an "empty" barrier, so both
+# consumer warpgroups have retired their MMA on a stage before the producer refills it.
+VARIANTS = [(128, 256, 64, 3, 8, False, 168, 1), (128, 256, 64, 3, 8, True, 168, 1),
+            (128, 256, 64, 3, 8, False, 168, 0), (128, 128, 64, 4, 8, False, 168, 1),
+            (256, 128, 64, 3, 8, False, 168, 1),
+            (128, 128, 32, 4, 4, False, 128, 2), (128, 128, 64, 2, 4, False, 128, 2),
+            (128, 128, 32, 4, 4, False, 128, 0)]
+
+
+def _launch(v, x, w, b, r, y, epi):
+    bm, bn, bk, nbuf, warps, n_fast, maxnreg, per_sm = v
+    M, K = x.shape
+    N = w.shape[1]
+    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+    progs = min(SMS * per_sm, tiles) if per_sm else tiles
+    return lambda: ws_gemm[(progs,)](x, w, b, r, y, M, N, K, bm, bn, bk, nbuf, progs, n_fast, epi, 40,
+                                     num_warps=warps, maxnreg=maxnreg)
+
+
+def compile_only() -> None:
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+    sig = {"x": "*fp16", "w": "*fp16", "bias": "*fp16", "res": "*fp16", "y": "*fp16"}
+    for v in VARIANTS:
+        bm, bn, bk, nbuf, warps, n_fast, maxnreg, per_sm = v
+        for epi in ("", "gelu", "res"):
+            consts = {"M": 6304, "N": 3072, "K": 768, "BM": bm, "BN": bn, "BK": bk, "NBUF": nbuf, "PROGRAMS": SMS,
+                      "N_FAST": n_fast, "EPI": epi, "PRODUCER_REGS": 40}
+            s = {**sig, **{k: "constexpr" for k in consts}}
+            try:
+                c = triton.compile(GluonASTSource(fn=ws_gemm, signature=s, constexprs=consts),
+                                   target=GPUTarget("cuda", 90, 32),
+                                   options={"num_warps": warps, "maxnreg": maxnreg})
+            except Exception as e:  # noqa: BLE001 - report and go on
+                print(f"{v} {epi!r}: failed {type(e).__name__}: {str(e)[:600]}")
+                continue
+            ptx = c.asm["ptx"]
+            print(f"{v} {epi!r:7s}: warps {c.metadata.num_warps}, shared {c.metadata.shared} B, setmaxnreg "
+                  f"{ptx.count('setmaxnreg')}, spills {ptx.count('st.local')}, scratch "
+                  f"{c.metadata.global_scratch_size}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json")
+    ap.add_argument("--compile-only", action="store_true")
+    args = ap.parse_args()
+    if args.compile_only:
+        compile_only()
+        return
+    from triton.testing import do_bench_cudagraph
+
+    from benchmarks.tma_micro import time_variant
+    from benchmarks.ws_micro import _launch as ptr_launch
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+    print(f"card: {torch.cuda.get_device_name()}; triton {triton.__version__}", flush=True)
+    rows = []
+    for name, M, N, K, epi in SHAPES:
+        torch.manual_seed(0)
+        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+        w = torch.randn(K, N, device="cuda", dtype=torch.float16) / K ** 0.5
+        b = torch.randn(N, device="cuda", dtype=torch.float16)
+        r = torch.randn(M, N, device="cuda", dtype=torch.float16)
+        ref = torch.addmm(b, x, w).float()
+        if epi == "gelu":
+            ref = torch.nn.functional.gelu(ref)
+        if epi == "res":
+            ref = ref + r.float()
+        cublas = do_bench_cudagraph(lambda x=x, w=w, b=b: torch.addmm(b, x, w), rep=200)
+        flops = 2 * M * N * K
+        print(f"{name:9s} {M}x{N}x{K} {epi or 'bias':4s} cuBLAS(bias only) {cublas * 1e3:7.1f} us "
+              f"{flops / cublas / 1e9:5.0f} TFLOP/s", flush=True)
+        y = torch.empty(M, N, device="cuda", dtype=torch.float16)
+        if epi != "res":
+            time_variant("ptr 128x256 (trtjit loop)", functools.partial(ptr_launch, "ptr", 128, 256, 64, 8, 3, x, w,
+                                                                        b, y, epi == "gelu"), y, ref, flops, cublas)
+        for v in VARIANTS:
+            y = torch.full((M, N), float("nan"), device="cuda", dtype=torch.float16)
+            row = time_variant(f"ws {v}", functools.partial(_launch, v, x, w, b, r, y, epi), y, ref, flops, cublas)
+            if row:
+                rows.append({"gemm": name, "M": M, "N": N, "K": K, "epi": epi, "variant": v, **row})
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
