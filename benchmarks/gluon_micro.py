@@ -144,14 +144,173 @@ def ws_gemm(x, w, bias, res, y, M: gl.constexpr, N: gl.constexpr, K: gl.constexp
     ], [1], [PRODUCER_REGS])
 
 
+@gluon.jit
+def _sk_span(M: gl.constexpr, N: gl.constexpr, K: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+             BK: gl.constexpr, PROGRAMS: gl.constexpr):
+    """Stream-K: the (tile, k step) iterations, tile-major, split evenly over the programs; this program's
+    [start, end) and the split's base and remainder (program q gets base + (q < extra) iterations)."""
+    ksteps: gl.constexpr = (K + BK - 1) // BK
+    total: gl.constexpr = ((M + BM - 1) // BM) * ((N + BN - 1) // BN) * ksteps
+    base: gl.constexpr = total // PROGRAMS
+    extra: gl.constexpr = total % PROGRAMS
+    p = gl.program_id(0)
+    start = p * base + gl.minimum(p, extra)
+    return start, start + base + (p < extra).to(gl.int32)
+
+
+@gluon.jit
+def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M: gl.constexpr, N: gl.constexpr,
+                 K: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, NBUF: gl.constexpr,
+                 PROGRAMS: gl.constexpr, N_FAST: gl.constexpr):
+    ksteps: gl.constexpr = (K + BK - 1) // BK
+    nbytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    start, end = _sk_span(M, N, K, BM, BN, BK, PROGRAMS)
+    i = 0
+    for it in range(start, end):
+        tile = it // ksteps
+        off_m, off_n = _tile_of(tile, M, N, BM, BN, N_FAST)
+        kk = it - tile * ksteps
+        s = i % NBUF
+        mbarrier.wait(empty.index(s), ((i // NBUF) & 1) ^ 1)
+        mbarrier.expect(ready.index(s), nbytes)
+        tma.async_copy_global_to_shared(a_desc, [off_m, kk * BK], ready.index(s), a_bufs.index(s))
+        tma.async_copy_global_to_shared(b_desc, [kk * BK, off_n], ready.index(s), b_bufs.index(s))
+        i += 1
+
+
+@gluon.jit
+def _sk_consumer(a_bufs, b_bufs, c_smem, ready, empty, rbar, y_desc, r_desc, bias, res, ws, flags,
+                 M: gl.constexpr, N: gl.constexpr, K: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+                 BK: gl.constexpr, NBUF: gl.constexpr, PROGRAMS: gl.constexpr, N_FAST: gl.constexpr,
+                 EPI: gl.constexpr, RES_TMA: gl.constexpr):
+    """Each unit is one tile's k range inside this program's span. A unit that starts past k = 0 leaves an
+    fp32 partial in its program's workspace slot and raises its flag; the unit holding k = 0 (it runs last in
+    its program, while the later parts ran first in theirs) adds the partials of the programs that follow,
+    in order, then runs the epilogue. So the sum order is fixed and every flag is lowered again for the next
+    launch."""
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[gl.num_warps(), 1],
+                                                  instr_shape=[16, BN, 16])
+    ksteps: gl.constexpr = (K + BK - 1) // BK
+    total: gl.constexpr = ((M + BM - 1) // BM) * ((N + BN - 1) // BN) * ksteps
+    base: gl.constexpr = total // PROGRAMS
+    extra: gl.constexpr = total % PROGRAMS
+    p = gl.program_id(0)
+    start, end = _sk_span(M, N, K, BM, BN, BK, PROGRAMS)
+    lm = gl.arange(0, BM, layout=gl.SliceLayout(1, mma))
+    ln = gl.arange(0, BN, layout=gl.SliceLayout(0, mma))
+    slot = gl.expand_dims(lm, 1) * BN + gl.expand_dims(ln, 0)
+    i = 0
+    nres = 0
+    it = start
+    while it < end:
+        tile = it // ksteps
+        k0 = it - tile * ksteps
+        k1 = gl.minimum(ksteps, k0 + end - it)
+        off_m, off_n = _tile_of(tile, M, N, BM, BN, N_FAST)
+        acc = gl.zeros((BM, BN), dtype=gl.float32, layout=mma)
+        for kk in range(k0, k1):
+            s = i % NBUF
+            mbarrier.wait(ready.index(s), (i // NBUF) & 1)
+            acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s), acc, is_async=True)
+            if RES_TMA:
+                if kk == 0:
+                    tma.store_wait(0)
+                    mbarrier.expect(rbar, r_desc.block_type.nbytes)
+                    tma.async_copy_global_to_shared(r_desc, [off_m, off_n], rbar, c_smem)
+            acc = warpgroup_mma_wait(1, deps=(acc,))
+            mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF), pred=kk > k0)
+            i += 1
+        acc = warpgroup_mma_wait(0, deps=(acc,))
+        mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF))
+        if k0 > 0:
+            gl.store(ws + p * (BM * BN) + slot, acc)
+            gl.thread_barrier()
+            gl.atomic_xchg(flags + p, 1, sem="release", scope="gpu")
+        else:
+            done = k1
+            q = p + 1
+            while done < ksteps:
+                got = 0
+                while got != 1:
+                    got = gl.atomic_cas(flags + q, 1, 0, sem="acquire", scope="gpu")
+                acc += gl.load(ws + q * (BM * BN) + slot, cache_modifier=".cg")
+                done += base + (q < extra).to(gl.int32)
+                q += 1
+            rn = off_n + ln
+            acc = acc + gl.expand_dims(gl.load(bias + rn, mask=rn < N, other=0.0).to(gl.float32), 0)
+            if EPI == "gelu":
+                acc = _gelu(acc)
+            if EPI == "res":
+                if RES_TMA:
+                    mbarrier.wait(rbar, nres & 1)
+                    nres += 1
+                    acc = acc + c_smem.load(mma).to(gl.float32)
+                else:
+                    rm = off_m + lm
+                    ptrs = res + gl.expand_dims(rm, 1) * N + gl.expand_dims(rn, 0)
+                    acc = acc + gl.load(ptrs, mask=gl.expand_dims(rm < M, 1), other=0.0).to(gl.float32)
+            if not RES_TMA:
+                tma.store_wait(0)
+            c_smem.store(acc.to(gl.float16))
+            fence_async_shared()
+            tma.async_copy_shared_to_global(y_desc, [off_m, off_n], c_smem)
+        it += k1 - k0
+    tma.store_wait(0)
+
+
+@gluon.jit
+def sk_gemm(x, w, bias, res, y, ws, flags, M: gl.constexpr, N: gl.constexpr, K: gl.constexpr, BM: gl.constexpr,
+            BN: gl.constexpr, BK: gl.constexpr, NBUF: gl.constexpr, PROGRAMS: gl.constexpr, N_FAST: gl.constexpr,
+            EPI: gl.constexpr, RES_TMA: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+    """ws_gemm's partitions over a stream-K split: every program gets the same number of k steps, so the
+    last wave is not a partial one. ws holds PROGRAMS fp32 [BM, BN] partials, flags PROGRAMS zeroed int32."""
+    a_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(128, BK * 2), element_bitwidth=16, rank=2)
+    b_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    c_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    a_desc = tma.make_tensor_descriptor(x, [M, K], [K, 1], [BM, BK], a_l)
+    b_desc = tma.make_tensor_descriptor(w, [K, N], [N, 1], [BK, BN], b_l)
+    y_desc = tma.make_tensor_descriptor(y, [M, N], [N, 1], [BM, BN], c_l)
+    r_desc = tma.make_tensor_descriptor(res, [M, N], [N, 1], [BM, BN], c_l)
+    a_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BM, BK], a_l)
+    b_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BK, BN], b_l)
+    c_smem = gl.allocate_shared_memory(gl.float16, [BM, BN], c_l)
+    ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    rbar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(NBUF):
+        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(empty.index(s), count=1)
+    mbarrier.init(rbar, count=1)
+    gl.warp_specialize([
+        (_sk_consumer, (a_bufs, b_bufs, c_smem, ready, empty, rbar, y_desc, r_desc, bias, res, ws, flags, M, N, K,
+                        BM, BN, BK, NBUF, PROGRAMS, N_FAST, EPI, RES_TMA)),
+        (_sk_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, BM, BN, BK, NBUF, PROGRAMS,
+                        N_FAST)),
+    ], [1], [PRODUCER_REGS])
+
+
+# Stream-K variants: (BM, BN, BK, NBUF, warps, N_FAST, RES_TMA)
+SK_VARIANTS = [(128, 256, 64, 3, 8, False, False), (128, 256, 64, 3, 8, False, True),
+               (128, 256, 64, 3, 8, True, True), (128, 128, 64, 4, 8, False, True),
+               (128, 128, 64, 4, 8, True, True)]
+
+
+def _sk_launch(v, x, w, b, r, y, epi):
+    bm, bn, bk, nbuf, warps, n_fast, res_tma = v
+    M, K = x.shape
+    N = w.shape[1]
+    ws = torch.empty(SMS * bm * bn, device=x.device, dtype=torch.float32)
+    flags = torch.zeros(SMS, device=x.device, dtype=torch.int32)
+    return lambda: sk_gemm[(SMS,)](x, w, b, r, y, ws, flags, M, N, K, bm, bn, bk, nbuf, SMS, n_fast, epi,
+                                   res_tma and epi == "res", 40, num_warps=warps, maxnreg=168)
+
+
 # (BM, BN, BK, NBUF, warps, N_FAST, maxnreg, programs per SM; 0: one program per tile). Triton waits for
 # every warp of the consumer partition (bar.sync) before its one thread arrives on an "empty" barrier, so both
 # consumer warpgroups have retired their MMA on a stage before the producer refills it.
-VARIANTS = [(128, 256, 64, 3, 8, False, 168, 1), (128, 256, 64, 3, 8, True, 168, 1),
-            (128, 256, 64, 3, 8, False, 168, 0), (128, 128, 64, 4, 8, False, 168, 1),
-            (256, 128, 64, 3, 8, False, 168, 1),
-            (128, 128, 32, 4, 4, False, 128, 2), (128, 128, 64, 2, 4, False, 128, 2),
-            (128, 128, 32, 4, 4, False, 128, 0)]
+VARIANTS = [(128, 256, 64, 3, 8, False, 168, 1), (128, 128, 64, 4, 8, False, 168, 1)]
+# Timed on an H100 (runs/2026-12-06-s3/gluon.log) and dropped: N fastest, one program per tile, 256x128 tiles,
+# 4-warp consumers at two programs per SM. None beat the first two.
 
 
 def _launch(v, x, w, b, r, y, epi):
@@ -164,27 +323,40 @@ def _launch(v, x, w, b, r, y, epi):
                                      num_warps=warps, maxnreg=maxnreg)
 
 
-def compile_only() -> None:
+def _compile(fn, sig, consts, warps, maxnreg, label) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
+    s = {**sig, **{k: "constexpr" for k in consts}}
+    try:
+        c = triton.compile(GluonASTSource(fn=fn, signature=s, constexprs=consts), target=GPUTarget("cuda", 90, 32),
+                           options={"num_warps": warps, "maxnreg": maxnreg})
+    except Exception as e:  # noqa: BLE001 - report and go on
+        while e.__cause__ or e.__context__:
+            e = e.__cause__ or e.__context__
+        print(f"{label}: failed {type(e).__name__}: {str(e)[-400:]}", flush=True)
+        return
+    ptx = c.asm["ptx"]
+    print(f"{label}: warps {c.metadata.num_warps}, shared {c.metadata.shared} B, setmaxnreg "
+          f"{ptx.count('setmaxnreg')}, spills {ptx.count('st.local')}, scratch {c.metadata.global_scratch_size}",
+          flush=True)
+
+
+def compile_only() -> None:
     sig = {"x": "*fp16", "w": "*fp16", "bias": "*fp16", "res": "*fp16", "y": "*fp16"}
+    shape = {"M": 6304, "N": 3072, "K": 768}
     for v in VARIANTS:
         bm, bn, bk, nbuf, warps, n_fast, maxnreg, per_sm = v
         for epi in ("", "gelu", "res"):
-            consts = {"M": 6304, "N": 3072, "K": 768, "BM": bm, "BN": bn, "BK": bk, "NBUF": nbuf, "PROGRAMS": SMS,
-                      "N_FAST": n_fast, "EPI": epi, "PRODUCER_REGS": 40}
-            s = {**sig, **{k: "constexpr" for k in consts}}
-            try:
-                c = triton.compile(GluonASTSource(fn=ws_gemm, signature=s, constexprs=consts),
-                                   target=GPUTarget("cuda", 90, 32),
-                                   options={"num_warps": warps, "maxnreg": maxnreg})
-            except Exception as e:  # noqa: BLE001 - report and go on
-                print(f"{v} {epi!r}: failed {type(e).__name__}: {str(e)[:600]}")
-                continue
-            ptx = c.asm["ptx"]
-            print(f"{v} {epi!r:7s}: warps {c.metadata.num_warps}, shared {c.metadata.shared} B, setmaxnreg "
-                  f"{ptx.count('setmaxnreg')}, spills {ptx.count('st.local')}, scratch "
-                  f"{c.metadata.global_scratch_size}", flush=True)
+            _compile(ws_gemm, sig, {**shape, "BM": bm, "BN": bn, "BK": bk, "NBUF": nbuf, "PROGRAMS": SMS,
+                                    "N_FAST": n_fast, "EPI": epi, "PRODUCER_REGS": 40}, warps, maxnreg,
+                     f"ws {v} {epi!r}")
+    sig = {**sig, "ws": "*fp32", "flags": "*i32"}
+    for v in SK_VARIANTS:
+        bm, bn, bk, nbuf, warps, n_fast, res_tma = v
+        for epi in ("", "gelu", "res"):
+            _compile(sk_gemm, sig, {**shape, "BM": bm, "BN": bn, "BK": bk, "NBUF": nbuf, "PROGRAMS": SMS,
+                                    "N_FAST": n_fast, "EPI": epi, "RES_TMA": res_tma and epi == "res",
+                                    "PRODUCER_REGS": 40}, warps, 168, f"sk {v} {epi!r}")
 
 
 def main() -> None:
@@ -226,6 +398,14 @@ def main() -> None:
             row = time_variant(f"ws {v}", functools.partial(_launch, v, x, w, b, r, y, epi), y, ref, flops, cublas)
             if row:
                 rows.append({"gemm": name, "M": M, "N": N, "K": K, "epi": epi, "variant": v, **row})
+        for v in SK_VARIANTS:
+            if v[-1] and epi != "res":
+                continue
+            y = torch.full((M, N), float("nan"), device="cuda", dtype=torch.float16)
+            make = functools.partial(_sk_launch, v, x, w, b, r, y, epi)
+            row = time_variant(f"sk {v}", make, y, ref, flops, cublas)
+            if row:
+                rows.append({"gemm": name, "M": M, "N": N, "K": K, "epi": epi, "variant": ("sk", *v), **row})
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
