@@ -93,8 +93,7 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
     dynamic-batch graph (trtjit.dynamic) is timed at its opt batch: the engine is tuned for opt."""
     import torch
 
-    from trtjit.backend import ensure_triton_allocator, load_kernel
-    from trtjit.codegen.gluon_gemm import WORKSPACES, workspace_numel
+    from trtjit.backend import load_kernel
     from trtjit.dynamic import at, grid_at
 
     bufs: dict[Any, torch.Tensor] = {}
@@ -137,16 +136,10 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
         if key not in fns:
             fns[key] = load_kernel(k.name, k.source)
         fn = fns[key]
-        ws = workspace_numel(k)  # a stream-K kernel's partials and flags (zero)
-        args = [torch.zeros(ws[a], dtype=WORKSPACES[a], device=device) if a in ws else buffer(a) for a in k.args] \
-            + ([opt] if getattr(k, "batch_arg", False) else [])
-
-        extra = {"maxnreg": k.maxnreg} if getattr(k, "maxnreg", 0) else {}
-        if ws:
-            ensure_triton_allocator()
+        args = [buffer(a) for a in k.args] + ([opt] if getattr(k, "batch_arg", False) else [])
 
         def launch() -> None:
-            fn[grid_at(k.grid, opt)](*args, **k.constexprs, num_warps=k.num_warps, num_stages=k.num_stages, **extra)
+            fn[grid_at(k.grid, opt)](*args, **k.constexprs, num_warps=k.num_warps, num_stages=k.num_stages)
 
         launch()  # compiles this tile
         torch.cuda.synchronize(device)
