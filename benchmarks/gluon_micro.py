@@ -309,7 +309,7 @@ def _sk_launch(v, x, w, b, r, y, epi):
 # every warp of the consumer partition (bar.sync) before its one thread arrives on an "empty" barrier, so both
 # consumer warpgroups have retired their MMA on a stage before the producer refills it.
 VARIANTS = [(128, 256, 64, 3, 8, False, 168, 1), (128, 128, 64, 4, 8, False, 168, 1)]
-# Timed on an H100 (runs/2026-12-06-s3/gluon.log) and dropped: N fastest, one program per tile, 256x128 tiles,
+# Timed on an H100 (runs/2026-12-06-s3/gluon_ws.log) and dropped: N fastest, one program per tile, 256x128 tiles,
 # 4-warp consumers at two programs per SM. None beat the first two.
 
 

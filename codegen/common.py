@@ -244,12 +244,15 @@ class Writer:
     def __call__(self, line: str) -> None:
         self.lines.append("    " + line if line else "")
 
-    def source(self, name: str, pointers: list[str], constexprs: list[str], doc: str) -> str:
+    def source(self, name: str, pointers: list[str], constexprs: list[str], doc: str, prelude: str = "") -> str:
+        """The kernel file: imports, the helpers its code calls, ``prelude`` (functions of the template's own,
+        placed before the kernel) and the kernel."""
         dyn = uses_batch_arg(self.lines)  # one compiled kernel serves every batch: never specialize on it
         params = ", ".join(pointers + [ARG] * dyn + [f"{c}: tl.constexpr" for c in constexprs]
                            + [f"{PDL}: tl.constexpr = False"])
-        code = "\n".join(line.split("#", 1)[0] for line in self.lines)
+        code = "\n".join(line.split("#", 1)[0] for line in [*self.lines, *prelude.splitlines()])
         helpers = [src.strip() + "\n\n" for h, src in TL_HELPERS.items() if re.search(rf"\b{h}\(", code)]
+        helpers += [prelude.strip() + "\n\n"] if prelude else []
         head = ["import triton", "import triton.language as tl", "", "", *helpers,
                 f'@triton.jit(do_not_specialize=["{ARG}"])' if dyn else "@triton.jit",
                 f"def {name}({params}):", f'    """{doc}"""', *PDL_PROLOGUE]

@@ -78,6 +78,30 @@ def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple
 N_FASTEST_A_BYTES = 32 << 20
 MAX_GRID_Y = 65535
 
+# Wave tail. A GEMM of more than a wave of 128-row tiles whose last wave is partly empty (vit_b_16's layers:
+# M = 6304 = 44 * 128 + 672, e.g. 300 tiles of 128x128 for 132 SMs: two waves, then 36 tiles while 96 SMs
+# wait) runs its whole waves as before and the rows of the last one as TAIL_M-row tiles, in the same launch
+# (programs after the main ones, so they fill the SMs the last full wave frees), when those tiles fit in
+# one wave. Measured on the H100 (benchmarks/tail_micro.py, runs/2026-12-06-s3/tail.log), against one tile
+# size: vit proj 19.5 -> 18.4 us, qkv 50.2 -> 48.0, fc1 (GELU) 77.4 -> 75.2, fc2 64.2 -> 63.7, bert fc2
+# 41.5 -> 38.6. The tail keeps BLOCK_N: 64x64 tails ran bert's fc2 at 48.4 us.
+TAIL_M = 64
+
+
+def wave_tail(mrows: int, N: int, bm: int, bn: int, warps: int, nbatch: int, dtype: torch.dtype) -> int | None:
+    """The rows the main tiles cover when the GEMM splits off its last wave (``TAIL_M``), else None."""
+    if is_dynamic(mrows) or nbatch != 1 or bm != 128 or bn not in (128, 256) or warps != 8 \
+            or dtype not in (torch.float16, torch.bfloat16):
+        return None
+    tn = cdiv(N, bn)
+    tiles = cdiv(mrows, bm) * tn
+    if tiles <= SMS or tiles % SMS == 0:
+        return None
+    main_rows = (tiles // SMS * SMS // tn) * bm
+    if main_rows == 0 or cdiv(mrows - main_rows, TAIL_M) * tn > SMS:
+        return None
+    return main_rows
+
 
 def _k_elems(bk16: int, dtype: torch.dtype) -> int:
     """BLOCK_K of ``dtype`` spanning the bytes that ``bk16`` spans for 16-bit operands (smem per stage)."""
@@ -225,11 +249,39 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
                              f"from the GEMM output {list(out_shape)}")
         w(f"tl.store({ptr} + {full_tile(off, m_vars)}, {store_cast(em.value(v, kin.node), spec.dtype)}, mask=mask)")
     epi = ", ".join(f"{n.name} ({n.op})" for n in kin.body if n.op not in ("input", "constant"))
-    src = w.source(name, kin.pointers, list(consts), f"{anchor.op} {list(out_shape)} with epilogue: {epi}")
+    doc = f"{anchor.op} {list(out_shape)} with epilogue: {epi}"
+    if "main_rows" in problem:
+        main_rows, n_fastest = problem.pop("main_rows"), problem.pop("n_fastest")
+        src = _wave_tail_entry(w, name, kin.pointers, consts, doc, main_rows, problem["N"], bool(n_fastest))
+    else:
+        src = w.source(name, kin.pointers, list(consts), doc)
     return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
                       kin.args, kin.covers, list(kin.node.attrs.get("rules", [])), num_warps=warps, num_stages=stages,
                       flops=flops, bytes=element_bytes(kin), problem=problem,
                       tile=str(kin.tile.get("source", "tuned")) if kin.tile else "heuristic")
+
+
+def _wave_tail_entry(body: Writer, name: str, pointers: list[str], consts: dict[str, int], doc: str,
+                     main_rows: int, N: int, n_fastest: bool) -> str:
+    """The source of a wave-tail GEMM (``wave_tail``): the template's body as ``_gemm_tile`` (one tile at
+    pid_m, pid_n of its block shape), and an entry whose first programs run the BLOCK_M tiles of rows
+    [0, main_rows) and the rest ``TAIL_M``-row tiles of the rows after them."""
+    bm, bn = consts["BLOCK_M"], consts["BLOCK_N"]
+    tn, tm = cdiv(N, bn), main_rows // bm
+    params = ", ".join([*pointers, "pid_m", "pid_n", "pid_b", *(f"{c}: tl.constexpr" for c in consts)])
+    tile = "\n".join(["@triton.jit", f"def _gemm_tile({params}):",
+                      '    """One output tile of the kernel below, in blocks of BLOCK_M x BLOCK_N."""', *body.lines])
+    ptrs = ", ".join(pointers)
+    w = Writer()
+    w("pid = tl.program_id(0)")
+    w(f"if pid < {tm * tn}:  # whole waves of BLOCK_M-row tiles over rows [0, {main_rows})")
+    w(f"    _gemm_tile({ptrs}, pid // {tn}, pid % {tn}, 0, BLOCK_M, BLOCK_N, BLOCK_K)" if n_fastest else
+      f"    _gemm_tile({ptrs}, pid % {tm}, pid // {tm}, 0, BLOCK_M, BLOCK_N, BLOCK_K)")
+    w(f"else:  # the last wave's rows in {TAIL_M}-row tiles")
+    w(f"    t = pid - {tm * tn}")
+    w(f"    _gemm_tile({ptrs}, {main_rows // TAIL_M} + t // {tn}, t % {tn}, 0, {TAIL_M}, BLOCK_N, BLOCK_K)")
+    return w.source(name, pointers, list(consts), doc + f"; rows from {main_rows} in {TAIL_M}-row tiles",
+                    prelude=tile)
 
 
 def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ...], prec: str, kin: KernelInput):
@@ -251,13 +303,17 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     bk = _dot_block_k(bk, prec)
     n_fastest = not is_dynamic(mrows) and N > bn and cdiv(mrows, bm) <= MAX_GRID_Y \
         and mrows * K * A.dtype.itemsize >= N_FASTEST_A_BYTES
-    if n_fastest:  # see N_FASTEST_A_BYTES
+    main_rows = wave_tail(mrows, N, bm, bn, warps, nbatch, A.dtype)
+    if main_rows is not None:
+        pass  # a tile function: the kernel's entry (``_wave_tail_entry``) passes pid_m, pid_n and pid_b
+    elif n_fastest:  # see N_FASTEST_A_BYTES
         w("pid_n = tl.program_id(0)")
         w("pid_m = tl.program_id(1)")
     else:
         w("pid_m = tl.program_id(0)")
         w("pid_n = tl.program_id(1)")
-    w("pid_b = tl.program_id(2)")
+    if main_rows is None:
+        w("pid_b = tl.program_id(2)")
     w("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]")
     w("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
     w("rk = tl.arange(0, BLOCK_K)")
@@ -265,7 +321,7 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     # benchmarks/gemm_micro.py): a tile that overhangs M or N reads clamped rows/columns (``% size``)
     # whose results the masked store drops. Columns wrap only where N % 16 == 0, so the wrapped index
     # keeps its 16-element contiguity (vector loads); otherwise the column mask stays.
-    even_m = not is_dynamic(mrows) and mrows % bm == 0
+    even_m = not is_dynamic(mrows) and mrows % bm == 0 and (main_rows is None or mrows % TAIL_M == 0)
     a_rows = "rm" if even_m else "ra"
     if not even_m:
         w(f"ra = rm % {mrows}")
@@ -323,9 +379,15 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
         w(f"b = tl.load(b_ptrs, mask={b_tail}, other=0.0)")
         w(_dot(prec).strip())
     grid = (cdiv(N, bn), cdiv(mrows, bm), nbatch) if n_fastest else (cdiv(mrows, bm), cdiv(N, bn), nbatch)
+    problem = {"M": mrows, "N": N, "K": K, "batch": nbatch}
+    if main_rows is not None:
+        tn = cdiv(N, bn)
+        grid = (main_rows // bm * tn + cdiv(mrows - main_rows, TAIL_M) * tn, 1, 1)
+        problem["main_rows"] = main_rows  # read by generate: the kernel is a tile function plus an entry
+        problem["n_fastest"] = int(n_fastest)
     m_vars = {"rm", "m"} | ({names[j] for j in range(nb)} if fold else set())
     return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
-        (warps, stages), m_vars, {"M": mrows, "N": N, "K": K, "batch": nbatch}
+        (warps, stages), m_vars, problem
 
 
 def full_tile(off: str, m_vars: set[str]) -> str:

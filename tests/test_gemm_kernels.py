@@ -115,3 +115,51 @@ def test_program_order_follows_the_size_of_a(gen, monkeypatch):
         ref = model(x)
         assert_close_rel(swapped(x), ref)
         assert_close_rel(small(x), ref)
+
+
+def test_wave_tail_rule():
+    """vit_b_16's layer GEMMs (M = 6304 = 44 * 128 + 672) and bert's fc2 split off their partial last wave;
+    GEMMs whose tiles fill whole waves, fit in one, or whose tail tiles would not fit in a wave do not."""
+    from trtjit.codegen.gemm import wave_tail
+
+    f16 = torch.float16
+    assert wave_tail(6304, 768, 128, 128, 8, 1, f16) == 5632    # fc2, proj: 300 tiles -> 264 + 132 tail tiles
+    assert wave_tail(6304, 2304, 128, 256, 8, 1, f16) == 5632   # qkv: 450 tiles -> 396 + 99
+    assert wave_tail(6304, 3072, 128, 256, 8, 1, f16) == 5632   # fc1: 600 tiles -> 528 + 132
+    assert wave_tail(4096, 768, 128, 128, 8, 1, f16) == 2816    # bert fc2: 192 tiles -> 132 + 120
+    assert wave_tail(128 * 132, 128, 128, 128, 8, 1, f16) is None      # whole waves
+    assert wave_tail(4096, 256, 128, 128, 8, 1, f16) is None           # one wave (64 tiles)
+    assert wave_tail(4096, 2304, 128, 256, 8, 1, f16) == 3712   # bert qkv: 288 tiles -> 261 + 54
+    assert wave_tail(256, 25600, 128, 256, 8, 1, f16) is None          # 200 tail tiles of 64 rows: no wave holds them
+    assert wave_tail(6304, 768, 128, 128, 8, 4, f16) is None           # batched (not folded)
+    assert wave_tail(6304, 768, 64, 128, 4, 1, f16) is None            # already small tiles
+    assert wave_tail(6304, 768, 128, 128, 8, 1, torch.float32) is None
+
+
+@pytest.mark.parametrize("n_fastest", [False, True])
+def test_wave_tail_kernel_matches_torch(gen, monkeypatch, n_fastest):
+    """The split kernel (whole waves of 128-row tiles, then 64-row tiles) computes the same GEMM and epilogue
+    as PyTorch, in both program orders; a GPU of 4 SMs makes a problem the interpreter runs split."""
+    import trtjit.codegen.gemm as gemm
+
+    monkeypatch.setattr(gemm, "SMS", 4)
+    if n_fastest:
+        monkeypatch.setattr(gemm, "N_FASTEST_A_BYTES", 0)
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 256)
+
+        def forward(self, x, r):
+            return nn.functional.gelu(self.fc(x)) + r
+
+    model = Block().eval().half()
+    x = torch.randn(3, 100, 64, generator=gen).half()   # 300 rows: 3 x 2 tiles of 128x128 on 4 "SMs"
+    r = torch.randn(3, 100, 256, generator=gen).half()
+    engine = trtjit.compile(model, (x, r))
+    (k,) = [k for k in engine.kernels if k.template == "gemm"]
+    assert "def _gemm_tile(" in k.source and "rows from 256 in 64-row tiles" in k.source
+    assert k.grid == (2 * 2 + 1 * 2, 1, 1)  # 4 main tiles (rows 0-255) + 2 tail tiles of 64 rows (256-299)
+    with torch.no_grad():
+        assert_close_rel(engine(x, r), model(x, r))
