@@ -1,12 +1,13 @@
-"""GEMM program order A/B/C: the default (N tiles fastest where A is larger than ``codegen.gemm.N_FASTEST_A_BYTES``),
-N tiles fastest everywhere and M tiles fastest everywhere, in the same models on one GPU in one run.
+"""GEMM program order A/B/C: the default (N tiles fastest from ``codegen.gemm.N_FASTEST_A_BYTES`` of A, since
+2026-12-06's third session 0: everywhere), N tiles fastest everywhere and M tiles fastest everywhere, in the
+same models on one GPU in one run.
 
     python benchmarks/order_ab.py [--models vit_b_16,bert_base,gpt2] [--batch 32] [--json out.json]
 
-Per model (fp16, random weights, as in bench.py), three engines with cubins for this GPU, built with
-the threshold as it is, at 0 and out of reach. Both are checked against eager PyTorch on fresh random inputs, timed interleaved
-as CUDA-graph replays (bench.interleaved), and profiled (CUPTI, PDL off): the time per forward of each
-distinct GEMM problem in both orders.
+Per model (fp16, random weights, as in bench.py), three engines with cubins for this GPU, built with the
+threshold as it is, at 0 and out of reach. All are checked against eager PyTorch on fresh random inputs,
+timed interleaved as CUDA-graph replays (bench.interleaved), and profiled (CUPTI, PDL off): the time per
+forward of each distinct GEMM problem in each order.
 """
 
 from __future__ import annotations

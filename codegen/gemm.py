@@ -67,15 +67,18 @@ def gemm_config(M: int, N: int, K: int, batch: int, dtype: torch.dtype) -> tuple
     return best[1]
 
 
-# Program order of a matmul. With M tiles fastest (grid x, the default), every wave of programs streams all
-# of A. Where A is too large to stay in L2 between waves, the N tiles go fastest instead: the programs
-# resident together then cover whole row blocks of A, each read from memory once, while B (a weight) stays in
-# L2. Measured on the H100 (50 MB L2; benchmarks/order_ab.py, runs/2026-12-06-s2/order32*.log): vit_b_16's
-# fc2 (A 6304x3072 fp16, 38.7 MB) went 80.6 -> 70.9 and 80.5 -> 67.1 us a layer with N fastest (the engine
-# 3.22 -> 3.15 ms), while bert's fc2 (A 25 MB) went 36.5 -> 37.8 us and the GEMMs whose A fits (fc1, qkv,
-# proj) moved by -2% to +5%. So: N fastest from N_FASTEST_A_BYTES of A. (The grid's y dimension holds at
-# most MAX_GRID_Y row blocks; a dynamic M keeps M fastest.)
-N_FASTEST_A_BYTES = 32 << 20
+# Program order of a matmul. With M tiles fastest, every wave of programs streams all of A while a few
+# column blocks of B stay hot; with N tiles fastest, the programs resident together cover whole row blocks
+# of A, each read from memory once, while B (a weight) stays in L2. Measured on the H100 (50 MB L2;
+# benchmarks/order_ab.py): with A of 32 MB or more N fastest is clearly better (vit_b_16's fc2, A 38.7 MB:
+# 80.5 -> 67.1 us a layer, runs/2026-12-06-s2/order32_rule.log). For the rest the per-GEMM profiles move by
+# a few percent either way, but whole engines gain with N fastest everywhere: in one run with the wave-tail
+# split (runs/2026-12-06-s3/final/order.log), vit_b_16 bs32 took 3.000 ms against 3.060 with N fastest only
+# from 32 MB and 3.110 with M fastest everywhere, bert 1.832 against 1.854 and 1.851 (an earlier lease:
+# gpt2 bs32 +0.9%, bs1 -1.4%, within that lease's noise). So N fastest from N_FASTEST_A_BYTES = 0 bytes of A:
+# every static GEMM with more than one column block. (The grid's y dimension holds at most MAX_GRID_Y row
+# blocks; a dynamic M keeps M fastest.)
+N_FASTEST_A_BYTES = 0
 MAX_GRID_Y = 65535
 
 # Wave tail. A GEMM of more than a wave of 128-row tiles whose last wave is partly empty (vit_b_16's layers:

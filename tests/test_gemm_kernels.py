@@ -93,9 +93,9 @@ def test_gathered_stem_conv_takes_the_small_tile(gen):
     assert_close_rel(engine(x).double(), ref, 1e-2)
 
 
-def test_program_order_follows_the_size_of_a(gen, monkeypatch):
-    """A GEMM whose A is too large to stay in L2 between waves launches its N tiles fastest (each A row block
-    read once); a smaller one keeps M fastest. Both orders compute the same product."""
+def test_program_order(gen, monkeypatch):
+    """A static GEMM of more than one column block launches its N tiles fastest (each A row block read once
+    per wave); one of a single column block keeps M fastest. Both orders compute the same product."""
     import trtjit.codegen.gemm as gemm
 
     big = trtjit.compile(torch.nn.Linear(2048, 512).eval().half(), (torch.randn(8192, 2048, generator=gen).half(),))
@@ -104,17 +104,20 @@ def test_program_order_follows_the_size_of_a(gen, monkeypatch):
     assert k.grid == (512 // k.constexprs["BLOCK_N"], 8192 // k.constexprs["BLOCK_M"], 1)
     model = torch.nn.Sequential(torch.nn.Linear(48, 96), torch.nn.ReLU()).eval()
     x = torch.randn(2, 70, 48, generator=gen)
-    small = trtjit.compile(model, (x,))
-    (k,) = [k for k in small.kernels if k.template == "gemm"]
-    assert "pid_m = tl.program_id(0)" in k.source
-    monkeypatch.setattr(gemm, "N_FASTEST_A_BYTES", 0)  # the N-fastest order on a problem the interpreter runs
-    swapped = trtjit.compile(model, (x,), opt_level=2)
-    (k,) = [k for k in swapped.kernels if k.template == "gemm"]
+    n_fast = trtjit.compile(model, (x,))
+    (k,) = [k for k in n_fast.kernels if k.template == "gemm"]
     assert "pid_n = tl.program_id(0)" in k.source and k.grid[0] == -(-96 // k.constexprs["BLOCK_N"]) > 1
+    narrow = trtjit.compile(torch.nn.Linear(48, 16).eval(), (x,))
+    (k,) = [k for k in narrow.kernels if k.template == "gemm"]
+    assert "pid_m = tl.program_id(0)" in k.source
+    monkeypatch.setattr(gemm, "N_FASTEST_A_BYTES", 1 << 62)  # M fastest everywhere
+    m_fast = trtjit.compile(model, (x,))
+    (k,) = [k for k in m_fast.kernels if k.template == "gemm"]
+    assert "pid_m = tl.program_id(0)" in k.source
     with torch.no_grad():
         ref = model(x)
-        assert_close_rel(swapped(x), ref)
-        assert_close_rel(small(x), ref)
+        assert_close_rel(n_fast(x), ref)
+        assert_close_rel(m_fast(x), ref)
 
 
 def test_wave_tail_rule():
