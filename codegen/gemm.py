@@ -253,15 +253,26 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         w(f"tl.store({ptr} + {full_tile(off, m_vars)}, {store_cast(em.value(v, kin.node), spec.dtype)}, mask=mask)")
     epi = ", ".join(f"{n.name} ({n.op})" for n in kin.body if n.op not in ("input", "constant"))
     doc = f"{anchor.op} {list(out_shape)} with epilogue: {epi}"
-    if "main_rows" in problem:
-        main_rows, n_fastest = problem.pop("main_rows"), problem.pop("n_fastest")
-        src = _wave_tail_entry(w, name, kin.pointers, consts, doc, main_rows, problem["N"], bool(n_fastest))
+    main_rows = _main_rows(problem, consts, warps, A.dtype) if anchor.op == "matmul" else None
+    if main_rows is not None:
+        src = _wave_tail_entry(w, name, kin.pointers, consts, doc, main_rows, problem["N"],
+                               _n_fastest(problem, consts["BLOCK_N"], consts["BLOCK_M"], A.dtype))
     else:
         src = w.source(name, kin.pointers, list(consts), doc)
     return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
                       kin.args, kin.covers, list(kin.node.attrs.get("rules", [])), num_warps=warps, num_stages=stages,
                       flops=flops, bytes=element_bytes(kin), problem=problem,
                       tile=str(kin.tile.get("source", "tuned")) if kin.tile else "heuristic")
+
+
+def _n_fastest(problem: dict[str, int], bn: int, bm: int, dtype: torch.dtype) -> bool:
+    """Whether a matmul launches its N tiles fastest (``N_FASTEST_A_BYTES``)."""
+    M, N, K = problem["M"], problem["N"], problem["K"]
+    return not is_dynamic(M) and N > bn and cdiv(M, bm) <= MAX_GRID_Y and M * K * dtype.itemsize >= N_FASTEST_A_BYTES
+
+
+def _main_rows(problem: dict[str, int], consts: dict[str, int], warps: int, dtype: torch.dtype) -> int | None:
+    return wave_tail(problem["M"], problem["N"], consts["BLOCK_M"], consts["BLOCK_N"], warps, problem["batch"], dtype)
 
 
 def _wave_tail_entry(body: Writer, name: str, pointers: list[str], consts: dict[str, int], doc: str,
@@ -304,18 +315,12 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     nbatch = 1 if fold else math.prod(batch)
     bm, bn, bk, warps, stages = _pick_tile(kin, {"M": mrows, "N": N, "K": K, "batch": nbatch}, A.dtype)
     bk = _dot_block_k(bk, prec)
-    n_fastest = not is_dynamic(mrows) and N > bn and cdiv(mrows, bm) <= MAX_GRID_Y \
-        and mrows * K * A.dtype.itemsize >= N_FASTEST_A_BYTES
+    problem = {"M": mrows, "N": N, "K": K, "batch": nbatch}
+    n_fastest = _n_fastest(problem, bn, bm, A.dtype)
     main_rows = wave_tail(mrows, N, bm, bn, warps, nbatch, A.dtype)
-    if main_rows is not None:
-        pass  # a tile function: the kernel's entry (``_wave_tail_entry``) passes pid_m, pid_n and pid_b
-    elif n_fastest:  # see N_FASTEST_A_BYTES
-        w("pid_n = tl.program_id(0)")
-        w("pid_m = tl.program_id(1)")
-    else:
-        w("pid_m = tl.program_id(0)")
-        w("pid_n = tl.program_id(1)")
-    if main_rows is None:
+    if main_rows is None:  # (a wave-tail kernel is a tile function; its entry passes pid_m, pid_n, pid_b)
+        w("pid_n = tl.program_id(0)" if n_fastest else "pid_m = tl.program_id(0)")  # see N_FASTEST_A_BYTES
+        w("pid_m = tl.program_id(1)" if n_fastest else "pid_n = tl.program_id(1)")
         w("pid_b = tl.program_id(2)")
     w("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]")
     w("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
@@ -382,12 +387,9 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
         w(f"b = tl.load(b_ptrs, mask={b_tail}, other=0.0)")
         w(_dot(prec).strip())
     grid = (cdiv(N, bn), cdiv(mrows, bm), nbatch) if n_fastest else (cdiv(mrows, bm), cdiv(N, bn), nbatch)
-    problem = {"M": mrows, "N": N, "K": K, "batch": nbatch}
     if main_rows is not None:
         tn = cdiv(N, bn)
         grid = (main_rows // bm * tn + cdiv(mrows - main_rows, TAIL_M) * tn, 1, 1)
-        problem["main_rows"] = main_rows  # read by generate: the kernel is a tile function plus an entry
-        problem["n_fastest"] = int(n_fastest)
     m_vars = {"rm", "m"} | ({names[j] for j in range(nb)} if fold else set())
     return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
         (warps, stages), m_vars, problem
