@@ -14,6 +14,10 @@ pointer loop's errors), and the stream-K flags come back lowered over repeated l
 than trtjit's pointer loop. The persistent kernels match it within a few percent on qkv and fc1 and lose on
 the residual shapes; stream-K loses more, to its fp32 partials. A stream-K template built on this
 (commit 44bf612) made vit_b_16 12% slower and was reverted.
+
+The ping-pong variants (``pp_gemm``: two consumer warpgroups on alternate whole tiles, so one's epilogue
+overlaps the other's MMAs) were added after that run: they compile for sm_90 (12 warps, no spills) and have
+not run on a GPU yet. Their smoke run goes first, like stream-K's.
 """
 
 from __future__ import annotations
@@ -108,19 +112,86 @@ def _consumer(a_bufs, b_bufs, c_smem, ready, empty, y_desc, bias, res, M: gl.con
             i += 1
         acc = warpgroup_mma_wait(0, deps=(acc,))
         mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF))
-        rn = off_n + gl.arange(0, BN, layout=gl.SliceLayout(0, mma))
-        acc = acc + gl.expand_dims(gl.load(bias + rn, mask=rn < N, other=0.0).to(gl.float32), 0)
-        if EPI == "gelu":
-            acc = _gelu(acc)
-        if EPI == "res":
-            rm = off_m + gl.arange(0, BM, layout=gl.SliceLayout(1, mma))
-            ptrs = res + gl.expand_dims(rm, 1) * N + gl.expand_dims(rn, 0)
-            acc = acc + gl.load(ptrs, mask=gl.expand_dims(rm < M, 1), other=0.0).to(gl.float32)
-        tma.store_wait(0)
-        c_smem.store(acc.to(gl.float16))
-        fence_async_shared()
-        tma.async_copy_shared_to_global(y_desc, [off_m, off_n], c_smem)
+        _epilogue(acc, off_m, off_n, bias, res, c_smem, y_desc, M, N, BM, BN, EPI)
     tma.store_wait(0)
+
+
+@gluon.jit
+def _epilogue(acc, off_m, off_n, bias, res, c_smem, y_desc, M: gl.constexpr, N: gl.constexpr, BM: gl.constexpr,
+              BN: gl.constexpr, EPI: gl.constexpr):
+    """Bias (+ GELU or + residual) on an accumulator tile, then its TMA store through ``c_smem``."""
+    rn = off_n + gl.arange(0, BN, layout=gl.SliceLayout(0, acc.type.layout))
+    acc = acc + gl.expand_dims(gl.load(bias + rn, mask=rn < N, other=0.0).to(gl.float32), 0)
+    if EPI == "gelu":
+        acc = _gelu(acc)
+    if EPI == "res":
+        rm = off_m + gl.arange(0, BM, layout=gl.SliceLayout(1, acc.type.layout))
+        ptrs = res + gl.expand_dims(rm, 1) * N + gl.expand_dims(rn, 0)
+        acc = acc + gl.load(ptrs, mask=gl.expand_dims(rm < M, 1), other=0.0).to(gl.float32)
+    tma.store_wait(0)
+    c_smem.store(acc.to(gl.float16))
+    fence_async_shared()
+    tma.async_copy_shared_to_global(y_desc, [off_m, off_n], c_smem)
+
+
+@gluon.jit
+def _pp_consumer(a_bufs, b_bufs, c_bufs, ready, empty, y_desc, bias, res, M: gl.constexpr, N: gl.constexpr,
+                 K: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, NBUF: gl.constexpr,
+                 PROGRAMS: gl.constexpr, N_FAST: gl.constexpr, EPI: gl.constexpr, ROLE: gl.constexpr):
+    """Ping-pong: one warpgroup owns every other tile of the program (local tile j with j % 2 == ROLE),
+    whole. The producer fills the ring tile after tile, so while one warpgroup runs its epilogue the other's
+    stages are already landing and its MMAs keep the tensor cores busy."""
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[gl.num_warps(), 1],
+                                                  instr_shape=[16, BN, 16])
+    tiles: gl.constexpr = ((M + BM - 1) // BM) * ((N + BN - 1) // BN)
+    ksteps: gl.constexpr = (K + BK - 1) // BK
+    c_smem = c_bufs.index(ROLE)
+    j = ROLE
+    for t in range(gl.program_id(0) + ROLE * PROGRAMS, tiles, 2 * PROGRAMS):
+        off_m, off_n = _tile_of(t, M, N, BM, BN, N_FAST)
+        acc = gl.zeros((BM, BN), dtype=gl.float32, layout=mma)
+        i = j * ksteps  # the ring position of this tile's first stage (the producer's order)
+        for kk in range(ksteps):
+            s = i % NBUF
+            mbarrier.wait(ready.index(s), (i // NBUF) & 1)
+            acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s), acc, is_async=True)
+            acc = warpgroup_mma_wait(1, deps=(acc,))
+            mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF), pred=kk > 0)
+            i += 1
+        acc = warpgroup_mma_wait(0, deps=(acc,))
+        mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF))
+        _epilogue(acc, off_m, off_n, bias, res, c_smem, y_desc, M, N, BM, BN, EPI)
+        j += 2
+    tma.store_wait(0)
+
+
+@gluon.jit
+def pp_gemm(x, w, bias, res, y, M: gl.constexpr, N: gl.constexpr, K: gl.constexpr, BM: gl.constexpr,
+            BN: gl.constexpr, BK: gl.constexpr, NBUF: gl.constexpr, PROGRAMS: gl.constexpr, N_FAST: gl.constexpr,
+            EPI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+    """ws_gemm with two consumer warpgroups on alternate tiles (the kernel's 4 warps and a 4-warp worker)
+    instead of two on halves of each tile, and the producer warp as a second worker."""
+    a_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(128, BK * 2), element_bitwidth=16, rank=2)
+    b_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    c_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    a_desc = tma.make_tensor_descriptor(x, [M, K], [K, 1], [BM, BK], a_l)
+    b_desc = tma.make_tensor_descriptor(w, [K, N], [N, 1], [BK, BN], b_l)
+    y_desc = tma.make_tensor_descriptor(y, [M, N], [N, 1], [BM, BN], c_l)
+    a_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BM, BK], a_l)
+    b_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BK, BN], b_l)
+    c_bufs = gl.allocate_shared_memory(gl.float16, [2, BM, BN], c_l)
+    ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(NBUF):
+        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(empty.index(s), count=1)
+    gl.warp_specialize([
+        (_pp_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, y_desc, bias, res, M, N, K, BM, BN, BK, NBUF, PROGRAMS,
+                        N_FAST, EPI, 0)),
+        (_pp_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, y_desc, bias, res, M, N, K, BM, BN, BK, NBUF, PROGRAMS,
+                        N_FAST, EPI, 1)),
+        (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, BM, BN, BK, NBUF, PROGRAMS, N_FAST)),
+    ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
 @gluon.jit
@@ -319,6 +390,20 @@ VARIANTS = [(128, 256, 64, 3, 8, False, 168, 1), (128, 128, 64, 4, 8, False, 168
 # 4-warp consumers at two programs per SM. None beat the first two.
 
 
+# Ping-pong variants, not yet timed: (BM, BN, BK, NBUF, N_FAST). 4 + 4 consumer warps and 1 producer warp;
+# maxnreg 168 over 12 warps leaves each consumer warpgroup 232 registers.
+PP_VARIANTS = [(128, 128, 64, 4, False), (64, 256, 64, 3, False), (128, 128, 64, 4, True)]
+
+
+def _pp_launch(v, x, w, b, r, y, epi):
+    bm, bn, bk, nbuf, n_fast = v
+    M, K = x.shape
+    N = w.shape[1]
+    progs = min(SMS, triton.cdiv(M, bm) * triton.cdiv(N, bn))
+    return lambda: pp_gemm[(progs,)](x, w, b, r, y, M, N, K, bm, bn, bk, nbuf, progs, n_fast, epi, 232, 40,
+                                     num_warps=4, maxnreg=168)
+
+
 def _launch(v, x, w, b, r, y, epi):
     bm, bn, bk, nbuf, warps, n_fast, maxnreg, per_sm = v
     M, K = x.shape
@@ -356,6 +441,12 @@ def compile_only() -> None:
             _compile(ws_gemm, sig, {**shape, "BM": bm, "BN": bn, "BK": bk, "NBUF": nbuf, "PROGRAMS": SMS,
                                     "N_FAST": n_fast, "EPI": epi, "PRODUCER_REGS": 40}, warps, maxnreg,
                      f"ws {v} {epi!r}")
+    for v in PP_VARIANTS:
+        bm, bn, bk, nbuf, n_fast = v
+        for epi in ("", "gelu", "res"):
+            _compile(pp_gemm, sig, {**shape, "BM": bm, "BN": bn, "BK": bk, "NBUF": nbuf, "PROGRAMS": SMS,
+                                    "N_FAST": n_fast, "EPI": epi, "CONSUMER_REGS": 232, "PRODUCER_REGS": 40}, 4, 168,
+                     f"pp {v} {epi!r}")
     sig = {**sig, "ws": "*fp32", "flags": "*i32"}
     for v in SK_VARIANTS:
         bm, bn, bk, nbuf, warps, n_fast, res_tma = v
@@ -365,7 +456,9 @@ def compile_only() -> None:
                                     "PRODUCER_REGS": 40}, warps, 168, f"sk {v} {epi!r}")
 
 
-def smoke() -> None:
+def smoke(kind: str) -> None:
+    """Run each ``kind`` ("sk" or "pp") variant three times on vit's fc2 (+ residual) and check it; exit 1 on a
+    wrong result. Run in a time-limited subprocess: a program waiting on a flag or barrier forever hangs."""
     triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
     M, N, K = 6304, 768, 3072
     x = torch.randn(M, K, device="cuda", dtype=torch.float16)
@@ -374,38 +467,44 @@ def smoke() -> None:
     r = torch.randn(M, N, device="cuda", dtype=torch.float16)
     ref = torch.addmm(b, x, w).float() + r.float()
     bad = 0
-    for v in SK_VARIANTS:
+    for v in SK_VARIANTS if kind == "sk" else PP_VARIANTS:
         y = torch.full((M, N), float("nan"), device="cuda", dtype=torch.float16)
-        fn = _sk_launch(v, x, w, b, r, y, "res")
-        for _ in range(3):  # the flags must come back lowered for the next launch
+        fn = (_sk_launch if kind == "sk" else _pp_launch)(v, x, w, b, r, y, "res")
+        for _ in range(3):  # stream-K's flags must come back lowered for the next launch
             fn()
         torch.cuda.synchronize()
         err = float((y.float() - ref).abs().max() / ref.abs().max())
-        print(f"smoke sk {v}: rel err {err:.1e}", flush=True)
+        print(f"smoke {kind} {v}: rel err {err:.1e}", flush=True)
         bad += not err < 1e-2
     sys.exit(1 if bad else 0)
+
+
+def _smoke_ok(kind: str) -> bool:
+    import subprocess
+    try:
+        ok = subprocess.run([sys.executable, __file__, "--smoke", kind], timeout=90).returncode == 0
+    except subprocess.TimeoutExpired:
+        ok = False
+    if not ok:
+        print(f"{kind} smoke run failed or hung: its variants are skipped", flush=True)
+    return ok
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
     ap.add_argument("--compile-only", action="store_true")
-    ap.add_argument("--smoke", action="store_true", help="run each stream-K variant once on vit fc2 and check it")
+    ap.add_argument("--smoke", choices=("sk", "pp"), help="run each stream-K or ping-pong variant once and check it")
     args = ap.parse_args()
     if args.compile_only:
         compile_only()
         return
     if args.smoke:
-        smoke()
+        smoke(args.smoke)
         return
-    import subprocess
-    try:  # a stream-K program that waited forever would hang the GPU run: try them once, time-limited
-        sk_ok = subprocess.run([sys.executable, __file__, "--smoke"], timeout=90).returncode == 0
-    except subprocess.TimeoutExpired:
-        sk_ok = False
-    if not sk_ok:
-        print("stream-K smoke run failed or hung: stream-K variants skipped", flush=True)
+    if not _smoke_ok("sk"):  # a kernel that waited forever would hang the GPU run: try each kind first
         SK_VARIANTS.clear()
+    pp_ok = _smoke_ok("pp")
     from triton.testing import do_bench_cudagraph
 
     from benchmarks.tma_micro import time_variant
@@ -437,6 +536,11 @@ def main() -> None:
             row = time_variant(f"ws {v}", functools.partial(_launch, v, x, w, b, r, y, epi), y, ref, flops, cublas)
             if row:
                 rows.append({"gemm": name, "M": M, "N": N, "K": K, "epi": epi, "variant": v, **row})
+        for v in PP_VARIANTS if pp_ok else ():
+            y = torch.full((M, N), float("nan"), device="cuda", dtype=torch.float16)
+            row = time_variant(f"pp {v}", functools.partial(_pp_launch, v, x, w, b, r, y, epi), y, ref, flops, cublas)
+            if row:
+                rows.append({"gemm": name, "M": M, "N": N, "K": K, "epi": epi, "variant": ("pp", *v), **row})
         for v in SK_VARIANTS:
             if v[-1] and epi != "res":
                 continue
