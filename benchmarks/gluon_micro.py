@@ -135,21 +135,30 @@ def _epilogue(acc, off_m, off_n, bias, res, c_smem, y_desc, M: gl.constexpr, N: 
 
 
 @gluon.jit
-def _pp_consumer(a_bufs, b_bufs, c_bufs, ready, empty, y_desc, bias, res, M: gl.constexpr, N: gl.constexpr,
+def _pp_consumer(a_bufs, b_bufs, c_bufs, ready, empty, turn, y_desc, bias, res, M: gl.constexpr, N: gl.constexpr,
                  K: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, NBUF: gl.constexpr,
                  PROGRAMS: gl.constexpr, N_FAST: gl.constexpr, EPI: gl.constexpr, ROLE: gl.constexpr):
     """Ping-pong: one warpgroup owns every other tile of the program (local tile j with j % 2 == ROLE),
     whole. The producer fills the ring tile after tile, so while one warpgroup runs its epilogue the other's
-    stages are already landing and its MMAs keep the tensor cores busy."""
+    stages are already landing and its MMAs keep the tensor cores busy.
+
+    The main loops take turns (``turn``: warpgroup r waits on turn[r], then hands over on turn[1 - r]). Without
+    that, the second warpgroup would wait on a ready barrier many phases ahead of it, and an mbarrier wait
+    only tells the parity of a phase: it would take the first warpgroup's stage for its own."""
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[gl.num_warps(), 1],
                                                   instr_shape=[16, BN, 16])
     tiles: gl.constexpr = ((M + BM - 1) // BM) * ((N + BN - 1) // BN)
     ksteps: gl.constexpr = (K + BK - 1) // BK
     c_smem = c_bufs.index(ROLE)
     j = ROLE
+    n = 0  # main loops this warpgroup has run
     for t in range(gl.program_id(0) + ROLE * PROGRAMS, tiles, 2 * PROGRAMS):
         off_m, off_n = _tile_of(t, M, N, BM, BN, N_FAST)
         acc = gl.zeros((BM, BN), dtype=gl.float32, layout=mma)
+        if ROLE == 1:
+            mbarrier.wait(turn.index(1), n & 1)
+        else:
+            mbarrier.wait(turn.index(0), (n - 1) & 1, pred=n > 0)  # warpgroup 0 starts the first tile
         i = j * ksteps  # the ring position of this tile's first stage (the producer's order)
         for kk in range(ksteps):
             s = i % NBUF
@@ -158,6 +167,8 @@ def _pp_consumer(a_bufs, b_bufs, c_bufs, ready, empty, y_desc, bias, res, M: gl.
             acc = warpgroup_mma_wait(1, deps=(acc,))
             mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF), pred=kk > 0)
             i += 1
+        mbarrier.arrive(turn.index(1 - ROLE))  # every stage of this tile has landed: the other may start
+        n += 1
         acc = warpgroup_mma_wait(0, deps=(acc,))
         mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF))
         _epilogue(acc, off_m, off_n, bias, res, c_smem, y_desc, M, N, BM, BN, EPI)
@@ -182,14 +193,17 @@ def pp_gemm(x, w, bias, res, y, M: gl.constexpr, N: gl.constexpr, K: gl.constexp
     c_bufs = gl.allocate_shared_memory(gl.float16, [2, BM, BN], c_l)
     ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for s in gl.static_range(NBUF):
         mbarrier.init(ready.index(s), count=1)
         mbarrier.init(empty.index(s), count=1)
+    for r in gl.static_range(2):
+        mbarrier.init(turn.index(r), count=1)
     gl.warp_specialize([
-        (_pp_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, y_desc, bias, res, M, N, K, BM, BN, BK, NBUF, PROGRAMS,
-                        N_FAST, EPI, 0)),
-        (_pp_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, y_desc, bias, res, M, N, K, BM, BN, BK, NBUF, PROGRAMS,
-                        N_FAST, EPI, 1)),
+        (_pp_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, turn, y_desc, bias, res, M, N, K, BM, BN, BK, NBUF,
+                        PROGRAMS, N_FAST, EPI, 0)),
+        (_pp_consumer, (a_bufs, b_bufs, c_bufs, ready, empty, turn, y_desc, bias, res, M, N, K, BM, BN, BK, NBUF,
+                        PROGRAMS, N_FAST, EPI, 1)),
         (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, BM, BN, BK, NBUF, PROGRAMS, N_FAST)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
