@@ -139,8 +139,9 @@ def test_wave_tail_rule():
     assert wave_tail(6304, 768, 128, 128, 8, 1, torch.float32) is None
 
 
-@pytest.mark.parametrize("n_fastest", [False, True])
-def test_wave_tail_kernel_matches_torch(gen, monkeypatch, n_fastest):
+@pytest.mark.parametrize(("n_fastest", "dtype"), [(False, torch.float16), (True, torch.float16),
+                                                   (False, torch.bfloat16)])
+def test_wave_tail_kernel_matches_torch(gen, monkeypatch, n_fastest, dtype):
     """The split kernel (whole waves of 128-row tiles, then 64-row tiles) computes the same GEMM and epilogue
     as PyTorch, in both program orders; a GPU of 4 SMs makes a problem the interpreter runs split."""
     import trtjit.codegen.gemm as gemm
@@ -157,9 +158,9 @@ def test_wave_tail_kernel_matches_torch(gen, monkeypatch, n_fastest):
         def forward(self, x, r):
             return nn.functional.gelu(self.fc(x)) + r
 
-    model = Block().eval().half()
-    x = torch.randn(3, 100, 64, generator=gen).half()   # 300 rows: 3 x 2 tiles of 128x128 on 4 "SMs"
-    r = torch.randn(3, 100, 256, generator=gen).half()
+    model = Block().eval().to(dtype)
+    x = torch.randn(3, 100, 64, generator=gen).to(dtype)   # 300 rows: 3 x 2 tiles of 128x128 on 4 "SMs"
+    r = torch.randn(3, 100, 256, generator=gen).to(dtype)
     engine = trtjit.compile(model, (x, r))
     (k,) = [k for k in engine.kernels if k.template == "gemm"]
     assert "def _gemm_tile(" in k.source and "rows from 256 in 64-row tiles" in k.source
