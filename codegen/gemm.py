@@ -202,8 +202,9 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         prec = "int8"  # int8 x int8 -> int32 (see _int8_accumulator)
     if A.dtype == torch.float8_e4m3fn:
         prec = "fp8"  # e4m3 x e4m3 -> fp32 (Hopper/Ada fp8 tensor cores; see _fp8_block_k)
+    tail = None  # a wave-tail matmul: (rows of the main tiles, N fastest) for its entry
     if anchor.op == "matmul":
-        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars, problem = _matmul_mainloop(
+        dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars, problem, tail = _matmul_mainloop(
             w, A, B, out_shape, prec, kin)
     else:
         dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars, problem = _conv_mainloop(
@@ -253,10 +254,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         w(f"tl.store({ptr} + {full_tile(off, m_vars)}, {store_cast(em.value(v, kin.node), spec.dtype)}, mask=mask)")
     epi = ", ".join(f"{n.name} ({n.op})" for n in kin.body if n.op not in ("input", "constant"))
     doc = f"{anchor.op} {list(out_shape)} with epilogue: {epi}"
-    main_rows = _main_rows(problem, consts, warps, A.dtype) if anchor.op == "matmul" else None
-    if main_rows is not None:
-        src = _wave_tail_entry(w, name, kin.pointers, consts, doc, main_rows, problem["N"],
-                               _n_fastest(problem, consts["BLOCK_N"], consts["BLOCK_M"], A.dtype))
+    if tail is not None:
+        src = _wave_tail_entry(w, name, kin.pointers, consts, doc, *tail, problem["N"])
     else:
         src = w.source(name, kin.pointers, list(consts), doc)
     return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
@@ -265,18 +264,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
                       tile=str(kin.tile.get("source", "tuned")) if kin.tile else "heuristic")
 
 
-def _n_fastest(problem: dict[str, int], bn: int, bm: int, dtype: torch.dtype) -> bool:
-    """Whether a matmul launches its N tiles fastest (``N_FASTEST_A_BYTES``)."""
-    M, N, K = problem["M"], problem["N"], problem["K"]
-    return not is_dynamic(M) and N > bn and cdiv(M, bm) <= MAX_GRID_Y and M * K * dtype.itemsize >= N_FASTEST_A_BYTES
-
-
-def _main_rows(problem: dict[str, int], consts: dict[str, int], warps: int, dtype: torch.dtype) -> int | None:
-    return wave_tail(problem["M"], problem["N"], consts["BLOCK_M"], consts["BLOCK_N"], warps, problem["batch"], dtype)
-
-
 def _wave_tail_entry(body: Writer, name: str, pointers: list[str], consts: dict[str, int], doc: str,
-                     main_rows: int, N: int, n_fastest: bool) -> str:
+                     main_rows: int, n_fastest: bool, N: int) -> str:
     """The source of a wave-tail GEMM (``wave_tail``): the template's body as ``_gemm_tile`` (one tile at
     pid_m, pid_n of its block shape), and an entry whose first programs run the BLOCK_M tiles of rows
     [0, main_rows) and the rest ``TAIL_M``-row tiles of the rows after them."""
@@ -313,10 +302,11 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     fold = nb > 0 and all(bstride(B, b_batch, j) == 0 for j in range(nb))
     mrows = (math.prod(batch) * M) if fold else M
     nbatch = 1 if fold else math.prod(batch)
-    bm, bn, bk, warps, stages = _pick_tile(kin, {"M": mrows, "N": N, "K": K, "batch": nbatch}, A.dtype)
-    bk = _dot_block_k(bk, prec)
     problem = {"M": mrows, "N": N, "K": K, "batch": nbatch}
-    n_fastest = _n_fastest(problem, bn, bm, A.dtype)
+    bm, bn, bk, warps, stages = _pick_tile(kin, problem, A.dtype)
+    bk = _dot_block_k(bk, prec)
+    n_fastest = not is_dynamic(mrows) and N > bn and cdiv(mrows, bm) <= MAX_GRID_Y \
+        and mrows * K * A.dtype.itemsize >= N_FASTEST_A_BYTES
     main_rows = wave_tail(mrows, N, bm, bn, warps, nbatch, A.dtype)
     if main_rows is None:  # (a wave-tail kernel is a tile function; its entry passes pid_m, pid_n, pid_b)
         w("pid_n = tl.program_id(0)" if n_fastest else "pid_m = tl.program_id(0)")  # see N_FASTEST_A_BYTES
@@ -392,7 +382,7 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
         grid = (main_rows // bm * tn + cdiv(mrows - main_rows, TAIL_M) * tn, 1, 1)
     m_vars = {"rm", "m"} | ({names[j] for j in range(nb)} if fold else set())
     return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
-        (warps, stages), m_vars, problem
+        (warps, stages), m_vars, problem, None if main_rows is None else (main_rows, n_fastest)
 
 
 def full_tile(off: str, m_vars: set[str]) -> str:
