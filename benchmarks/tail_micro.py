@@ -25,7 +25,7 @@ import triton.language as tl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.ws_micro import _epilogue  # noqa: E402
+from benchmarks.ws_micro import ptr_tile  # noqa: E402
 
 SMS = 132
 # (name, M, N, K, gelu, trtjit's tile (BM, BN, warps, stages), N fastest)
@@ -38,23 +38,6 @@ TAILS = {128: [(64, 64), (64, 128)], 256: [(64, 128), (64, 256)]}
 
 
 @triton.jit
-def _tile(x, w, bias, y, off_m, off_n, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BM: tl.constexpr,
-          BN: tl.constexpr, BK: tl.constexpr, GELU: tl.constexpr):
-    """One BM x BN output tile, trtjit's main loop: clamped rows, no load masks, pointer loads."""
-    rm = off_m + tl.arange(0, BM)[:, None]
-    rn = off_n + tl.arange(0, BN)[None, :]
-    rk = tl.arange(0, BK)
-    a_ptrs = x + (rm % M) * K + rk[None, :]
-    b_ptrs = w + rn + rk[:, None] * N
-    acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for _ in range(0, K, BK):
-        acc = tl.dot(tl.load(a_ptrs), tl.load(b_ptrs), acc)
-        a_ptrs += BK
-        b_ptrs += BK * N
-    _epilogue(acc, bias, y, rm, rn, M, N, GELU)
-
-
-@triton.jit
 def plain(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
           BK: tl.constexpr, GELU: tl.constexpr, N_FAST: tl.constexpr):
     tn: tl.constexpr = (N + BN - 1) // BN
@@ -64,7 +47,7 @@ def plain(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BM: 
         pm, pn = pid // tn, pid % tn
     else:
         pm, pn = pid % tm, pid // tm
-    _tile(x, w, bias, y, pm * BM, pn * BN, M, N, K, BM, BN, BK, GELU)
+    ptr_tile(x, w, bias, y, pm * BM, pn * BN, M, N, K, BM, BN, BK, GELU)
 
 
 @triton.jit
@@ -82,11 +65,11 @@ def tail_split(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
             pm, pn = pid // tn, pid % tn
         else:
             pm, pn = pid % tm, pid // tm
-        _tile(x, w, bias, y, pm * BM, pn * BN, M, N, K, BM, BN, BK, GELU)
+        ptr_tile(x, w, bias, y, pm * BM, pn * BN, M, N, K, BM, BN, BK, GELU)
     else:
         t = pid - main
         ttn: tl.constexpr = (N + TBN - 1) // TBN
-        _tile(x, w, bias, y, MAIN_ROWS + (t // ttn) * TBM, (t % ttn) * TBN, M, N, K, TBM, TBN, BK, GELU)
+        ptr_tile(x, w, bias, y, MAIN_ROWS + (t // ttn) * TBM, (t % ttn) * TBN, M, N, K, TBM, TBN, BK, GELU)
 
 
 def main_rows(M: int, N: int, bm: int, bn: int) -> int:

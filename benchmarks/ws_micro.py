@@ -59,11 +59,11 @@ def _epilogue(acc, bias, y, rm, rn, M, N, GELU: tl.constexpr):
 
 
 @triton.jit
-def ptr_kernel(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr,
-               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GELU: tl.constexpr):
-    """trtjit's current main loop: clamped rows, no load masks, pointer loads."""
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+def ptr_tile(x, w, bias, y, off_m, off_n, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr,
+             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GELU: tl.constexpr):
+    """One output tile through trtjit's main loop: clamped rows, no load masks, pointer loads."""
+    rm = off_m + tl.arange(0, BLOCK_M)[:, None]
+    rn = off_n + tl.arange(0, BLOCK_N)[None, :]
     rk = tl.arange(0, BLOCK_K)
     a_ptrs = x + (rm % M) * K + rk[None, :]
     b_ptrs = w + rn + rk[:, None] * N
@@ -73,6 +73,14 @@ def ptr_kernel(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K * N
     _epilogue(acc, bias, y, rm, rn, M, N, GELU)
+
+
+@triton.jit
+def ptr_kernel(x, w, bias, y, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GELU: tl.constexpr):
+    """trtjit's current main loop over a (M blocks, N blocks) grid."""
+    ptr_tile(x, w, bias, y, tl.program_id(0) * BLOCK_M, tl.program_id(1) * BLOCK_N, M, N, K, BLOCK_M, BLOCK_N,
+             BLOCK_K, GELU)
 
 
 @triton.jit
