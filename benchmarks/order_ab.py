@@ -31,17 +31,49 @@ from benchmarks.bench import interleaved, rel_err  # noqa: E402
 from benchmarks.kernel_profile import device_times, launch_names  # noqa: E402
 from benchmarks.models import fp16_cuda  # noqa: E402
 from benchmarks.pdl_ab import fresh  # noqa: E402
+from trtjit.cuda_launcher import current_arch  # noqa: E402
 
 
-def build(model, inputs, arch: str, threshold: int | None):
-    saved = gemm.N_FASTEST_A_BYTES
-    if threshold is not None:
-        gemm.N_FASTEST_A_BYTES = threshold
+def build_with(model, inputs, **patch) -> tuple[object, float]:
+    """An engine with cubins for this GPU, built with ``codegen.gemm``'s attributes in ``patch`` set for the
+    build only, and its build seconds."""
+    saved = {k: getattr(gemm, k) for k in patch}
+    for k, v in patch.items():
+        setattr(gemm, k, v)
     try:
         t0 = time.perf_counter()
-        return trtjit.compile(model, inputs, targets=[arch]), time.perf_counter() - t0
+        engine = trtjit.compile(model, inputs, targets=[current_arch(inputs[0].device)])
+        return engine, round(time.perf_counter() - t0, 2)
     finally:
-        gemm.N_FASTEST_A_BYTES = saved
+        for k, v in saved.items():
+            setattr(gemm, k, v)
+
+
+def compare(name: str, batch: int, model, inputs, builds: dict[str, tuple], gen: torch.Generator, checks: int,
+            profile: bool) -> dict:
+    """One row of an A/B: each build (``build_with``'s result) checked against eager PyTorch on ``checks``
+    fresh random inputs, timed interleaved, and (``profile``) the time of each distinct GEMM problem."""
+    engines = {k: e for k, (e, _) in builds.items()}
+    row: dict = {"model": name, "batch": batch, "build_s": {k: s for k, (_, s) in builds.items()}}
+    errs = {k: 0.0 for k in engines}
+    for _ in range(checks):
+        xs = fresh(inputs, gen)
+        with torch.no_grad():
+            ref = model(*xs)
+            for k, e in engines.items():
+                errs[k] = max(errs[k], rel_err(e(*xs), ref))
+    row["rel_err"] = errs
+    with torch.no_grad():
+        row["ms"] = {k: round(v, 4) for k, v in interleaved(engines, inputs, rounds=7).items()}
+    if profile:
+        row["gemm_ms"] = {k: gemm_ms(e, inputs) for k, e in engines.items()}
+    return row
+
+
+def print_gemm_ms(row: dict) -> None:
+    for variant, probs in row.get("gemm_ms", {}).items():
+        for prob, t in sorted(probs.items(), key=lambda kv: -kv[1]):
+            print(f"    {variant:9s} {prob:45s} {t * 1e3:8.1f} us per forward", flush=True)
 
 
 def gemm_ms(engine, inputs) -> dict[str, float]:
@@ -64,35 +96,20 @@ def main() -> None:
     ap.add_argument("--checks", type=int, default=2)
     ap.add_argument("--json")
     args = ap.parse_args()
-    cap = torch.cuda.get_device_capability()
-    arch = f"sm_{cap[0]}{cap[1]}"
-    print(f"card: {torch.cuda.get_device_name()}; torch {torch.__version__}; {arch}", flush=True)
+    print(f"card: {torch.cuda.get_device_name()}; torch {torch.__version__}; {current_arch()}", flush=True)
     gen = torch.Generator().manual_seed(4321)
     rows = []
     for name in args.models.split(","):
         model, inputs = fp16_cuda(name, args.batch)
-        engines = {"rule": build(model, inputs, arch, None), "n_fastest": build(model, inputs, arch, 0),
-                   "m_fastest": build(model, inputs, arch, 1 << 62)}
-        row: dict = {"model": name, "batch": args.batch, "build_s": {k: round(v[1], 2) for k, v in engines.items()}}
-        errs = {k: 0.0 for k in engines}
-        for _ in range(args.checks):
-            xs = fresh(inputs, gen)
-            with torch.no_grad():
-                ref = model(*xs)
-                for k, (e, _) in engines.items():
-                    errs[k] = max(errs[k], rel_err(e(*xs), ref))
-        row["rel_err"] = errs
-        with torch.no_grad():
-            ms = interleaved({k: e for k, (e, _) in engines.items()}, inputs, rounds=7)
-        row["ms"] = {k: round(v, 4) for k, v in ms.items()}
+        builds = {"rule": build_with(model, inputs), "n_fastest": build_with(model, inputs, N_FASTEST_A_BYTES=0),
+                  "m_fastest": build_with(model, inputs, N_FASTEST_A_BYTES=1 << 62)}
+        row = compare(name, args.batch, model, inputs, builds, gen, args.checks, profile=True)
+        ms = row["ms"]
         row["speedup"] = {k: round(ms["m_fastest"] / ms[k], 4) for k in ("rule", "n_fastest")}
-        row["gemm_ms"] = {k: gemm_ms(e, inputs) for k, (e, _) in engines.items()}
         print(json.dumps({k: v for k, v in row.items() if k != "gemm_ms"}), flush=True)
-        for order in engines:
-            for prob, t in sorted(row["gemm_ms"][order].items(), key=lambda kv: -kv[1]):
-                print(f"    {order:9s} {prob:45s} {t * 1e3:8.1f} us per forward", flush=True)
+        print_gemm_ms(row)
         rows.append(row)
-        del engines
+        del builds
         torch.cuda.empty_cache()
     print("\n| model | batch | M fastest ms | N fastest ms | rule ms | speedup N fastest | speedup rule | max rel err |")
     print("|---|---|---|---|---|---|---|---|")
