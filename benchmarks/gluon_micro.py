@@ -70,22 +70,28 @@ def _tile_of(t, M: gl.constexpr, N: gl.constexpr, BM: gl.constexpr, BN: gl.const
 
 
 @gluon.jit
+def _load_stage(a_desc, b_desc, a_bufs, b_bufs, ready, empty, i, off_m, off_n, k, NBUF: gl.constexpr):
+    """The producer's step i: once the consumers have released stage i % NBUF, TMA-load A [off_m, k] and
+    B [k, off_n] into it, signalling its ready barrier when they land."""
+    s = i % NBUF
+    mbarrier.wait(empty.index(s), ((i // NBUF) & 1) ^ 1)
+    mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(a_desc, [off_m, k], ready.index(s), a_bufs.index(s))
+    tma.async_copy_global_to_shared(b_desc, [k, off_n], ready.index(s), b_bufs.index(s))
+
+
+@gluon.jit
 def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M: gl.constexpr, N: gl.constexpr, K: gl.constexpr,
               BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, NBUF: gl.constexpr, PROGRAMS: gl.constexpr,
               N_FAST: gl.constexpr):
     """One warp: stream A and B tiles of every tile this program owns into the ring of NBUF stages."""
     tiles: gl.constexpr = ((M + BM - 1) // BM) * ((N + BN - 1) // BN)
     ksteps: gl.constexpr = (K + BK - 1) // BK
-    nbytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
     i = 0
     for t in range(gl.program_id(0), tiles, PROGRAMS):
         off_m, off_n = _tile_of(t, M, N, BM, BN, N_FAST)
         for kk in range(ksteps):
-            s = i % NBUF
-            mbarrier.wait(empty.index(s), ((i // NBUF) & 1) ^ 1)
-            mbarrier.expect(ready.index(s), nbytes)
-            tma.async_copy_global_to_shared(a_desc, [off_m, kk * BK], ready.index(s), a_bufs.index(s))
-            tma.async_copy_global_to_shared(b_desc, [kk * BK, off_n], ready.index(s), b_bufs.index(s))
+            _load_stage(a_desc, b_desc, a_bufs, b_bufs, ready, empty, i, off_m, off_n, kk * BK, NBUF)
             i += 1
 
 
@@ -102,33 +108,54 @@ def _consumer(a_bufs, b_bufs, c_smem, ready, empty, y_desc, bias, res, M: gl.con
     i = 0
     for t in range(gl.program_id(0), tiles, PROGRAMS):
         off_m, off_n = _tile_of(t, M, N, BM, BN, N_FAST)
-        acc = gl.zeros((BM, BN), dtype=gl.float32, layout=mma)
-        for kk in range(ksteps):
-            s = i % NBUF
-            mbarrier.wait(ready.index(s), (i // NBUF) & 1)
-            acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s), acc, is_async=True)
-            acc = warpgroup_mma_wait(1, deps=(acc,))
-            mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF), pred=kk > 0)
-            i += 1
-        acc = warpgroup_mma_wait(0, deps=(acc,))
-        mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF))
+        acc, i = _k_loop(gl.zeros((BM, BN), dtype=gl.float32, layout=mma), a_bufs, b_bufs, ready, empty, i, ksteps,
+                         NBUF)
+        acc = _k_loop_end(acc, empty, i, NBUF)
         _epilogue(acc, off_m, off_n, bias, res, c_smem, y_desc, M, N, BM, BN, EPI)
     tma.store_wait(0)
 
 
 @gluon.jit
+def _k_loop(acc, a_bufs, b_bufs, ready, empty, i, ksteps, NBUF: gl.constexpr):
+    """``ksteps`` k steps from ring position i: wgmma on each stage once it has landed, one MMA in flight,
+    releasing each stage once the MMA that read it has retired (Triton syncs the partition's warps before its
+    one thread arrives). Returns the accumulator (its last MMA still in flight) and the next position."""
+    for kk in range(ksteps):
+        s = i % NBUF
+        mbarrier.wait(ready.index(s), (i // NBUF) & 1)
+        acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s), acc, is_async=True)
+        acc = warpgroup_mma_wait(1, deps=(acc,))
+        mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF), pred=kk > 0)
+        i += 1
+    return acc, i
+
+
+@gluon.jit
+def _k_loop_end(acc, empty, i, NBUF: gl.constexpr):
+    """Retire the last MMA of a ``_k_loop`` and release its stage."""
+    acc = warpgroup_mma_wait(0, deps=(acc,))
+    mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF))
+    return acc
+
+
+@gluon.jit
 def _epilogue(acc, off_m, off_n, bias, res, c_smem, y_desc, M: gl.constexpr, N: gl.constexpr, BM: gl.constexpr,
-              BN: gl.constexpr, EPI: gl.constexpr):
-    """Bias (+ GELU or + residual) on an accumulator tile, then its TMA store through ``c_smem``."""
+              BN: gl.constexpr, EPI: gl.constexpr, RES_SMEM: gl.constexpr = False):
+    """Bias (+ GELU or + residual) on an accumulator tile, then its TMA store through ``c_smem``. With
+    RES_SMEM the residual tile is already in ``c_smem`` (TMA-loaded after the previous store drained)."""
     rn = off_n + gl.arange(0, BN, layout=gl.SliceLayout(0, acc.type.layout))
     acc = acc + gl.expand_dims(gl.load(bias + rn, mask=rn < N, other=0.0).to(gl.float32), 0)
     if EPI == "gelu":
         acc = _gelu(acc)
     if EPI == "res":
-        rm = off_m + gl.arange(0, BM, layout=gl.SliceLayout(1, acc.type.layout))
-        ptrs = res + gl.expand_dims(rm, 1) * N + gl.expand_dims(rn, 0)
-        acc = acc + gl.load(ptrs, mask=gl.expand_dims(rm < M, 1), other=0.0).to(gl.float32)
-    tma.store_wait(0)
+        if RES_SMEM:
+            acc = acc + c_smem.load(acc.type.layout).to(gl.float32)
+        else:
+            rm = off_m + gl.arange(0, BM, layout=gl.SliceLayout(1, acc.type.layout))
+            ptrs = res + gl.expand_dims(rm, 1) * N + gl.expand_dims(rn, 0)
+            acc = acc + gl.load(ptrs, mask=gl.expand_dims(rm < M, 1), other=0.0).to(gl.float32)
+    if not RES_SMEM:
+        tma.store_wait(0)
     c_smem.store(acc.to(gl.float16))
     fence_async_shared()
     tma.async_copy_shared_to_global(y_desc, [off_m, off_n], c_smem)
@@ -159,21 +186,37 @@ def _pp_consumer(a_bufs, b_bufs, c_bufs, ready, empty, turn, y_desc, bias, res, 
             mbarrier.wait(turn.index(1), n & 1)
         else:
             mbarrier.wait(turn.index(0), (n - 1) & 1, pred=n > 0)  # warpgroup 0 starts the first tile
-        i = j * ksteps  # the ring position of this tile's first stage (the producer's order)
-        for kk in range(ksteps):
-            s = i % NBUF
-            mbarrier.wait(ready.index(s), (i // NBUF) & 1)
-            acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s), acc, is_async=True)
-            acc = warpgroup_mma_wait(1, deps=(acc,))
-            mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF), pred=kk > 0)
-            i += 1
+        # from the ring position of this tile's first stage (the producer's order)
+        acc, i = _k_loop(acc, a_bufs, b_bufs, ready, empty, j * ksteps, ksteps, NBUF)
         mbarrier.arrive(turn.index(1 - ROLE))  # every stage of this tile has landed: the other may start
         n += 1
-        acc = warpgroup_mma_wait(0, deps=(acc,))
-        mbarrier.arrive(empty.index((i + NBUF - 1) % NBUF))
+        acc = _k_loop_end(acc, empty, i, NBUF)
         _epilogue(acc, off_m, off_n, bias, res, c_smem, y_desc, M, N, BM, BN, EPI)
         j += 2
     tma.store_wait(0)
+
+
+# The shared-memory layout of every 16-bit tile whose rows span 128 bytes or more (B, C and residual tiles).
+SWIZZLE_128: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+
+
+@gluon.jit
+def _ring(x, w, y, M: gl.constexpr, N: gl.constexpr, K: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+          BK: gl.constexpr, NBUF: gl.constexpr):
+    """What every kernel here sets up: device-side TMA descriptors of x [M, K], w [K, N] and y [M, N] (all
+    row-contiguous), the ring of NBUF A and B stages, and its ready and empty barriers (one arrival each)."""
+    a_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(128, BK * 2), element_bitwidth=16, rank=2)
+    a_desc = tma.make_tensor_descriptor(x, [M, K], [K, 1], [BM, BK], a_l)
+    b_desc = tma.make_tensor_descriptor(w, [K, N], [N, 1], [BK, BN], SWIZZLE_128)
+    y_desc = tma.make_tensor_descriptor(y, [M, N], [N, 1], [BM, BN], SWIZZLE_128)
+    a_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BM, BK], a_l)
+    b_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BK, BN], SWIZZLE_128)
+    ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(NBUF):
+        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(empty.index(s), count=1)
+    return a_desc, b_desc, y_desc, a_bufs, b_bufs, ready, empty
 
 
 @gluon.jit
@@ -182,21 +225,9 @@ def pp_gemm(x, w, bias, res, y, M: gl.constexpr, N: gl.constexpr, K: gl.constexp
             EPI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """ws_gemm with two consumer warpgroups on alternate tiles (the kernel's 4 warps and a 4-warp worker)
     instead of two on halves of each tile, and the producer warp as a second worker."""
-    a_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(128, BK * 2), element_bitwidth=16, rank=2)
-    b_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    c_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    a_desc = tma.make_tensor_descriptor(x, [M, K], [K, 1], [BM, BK], a_l)
-    b_desc = tma.make_tensor_descriptor(w, [K, N], [N, 1], [BK, BN], b_l)
-    y_desc = tma.make_tensor_descriptor(y, [M, N], [N, 1], [BM, BN], c_l)
-    a_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BM, BK], a_l)
-    b_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BK, BN], b_l)
-    c_bufs = gl.allocate_shared_memory(gl.float16, [2, BM, BN], c_l)
-    ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    a_desc, b_desc, y_desc, a_bufs, b_bufs, ready, empty = _ring(x, w, y, M, N, K, BM, BN, BK, NBUF)
+    c_bufs = gl.allocate_shared_memory(gl.float16, [2, BM, BN], SWIZZLE_128)
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for s in gl.static_range(NBUF):
-        mbarrier.init(ready.index(s), count=1)
-        mbarrier.init(empty.index(s), count=1)
     for r in gl.static_range(2):
         mbarrier.init(turn.index(r), count=1)
     gl.warp_specialize([
@@ -214,20 +245,8 @@ def ws_gemm(x, w, bias, res, y, M: gl.constexpr, N: gl.constexpr, K: gl.constexp
             EPI: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """y = epilogue(x @ w + bias): x [M, K], w [K, N], y [M, N] fp16, all row-contiguous. Descriptors are made
     on the device (global scratch), so the launch takes plain pointers."""
-    a_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(128, BK * 2), element_bitwidth=16, rank=2)
-    b_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    c_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    a_desc = tma.make_tensor_descriptor(x, [M, K], [K, 1], [BM, BK], a_l)
-    b_desc = tma.make_tensor_descriptor(w, [K, N], [N, 1], [BK, BN], b_l)
-    y_desc = tma.make_tensor_descriptor(y, [M, N], [N, 1], [BM, BN], c_l)
-    a_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BM, BK], a_l)
-    b_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BK, BN], b_l)
-    c_smem = gl.allocate_shared_memory(gl.float16, [BM, BN], c_l)
-    ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-    for s in gl.static_range(NBUF):
-        mbarrier.init(ready.index(s), count=1)
-        mbarrier.init(empty.index(s), count=1)
+    a_desc, b_desc, y_desc, a_bufs, b_bufs, ready, empty = _ring(x, w, y, M, N, K, BM, BN, BK, NBUF)
+    c_smem = gl.allocate_shared_memory(gl.float16, [BM, BN], SWIZZLE_128)
     gl.warp_specialize([
         (_consumer, (a_bufs, b_bufs, c_smem, ready, empty, y_desc, bias, res, M, N, K, BM, BN, BK, NBUF, PROGRAMS,
                      N_FAST, EPI)),
@@ -254,18 +273,12 @@ def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M: gl.constexpr, 
                  K: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, NBUF: gl.constexpr,
                  PROGRAMS: gl.constexpr, N_FAST: gl.constexpr):
     ksteps: gl.constexpr = (K + BK - 1) // BK
-    nbytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
     start, end = _sk_span(M, N, K, BM, BN, BK, PROGRAMS)
     i = 0
     for it in range(start, end):
         tile = it // ksteps
         off_m, off_n = _tile_of(tile, M, N, BM, BN, N_FAST)
-        kk = it - tile * ksteps
-        s = i % NBUF
-        mbarrier.wait(empty.index(s), ((i // NBUF) & 1) ^ 1)
-        mbarrier.expect(ready.index(s), nbytes)
-        tma.async_copy_global_to_shared(a_desc, [off_m, kk * BK], ready.index(s), a_bufs.index(s))
-        tma.async_copy_global_to_shared(b_desc, [kk * BK, off_n], ready.index(s), b_bufs.index(s))
+        _load_stage(a_desc, b_desc, a_bufs, b_bufs, ready, empty, i, off_m, off_n, (it - tile * ksteps) * BK, NBUF)
         i += 1
 
 
@@ -327,24 +340,10 @@ def _sk_consumer(a_bufs, b_bufs, c_smem, ready, empty, rbar, y_desc, r_desc, bia
                 acc += gl.load(ws + q * (BM * BN) + slot, cache_modifier=".cg")
                 done += base + (q < extra).to(gl.int32)
                 q += 1
-            rn = off_n + ln
-            acc = acc + gl.expand_dims(gl.load(bias + rn, mask=rn < N, other=0.0).to(gl.float32), 0)
-            if EPI == "gelu":
-                acc = _gelu(acc)
-            if EPI == "res":
-                if RES_TMA:
-                    mbarrier.wait(rbar, nres & 1)
-                    nres += 1
-                    acc = acc + c_smem.load(mma).to(gl.float32)
-                else:
-                    rm = off_m + lm
-                    ptrs = res + gl.expand_dims(rm, 1) * N + gl.expand_dims(rn, 0)
-                    acc = acc + gl.load(ptrs, mask=gl.expand_dims(rm < M, 1), other=0.0).to(gl.float32)
-            if not RES_TMA:
-                tma.store_wait(0)
-            c_smem.store(acc.to(gl.float16))
-            fence_async_shared()
-            tma.async_copy_shared_to_global(y_desc, [off_m, off_n], c_smem)
+            if RES_TMA:
+                mbarrier.wait(rbar, nres & 1)
+                nres += 1
+            _epilogue(acc, off_m, off_n, bias, res, c_smem, y_desc, M, N, BM, BN, EPI, RES_TMA)
         it += k1 - k0
     tma.store_wait(0)
 
@@ -355,22 +354,10 @@ def sk_gemm(x, w, bias, res, y, ws, flags, M: gl.constexpr, N: gl.constexpr, K: 
             EPI: gl.constexpr, RES_TMA: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """ws_gemm's partitions over a stream-K split: every program gets the same number of k steps, so the
     last wave is not a partial one. ws holds PROGRAMS fp32 [BM, BN] partials, flags PROGRAMS zeroed int32."""
-    a_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(128, BK * 2), element_bitwidth=16, rank=2)
-    b_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    c_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    a_desc = tma.make_tensor_descriptor(x, [M, K], [K, 1], [BM, BK], a_l)
-    b_desc = tma.make_tensor_descriptor(w, [K, N], [N, 1], [BK, BN], b_l)
-    y_desc = tma.make_tensor_descriptor(y, [M, N], [N, 1], [BM, BN], c_l)
-    r_desc = tma.make_tensor_descriptor(res, [M, N], [N, 1], [BM, BN], c_l)
-    a_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BM, BK], a_l)
-    b_bufs = gl.allocate_shared_memory(gl.float16, [NBUF, BK, BN], b_l)
-    c_smem = gl.allocate_shared_memory(gl.float16, [BM, BN], c_l)
-    ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    a_desc, b_desc, y_desc, a_bufs, b_bufs, ready, empty = _ring(x, w, y, M, N, K, BM, BN, BK, NBUF)
+    r_desc = tma.make_tensor_descriptor(res, [M, N], [N, 1], [BM, BN], SWIZZLE_128)
+    c_smem = gl.allocate_shared_memory(gl.float16, [BM, BN], SWIZZLE_128)
     rbar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    for s in gl.static_range(NBUF):
-        mbarrier.init(ready.index(s), count=1)
-        mbarrier.init(empty.index(s), count=1)
     mbarrier.init(rbar, count=1)
     gl.warp_specialize([
         (_sk_consumer, (a_bufs, b_bufs, c_smem, ready, empty, rbar, y_desc, r_desc, bias, res, ws, flags, M, N, K,
