@@ -107,8 +107,7 @@ def main() -> None:
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
-    cap = torch.cuda.get_device_capability()
-    arch = f"sm_{cap[0]}{cap[1]}"
+    arch = cuda_launcher.current_arch()
     print(f"card: {torch.cuda.get_device_name()}; torch {torch.__version__}; {arch}", flush=True)
     rows = []
     gen = torch.Generator().manual_seed(1234)
