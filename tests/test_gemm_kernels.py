@@ -147,8 +147,8 @@ def test_wave_tail_kernel_matches_torch(gen, monkeypatch, n_fastest, dtype):
     import trtjit.codegen.gemm as gemm
 
     monkeypatch.setattr(gemm, "SMS", 4)
-    if n_fastest:
-        monkeypatch.setattr(gemm, "N_FASTEST_A_BYTES", 0)
+    if not n_fastest:  # (N fastest is the default)
+        monkeypatch.setattr(gemm, "N_FASTEST_A_BYTES", 1 << 62)
 
     class Block(nn.Module):
         def __init__(self) -> None:
@@ -165,5 +165,7 @@ def test_wave_tail_kernel_matches_torch(gen, monkeypatch, n_fastest, dtype):
     (k,) = [k for k in engine.kernels if k.template == "gemm"]
     assert "def _gemm_tile(" in k.source and "rows from 256 in 64-row tiles" in k.source
     assert k.grid == (2 * 2 + 1 * 2, 1, 1)  # 4 main tiles (rows 0-255) + 2 tail tiles of 64 rows (256-299)
+    main_order = "pid // 2, pid % 2" if n_fastest else "pid % 2, pid // 2"  # (pid_m, pid_n) of the main tiles
+    assert f"_gemm_tile(in0, in1, in2, in3, out0, {main_order}, 0, BLOCK_M" in k.source
     with torch.no_grad():
         assert_close_rel(engine(x, r), model(x, r))
