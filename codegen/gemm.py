@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 import re
+from typing import NamedTuple
 
 import torch
 from trtjit.codegen.common import (
     SMS,
+    SPLIT_FLAGS,
+    SPLIT_PARTIALS,
     BodyEmitter,
     KernelInput,
     KernelSpec,
@@ -104,6 +107,48 @@ def wave_tail(mrows: int, N: int, bm: int, bn: int, warps: int, nbatch: int, dty
     if main_rows == 0 or cdiv(mrows - main_rows, TAIL_M) * tn > SMS:
         return None
     return main_rows
+
+
+# Split-K wave tail. The 64-row tail above barely helps a GEMM with a long K: vit_b_16's fc2 (6304x768x3072)
+# went 64.2 -> 63.7 us, against cuBLAS's 48.7, and its two whole waves alone take about 43 (21.4 us a wave of
+# 128x128 tiles). So where the last wave's tiles, each split over K into SPLIT_MAX or fewer programs, fit in one
+# wave, they do: each program computes a 1/SPLITS share of the tile's K steps into an fp32 partial (an
+# engine workspace), counts its arrival on the tile's flag, and the last to arrive adds the partials in split
+# order (the same sum whichever arrives last), lowers the flag and runs the epilogue. Each share keeps at
+# least SPLIT_MIN_STEPS K steps, so the fix-up (a partial tile stored, and read back by the last) stays small.
+SPLIT_MAX = 4
+SPLIT_MIN_STEPS = 4
+SPLIT_TAIL = True  # off: the 64-row tail (``wave_tail``) wherever it applies (benchmarks/split_ab.py)
+
+
+def split_tail(mrows: int, N: int, K: int, bm: int, bn: int, bk: int, warps: int, nbatch: int,
+               dtype: torch.dtype) -> tuple[int, int] | None:
+    """(rows of the main tiles, K splits of each tail tile) when the GEMM runs its last wave split over K."""
+    if not SPLIT_TAIL or is_dynamic(mrows) or nbatch != 1 or bm != 128 or bn not in (128, 256) or warps != 8 \
+            or dtype not in (torch.float16, torch.bfloat16):
+        return None
+    tn = cdiv(N, bn)
+    tiles = cdiv(mrows, bm) * tn
+    if tiles <= SMS or tiles % SMS == 0:
+        return None
+    main_rows = (tiles // SMS * SMS // tn) * bm
+    tail = cdiv(mrows - main_rows, bm) * tn
+    if main_rows == 0:
+        return None
+    for splits in range(SPLIT_MAX, 1, -1):
+        if tail * splits <= SMS and K % (bk * splits) == 0 and K // bk // splits >= SPLIT_MIN_STEPS:
+            return main_rows, splits
+    return None
+
+
+class TailPlan(NamedTuple):
+    """How a GEMM's last wave runs: rows [0, main_rows) in the kernel's tiles (N fastest or not), the rest in
+    ``tail_m``-row tiles, each over K in ``splits`` programs (1: whole)."""
+
+    main_rows: int
+    n_fastest: bool
+    tail_m: int
+    splits: int
 
 
 def _k_elems(bk16: int, dtype: torch.dtype) -> int:
@@ -202,7 +247,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         prec = "int8"  # int8 x int8 -> int32 (see _int8_accumulator)
     if A.dtype == torch.float8_e4m3fn:
         prec = "fp8"  # e4m3 x e4m3 -> fp32 (Hopper/Ada fp8 tensor cores; see _fp8_block_k)
-    tail = None  # a wave-tail matmul: (rows of the main tiles, N fastest) for its entry
+    tail = None  # a wave-tail matmul's TailPlan, for its entry
     if anchor.op == "matmul":
         dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars, problem, tail = _matmul_mainloop(
             w, A, B, out_shape, prec, kin)
@@ -214,6 +259,8 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     if prec == "fp8":
         _fp8_block_k(consts, A.layout.shape[-1] if anchor.op == "matmul" else None)
     w(f"mask = (rm < {mrows}) & (rn < {n_cols})")
+    if tail is not None and tail.splits > 1:
+        _split_fixup(w)
     loaded: dict[str, str] = {}
 
     def load(inp: str, consumer: Node) -> str:
@@ -254,37 +301,74 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         w(f"tl.store({ptr} + {full_tile(off, m_vars)}, {store_cast(em.value(v, kin.node), spec.dtype)}, mask=mask)")
     epi = ", ".join(f"{n.name} ({n.op})" for n in kin.body if n.op not in ("input", "constant"))
     doc = f"{anchor.op} {list(out_shape)} with epilogue: {epi}"
+    args, workspace = kin.args, {}
     if tail is not None:
-        src = _wave_tail_entry(w, name, kin.pointers, consts, doc, *tail, problem["N"])
+        src = _wave_tail_entry(w, name, kin.pointers, consts, doc, tail, problem["N"], problem["K"])
+        if tail.splits > 1:
+            tiles = cdiv(problem["M"] - tail.main_rows, tail.tail_m) * cdiv(problem["N"], consts["BLOCK_N"])
+            args = [*args, SPLIT_PARTIALS, SPLIT_FLAGS]
+            workspace = {SPLIT_PARTIALS: tiles * tail.splits * consts["BLOCK_M"] * consts["BLOCK_N"], SPLIT_FLAGS: tiles}
     else:
         src = w.source(name, kin.pointers, list(consts), doc)
     return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
-                      kin.args, kin.covers, list(kin.node.attrs.get("rules", [])), num_warps=warps, num_stages=stages,
+                      args, kin.covers, list(kin.node.attrs.get("rules", [])), num_warps=warps, num_stages=stages,
                       flops=flops, bytes=element_bytes(kin), problem=problem,
-                      tile=str(kin.tile.get("source", "tuned")) if kin.tile else "heuristic")
+                      tile=str(kin.tile.get("source", "tuned")) if kin.tile else "heuristic", workspace=workspace)
+
+
+def _split_fixup(w: Writer) -> None:
+    """After the main loop of a split-K tail tile (``split_tail``): store this program's fp32 partial, count
+    it in, and let the last program of the tile sum all partials in split order for the epilogue; the
+    others' epilogues store nothing (``mask``). Main tiles (SPLITS == 1) compile none of it."""
+    w("if SPLITS > 1:  # a tail tile split over K: its last program to finish adds the partials up")
+    w("    wsp = ws + tile * (SPLITS * BLOCK_M * BLOCK_N) + tl.arange(0, BLOCK_M)[:, None] * BLOCK_N "
+      "+ tl.arange(0, BLOCK_N)[None, :]")
+    w('    tl.store(wsp + part * (BLOCK_M * BLOCK_N), acc, cache_modifier=".cg")')
+    w("    tl.debug_barrier()  # the whole partial is written before the count goes up (which releases it)")
+    w('    last = tl.atomic_add(flags + tile, 1, sem="acq_rel") == SPLITS - 1')
+    w('    acc = tl.load(wsp, mask=last, other=0.0, cache_modifier=".cg")  # split order: the same sum every run')
+    w("    for j in tl.static_range(1, SPLITS):")
+    w('        acc += tl.load(wsp + j * (BLOCK_M * BLOCK_N), mask=last, other=0.0, cache_modifier=".cg")')
+    w("    tl.store(flags + tile, 0, mask=last)  # lowered again for the next launch")
+    w("    mask = mask & last")
 
 
 def _wave_tail_entry(body: Writer, name: str, pointers: list[str], consts: dict[str, int], doc: str,
-                     main_rows: int, n_fastest: bool, N: int) -> str:
-    """The source of a wave-tail GEMM (``wave_tail``): the template's body as ``_gemm_tile`` (one tile at
-    pid_m, pid_n of its block shape), and an entry whose first programs run the BLOCK_M tiles of rows
-    [0, main_rows) and the rest ``TAIL_M``-row tiles of the rows after them."""
+                     plan: TailPlan, N: int, K: int) -> str:
+    """The source of a wave-tail GEMM (``wave_tail``, ``split_tail``): the template's body as ``_gemm_tile``
+    (one tile at pid_m, pid_n of its block shape; a split tile also takes its K start, split index, tail tile
+    index, the two workspaces and SPLITS), and an entry whose first programs run the BLOCK_M tiles of rows
+    [0, main_rows) and the rest the tail tiles of the rows after them."""
     bm, bn = consts["BLOCK_M"], consts["BLOCK_N"]
-    tn, tm = cdiv(N, bn), main_rows // bm
-    params = ", ".join([*pointers, "pid_m", "pid_n", "pid_b", *(f"{c}: tl.constexpr" for c in consts)])
+    tn, tm = cdiv(N, bn), plan.main_rows // bm
+    split = plan.splits > 1
+    ptr_list = [*pointers, *(["ws", "flags"] if split else [])]
+    cx = [*consts, *(["SPLITS"] if split else [])]
+    params = ", ".join([*ptr_list, "pid_m", "pid_n", "pid_b", *(["k0", "part", "tile"] if split else []),
+                        *(f"{c}: tl.constexpr" for c in cx)])
     tile = "\n".join(["@triton.jit", f"def _gemm_tile({params}):",
                       '    """One output tile of the kernel below, in blocks of BLOCK_M x BLOCK_N."""', *body.lines])
-    ptrs = ", ".join(pointers)
+    ptrs = ", ".join(ptr_list)
+    whole = ", 0, 0, 0, BLOCK_M, BLOCK_N, BLOCK_K, 1" if split else ", BLOCK_M, BLOCK_N, BLOCK_K"
     w = Writer()
     w("pid = tl.program_id(0)")
-    w(f"if pid < {tm * tn}:  # whole waves of BLOCK_M-row tiles over rows [0, {main_rows})")
-    w(f"    _gemm_tile({ptrs}, pid // {tn}, pid % {tn}, 0, BLOCK_M, BLOCK_N, BLOCK_K)" if n_fastest else
-      f"    _gemm_tile({ptrs}, pid % {tm}, pid // {tm}, 0, BLOCK_M, BLOCK_N, BLOCK_K)")
-    w(f"else:  # the last wave's rows in {TAIL_M}-row tiles")
+    w(f"if pid < {tm * tn}:  # whole waves of BLOCK_M-row tiles over rows [0, {plan.main_rows})")
+    w(f"    _gemm_tile({ptrs}, pid // {tn}, pid % {tn}, 0{whole})" if plan.n_fastest else
+      f"    _gemm_tile({ptrs}, pid % {tm}, pid // {tm}, 0{whole})")
+    w(f"else:  # the last wave's rows in {plan.tail_m}-row tiles" + (f", each split over K into {plan.splits}"
+                                                                     if split else ""))
     w(f"    t = pid - {tm * tn}")
-    w(f"    _gemm_tile({ptrs}, {main_rows // TAIL_M} + t // {tn}, t % {tn}, 0, {TAIL_M}, BLOCK_N, BLOCK_K)")
-    return w.source(name, pointers, list(consts), doc + f"; rows from {main_rows} in {TAIL_M}-row tiles",
-                    prelude=tile)
+    if split:
+        s_ = plan.splits
+        w(f"    tile = t // {s_}")
+        w(f"    _gemm_tile({ptrs}, {tm} + tile // {tn}, tile % {tn}, 0, (t % {s_}) * {K // s_}, t % {s_}, tile, "
+          f"BLOCK_M, BLOCK_N, BLOCK_K, {s_})")
+        what = f"{plan.tail_m}-row tiles split over K in {s_}"
+    else:
+        w(f"    _gemm_tile({ptrs}, {plan.main_rows // plan.tail_m} + t // {tn}, t % {tn}, 0, {plan.tail_m}, BLOCK_N, "
+          "BLOCK_K)")
+        what = f"{plan.tail_m}-row tiles"
+    return w.source(name, ptr_list, list(consts), doc + f"; rows from {plan.main_rows} in {what}", prelude=tile)
 
 
 def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ...], prec: str, kin: KernelInput):
@@ -307,19 +391,22 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     bk = _dot_block_k(bk, prec)
     n_fastest = not is_dynamic(mrows) and N > bn and cdiv(mrows, bm) <= MAX_GRID_Y \
         and mrows * K * A.dtype.itemsize >= N_FASTEST_A_BYTES
-    main_rows = wave_tail(mrows, N, bm, bn, warps, nbatch, A.dtype)
-    if main_rows is None:  # (a wave-tail kernel is a tile function; its entry passes pid_m, pid_n, pid_b)
+    split = split_tail(mrows, N, K, bm, bn, bk, warps, nbatch, A.dtype)
+    main_rows = split[0] if split else wave_tail(mrows, N, bm, bn, warps, nbatch, A.dtype)
+    tail = None if main_rows is None else TailPlan(main_rows, n_fastest, bm if split else TAIL_M,
+                                                   split[1] if split else 1)
+    if tail is None:  # (a wave-tail kernel is a tile function; its entry passes pid_m, pid_n, pid_b)
         w("pid_n = tl.program_id(0)" if n_fastest else "pid_m = tl.program_id(0)")  # see N_FASTEST_A_BYTES
         w("pid_m = tl.program_id(1)" if n_fastest else "pid_n = tl.program_id(1)")
         w("pid_b = tl.program_id(2)")
     w("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]")
     w("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
-    w("rk = tl.arange(0, BLOCK_K)")
+    w("rk = k0 + tl.arange(0, BLOCK_K)" if split else "rk = tl.arange(0, BLOCK_K)")  # k0: a K split's start
     # The main loop loads without row/column masks (measured 5-10% faster on the H200,
     # benchmarks/gemm_micro.py): a tile that overhangs M or N reads clamped rows/columns (``% size``)
     # whose results the masked store drops. Columns wrap only where N % 16 == 0, so the wrapped index
     # keeps its 16-element contiguity (vector loads); otherwise the column mask stays.
-    even_m = not is_dynamic(mrows) and mrows % bm == 0 and (main_rows is None or mrows % TAIL_M == 0)
+    even_m = not is_dynamic(mrows) and mrows % bm == 0 and (tail is None or mrows % tail.tail_m == 0)
     a_rows = "rm" if even_m else "ra"
     if not even_m:
         w(f"ra = rm % {mrows}")
@@ -365,7 +452,7 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     # any, is one masked step after the loop.
     k_full = K - K % bk
     if k_full:
-        w(f"for k in range(0, {k_full}, BLOCK_K):")
+        w(f"for k in range(0, {k_full} // SPLITS, BLOCK_K):" if split else f"for k in range(0, {k_full}, BLOCK_K):")
         w("    a = tl.load(a_ptrs)")
         w(f"    b = tl.load(b_ptrs{b_main})")
         w(_dot(prec))
@@ -377,12 +464,12 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
         w(f"b = tl.load(b_ptrs, mask={b_tail}, other=0.0)")
         w(_dot(prec).strip())
     grid = (cdiv(N, bn), cdiv(mrows, bm), nbatch) if n_fastest else (cdiv(mrows, bm), cdiv(N, bn), nbatch)
-    if main_rows is not None:
+    if tail is not None:
         tn = cdiv(N, bn)
-        grid = (main_rows // bm * tn + cdiv(mrows - main_rows, TAIL_M) * tn, 1, 1)
+        grid = (main_rows // bm * tn + cdiv(mrows - main_rows, tail.tail_m) * tn * tail.splits, 1, 1)
     m_vars = {"rm", "m"} | ({names[j] for j in range(nb)} if fold else set())
     return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
-        (warps, stages), m_vars, problem, None if main_rows is None else (main_rows, n_fastest)
+        (warps, stages), m_vars, problem, tail
 
 
 def full_tile(off: str, m_vars: set[str]) -> str:

@@ -169,3 +169,76 @@ def test_wave_tail_kernel_matches_torch(gen, monkeypatch, n_fastest, dtype):
     assert f"_gemm_tile(in0, in1, in2, in3, out0, {main_order}, 0, BLOCK_M" in k.source
     with torch.no_grad():
         assert_close_rel(engine(x, r), model(x, r))
+
+
+def test_split_tail_rule():
+    """The last wave's 128-row tiles split over K where SPLITS of each fit one wave and every share keeps at
+    least SPLIT_MIN_STEPS K steps (vit_b_16's fc2, proj, qkv; bert's fc2, proj, qkv); else no split."""
+    from trtjit.codegen.gemm import split_tail
+
+    f16 = torch.float16
+    assert split_tail(6304, 768, 3072, 128, 128, 64, 8, 1, f16) == (5632, 3)   # vit fc2: 36 tail tiles x 3
+    assert split_tail(6304, 768, 768, 128, 128, 64, 8, 1, f16) == (5632, 3)    # vit proj: 4 K steps a share
+    assert split_tail(6304, 2304, 768, 128, 256, 64, 8, 1, f16) == (5632, 2)   # vit qkv: 54 x 2
+    assert split_tail(6304, 3072, 768, 128, 256, 64, 8, 1, f16) is None        # vit fc1: 72 tail tiles
+    assert split_tail(4096, 768, 3072, 128, 128, 64, 8, 1, f16) == (2816, 2)   # bert fc2: 60 x 2
+    assert split_tail(4096, 2304, 768, 128, 256, 64, 8, 1, f16) == (3712, 3)   # bert qkv: 27 x 3 (x 4: 3 steps)
+    assert split_tail(128 * 132, 768, 3072, 128, 128, 64, 8, 1, f16) is None   # whole waves
+    assert split_tail(6304, 768, 3072 + 64, 128, 128, 64, 8, 1, f16) is None   # 49 K steps: no even split
+    assert split_tail(6304, 768, 3072, 128, 128, 64, 8, 4, f16) is None        # batched (not folded)
+    assert split_tail(6304, 768, 3072, 128, 128, 64, 8, 1, torch.float32) is None
+
+
+@pytest.mark.parametrize(("n_fastest", "dtype"), [(True, torch.float16), (False, torch.bfloat16)])
+def test_split_tail_kernel_matches_torch(gen, monkeypatch, n_fastest, dtype):
+    """A GEMM whose last wave runs split over K (on a GPU of 4 "SMs" under the interpreter) computes the same
+    GEMM and epilogue as PyTorch, the same bits on a second run, and leaves its flags lowered."""
+    import trtjit.codegen.gemm as gemm
+    from trtjit.codegen.common import SPLIT_FLAGS, SPLIT_PARTIALS
+
+    from trtjit.backend import load_kernel
+
+    monkeypatch.setattr(gemm, "SMS", 4)
+    if not n_fastest:
+        monkeypatch.setattr(gemm, "N_FASTEST_A_BYTES", 1 << 62)
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(512, 256)
+
+        def forward(self, x, r):
+            return nn.functional.gelu(self.fc(x)) + r
+
+    model = Block().eval().to(dtype)
+    x = torch.randn(3, 100, 512, generator=gen).to(dtype)  # 300 rows: 3 x 2 tiles of 128x128, 8 K steps
+    r = torch.randn(3, 100, 256, generator=gen).to(dtype)
+    engine = trtjit.compile(model, (x, r))
+    (k,) = [k for k in engine.kernels if k.template == "gemm"]
+    assert "rows from 256 in 128-row tiles split over K in 2" in k.source
+    assert k.grid == (2 * 2 + 2 * 2, 1, 1)  # 4 main tiles, then 2 tail tiles in 2 K halves each
+    assert k.args[-2:] == [SPLIT_PARTIALS, SPLIT_FLAGS]
+    assert k.workspace == {SPLIT_PARTIALS: 2 * 2 * 128 * 128, SPLIT_FLAGS: 2}
+    main_order = "pid // 2, pid % 2" if n_fastest else "pid % 2, pid // 2"
+    assert f"_gemm_tile(in0, in1, in2, in3, out0, ws, flags, {main_order}, 0, 0, 0, 0, BLOCK_M" in k.source
+    with torch.no_grad():
+        ref = model(x, r)
+        out = engine(x, r)
+        assert_close_rel(out, ref)
+        assert torch.equal(engine(x, r), out)  # the partials add up in split order, whoever arrives last
+    flags = engine._states[torch.device("cpu")].static[SPLIT_FLAGS]
+    assert flags.shape == (2,) and not flags.any()
+    # The protocol, program by program: a share that is not its tile's last stores nothing and leaves the
+    # count up; the tile's last share stores the tile (rows 256-299, columns 0-127) and lowers it.
+    fn = load_kernel(k.name, k.source)
+    bufs, _ = engine._bind((x, r))
+    y = bufs[k.args[-3]]
+    for programs, count, done in ((5, 1, False), (6, 0, True)):
+        y.fill_(float("nan"))
+        flags.zero_()
+        fn[(programs, 1, 1)](*[bufs[a] for a in k.args], **k.constexprs, num_warps=k.num_warps,
+                             num_stages=k.num_stages)
+        y2 = y.reshape(300, 256)
+        assert not y2[:256].isnan().any() and int(flags[0]) == count and not flags[1]
+        assert y2[256:, :128].isnan().all() != done and y2[256:, 128:].isnan().all()
+    assert_close_rel(y2[256:, :128], ref.reshape(300, 256)[256:, :128])
