@@ -109,36 +109,27 @@ def wave_tail(mrows: int, N: int, bm: int, bn: int, warps: int, nbatch: int, dty
     return main_rows
 
 
-# Split-K wave tail. The 64-row tail above barely helps a GEMM with a long K: vit_b_16's fc2 (6304x768x3072)
-# went 64.2 -> 63.7 us, against cuBLAS's 48.7, and its two whole waves alone take about 43 (21.4 us a wave of
-# 128x128 tiles). So where the last wave's tiles, each split over K into SPLIT_MAX or fewer programs, fit in one
-# wave, they do: each program computes a 1/SPLITS share of the tile's K steps into an fp32 partial (an
-# engine workspace), counts its arrival on the tile's flag, and the last to arrive adds the partials in split
-# order (the same sum whichever arrives last), lowers the flag and runs the epilogue. Each share keeps at
-# least SPLIT_MIN_STEPS K steps, so the fix-up (a partial tile stored, and read back by the last) stays small.
+# Split-K wave tail. A 64-row tail tile still runs the whole K: vit_b_16's fc2 (6304x768x3072) went only
+# 64.2 -> 63.7 us with it, against cuBLAS's 48.7. So where SPLITS (up to SPLIT_MAX) programs per tail tile
+# still fit one wave, each tail tile runs split over K: each program computes a 1/SPLITS share of its K steps
+# into an fp32 partial (an engine workspace), counts its arrival on the tile's flag, and the last to arrive
+# adds the partials in split order (the same sum whichever arrives last), lowers the flag and runs the
+# epilogue. Every share keeps at least SPLIT_MIN_STEPS K steps, so the fix-up stays small against the work.
+# The tail tiles stay 64 rows: a 128-row tile's partial store took the kernel from 114 to 166 registers per
+# thread (cuobjdump), one program per SM instead of two, and every vit/bert GEMM ran 15-50% slower
+# (runs/2026-12-06-s4/tail_ab.log).
 SPLIT_MAX = 4
 SPLIT_MIN_STEPS = 4
-SPLIT_TAIL = True  # off: the 64-row tail (``wave_tail``) wherever it applies (benchmarks/split_ab.py)
+SPLIT_TAIL = True  # off: whole-K 64-row tails (benchmarks/tail_ab.py compares the two)
 
 
-def split_tail(mrows: int, N: int, K: int, bm: int, bn: int, bk: int, warps: int, nbatch: int,
-               dtype: torch.dtype) -> tuple[int, int] | None:
-    """(rows of the main tiles, K splits of each tail tile) when the GEMM runs its last wave split over K."""
-    if not SPLIT_TAIL or is_dynamic(mrows) or nbatch != 1 or bm != 128 or bn not in (128, 256) or warps != 8 \
-            or dtype not in (torch.float16, torch.bfloat16):
-        return None
-    tn = cdiv(N, bn)
-    tiles = cdiv(mrows, bm) * tn
-    if tiles <= SMS or tiles % SMS == 0:
-        return None
-    main_rows = (tiles // SMS * SMS // tn) * bm
-    tail = cdiv(mrows - main_rows, bm) * tn
-    if main_rows == 0:
-        return None
-    for splits in range(SPLIT_MAX, 1, -1):
+def tail_splits(mrows: int, main_rows: int, N: int, K: int, bn: int, bk: int) -> int:
+    """How many programs each ``TAIL_M``-row tail tile of a ``wave_tail`` GEMM splits its K over (1: none)."""
+    tail = cdiv(mrows - main_rows, TAIL_M) * cdiv(N, bn)
+    for splits in range(SPLIT_MAX, 1, -1) if SPLIT_TAIL else ():
         if tail * splits <= SMS and K % (bk * splits) == 0 and K // bk // splits >= SPLIT_MIN_STEPS:
-            return main_rows, splits
-    return None
+            return splits
+    return 1
 
 
 class TailPlan(NamedTuple):
@@ -307,7 +298,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         if tail.splits > 1:
             tiles = cdiv(problem["M"] - tail.main_rows, tail.tail_m) * cdiv(problem["N"], consts["BLOCK_N"])
             args = [*args, SPLIT_PARTIALS, SPLIT_FLAGS]
-            workspace = {SPLIT_PARTIALS: tiles * tail.splits * consts["BLOCK_M"] * consts["BLOCK_N"], SPLIT_FLAGS: tiles}
+            workspace = {SPLIT_PARTIALS: tiles * tail.splits * tail.tail_m * consts["BLOCK_N"], SPLIT_FLAGS: tiles}
     else:
         src = w.source(name, kin.pointers, list(consts), doc)
     return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
@@ -317,7 +308,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
 
 
 def _split_fixup(w: Writer) -> None:
-    """After the main loop of a split-K tail tile (``split_tail``): store this program's fp32 partial, count
+    """After the main loop of a split-K tail tile (``tail_splits``): store this program's fp32 partial, count
     it in, and let the last program of the tile sum all partials in split order for the epilogue; the
     others' epilogues store nothing (``mask``). Main tiles (SPLITS == 1) compile none of it."""
     w("if SPLITS > 1:  # a tail tile split over K: its last program to finish adds the partials up")
@@ -335,7 +326,7 @@ def _split_fixup(w: Writer) -> None:
 
 def _wave_tail_entry(body: Writer, name: str, pointers: list[str], consts: dict[str, int], doc: str,
                      plan: TailPlan, N: int, K: int) -> str:
-    """The source of a wave-tail GEMM (``wave_tail``, ``split_tail``): the template's body as ``_gemm_tile``
+    """The source of a wave-tail GEMM (``wave_tail``, ``tail_splits``): the template's body as ``_gemm_tile``
     (one tile at pid_m, pid_n of its block shape; a split tile also takes its K start, split index, tail tile
     index, the two workspaces and SPLITS), and an entry whose first programs run the BLOCK_M tiles of rows
     [0, main_rows) and the rest the tail tiles of the rows after them."""
@@ -361,8 +352,8 @@ def _wave_tail_entry(body: Writer, name: str, pointers: list[str], consts: dict[
     if split:
         s_ = plan.splits
         w(f"    tile = t // {s_}")
-        w(f"    _gemm_tile({ptrs}, {tm} + tile // {tn}, tile % {tn}, 0, (t % {s_}) * {K // s_}, t % {s_}, tile, "
-          f"BLOCK_M, BLOCK_N, BLOCK_K, {s_})")
+        w(f"    _gemm_tile({ptrs}, {plan.main_rows // plan.tail_m} + tile // {tn}, tile % {tn}, 0, (t % {s_}) * {K // s_}, "
+          f"t % {s_}, tile, {plan.tail_m}, BLOCK_N, BLOCK_K, {s_})")
         what = f"{plan.tail_m}-row tiles split over K in {s_}"
     else:
         w(f"    _gemm_tile({ptrs}, {plan.main_rows // plan.tail_m} + t // {tn}, t % {tn}, 0, {plan.tail_m}, BLOCK_N, "
@@ -391,10 +382,10 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     bk = _dot_block_k(bk, prec)
     n_fastest = not is_dynamic(mrows) and N > bn and cdiv(mrows, bm) <= MAX_GRID_Y \
         and mrows * K * A.dtype.itemsize >= N_FASTEST_A_BYTES
-    split = split_tail(mrows, N, K, bm, bn, bk, warps, nbatch, A.dtype)
-    main_rows = split[0] if split else wave_tail(mrows, N, bm, bn, warps, nbatch, A.dtype)
-    tail = None if main_rows is None else TailPlan(main_rows, n_fastest, bm if split else TAIL_M,
-                                                   split[1] if split else 1)
+    main_rows = wave_tail(mrows, N, bm, bn, warps, nbatch, A.dtype)
+    tail = None if main_rows is None else TailPlan(main_rows, n_fastest, TAIL_M,
+                                                   tail_splits(mrows, main_rows, N, K, bn, bk))
+    split = tail is not None and tail.splits > 1
     if tail is None:  # (a wave-tail kernel is a tile function; its entry passes pid_m, pid_n, pid_b)
         w("pid_n = tl.program_id(0)" if n_fastest else "pid_m = tl.program_id(0)")  # see N_FASTEST_A_BYTES
         w("pid_m = tl.program_id(1)" if n_fastest else "pid_n = tl.program_id(1)")

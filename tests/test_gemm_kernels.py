@@ -171,27 +171,27 @@ def test_wave_tail_kernel_matches_torch(gen, monkeypatch, n_fastest, dtype):
         assert_close_rel(engine(x, r), model(x, r))
 
 
-def test_split_tail_rule():
-    """The last wave's 128-row tiles split over K where SPLITS of each fit one wave and every share keeps at
-    least SPLIT_MIN_STEPS K steps (vit_b_16's fc2, proj, qkv; bert's fc2, proj, qkv); else no split."""
-    from trtjit.codegen.gemm import split_tail
+def test_tail_splits_rule(monkeypatch):
+    """A wave-tail GEMM's 64-row tail tiles split over K where SPLITS programs of each fit one wave and every
+    share keeps at least SPLIT_MIN_STEPS K steps: vit_b_16's fc2 and proj (66 tail tiles); not qkv or fc1 (99
+    and 132 tail tiles), bert's fc2 (120), a K of no even split, or with the split switched off."""
+    import trtjit.codegen.gemm as gemm
 
-    f16 = torch.float16
-    assert split_tail(6304, 768, 3072, 128, 128, 64, 8, 1, f16) == (5632, 3)   # vit fc2: 36 tail tiles x 3
-    assert split_tail(6304, 768, 768, 128, 128, 64, 8, 1, f16) == (5632, 3)    # vit proj: 4 K steps a share
-    assert split_tail(6304, 2304, 768, 128, 256, 64, 8, 1, f16) == (5632, 2)   # vit qkv: 54 x 2
-    assert split_tail(6304, 3072, 768, 128, 256, 64, 8, 1, f16) is None        # vit fc1: 72 tail tiles
-    assert split_tail(4096, 768, 3072, 128, 128, 64, 8, 1, f16) == (2816, 2)   # bert fc2: 60 x 2
-    assert split_tail(4096, 2304, 768, 128, 256, 64, 8, 1, f16) == (3712, 3)   # bert qkv: 27 x 3 (x 4: 3 steps)
-    assert split_tail(128 * 132, 768, 3072, 128, 128, 64, 8, 1, f16) is None   # whole waves
-    assert split_tail(6304, 768, 3072 + 64, 128, 128, 64, 8, 1, f16) is None   # 49 K steps: no even split
-    assert split_tail(6304, 768, 3072, 128, 128, 64, 8, 4, f16) is None        # batched (not folded)
-    assert split_tail(6304, 768, 3072, 128, 128, 64, 8, 1, torch.float32) is None
+    assert gemm.tail_splits(6304, 5632, 768, 3072, 128, 64) == 2    # vit fc2: 66 tail tiles x 2, 24 K steps each
+    assert gemm.tail_splits(6304, 5632, 768, 768, 128, 64) == 2     # vit proj: 6 K steps each
+    assert gemm.tail_splits(6304, 5632, 2304, 768, 256, 64) == 1    # vit qkv: 99 tail tiles
+    assert gemm.tail_splits(6304, 5632, 3072, 768, 256, 64) == 1    # vit fc1: 132
+    assert gemm.tail_splits(4096, 2816, 768, 3072, 128, 64) == 1    # bert fc2: 120
+    assert gemm.tail_splits(6304, 6144, 768, 3072, 128, 64) == 4    # 3 x 6 tail tiles: 4 shares of 12 steps
+    assert gemm.tail_splits(6304, 6144, 768, 384, 128, 64) == 1     # 6 K steps: no share of 4
+    assert gemm.tail_splits(6304, 5632, 768, 3072 + 64, 128, 64) == 1  # 49 K steps: no even split
+    monkeypatch.setattr(gemm, "SPLIT_TAIL", False)
+    assert gemm.tail_splits(6304, 5632, 768, 3072, 128, 64) == 1
 
 
 @pytest.mark.parametrize(("n_fastest", "dtype"), [(True, torch.float16), (False, torch.bfloat16)])
 def test_split_tail_kernel_matches_torch(gen, monkeypatch, n_fastest, dtype):
-    """A GEMM whose last wave runs split over K (on a GPU of 4 "SMs" under the interpreter) computes the same
+    """A GEMM whose 64-row tail tiles run split over K (on a GPU of 4 "SMs", interpreted) computes the same
     GEMM and epilogue as PyTorch, the same bits on a second run, and leaves its flags lowered."""
     import trtjit.codegen.gemm as gemm
     from trtjit.codegen.common import SPLIT_FLAGS, SPLIT_PARTIALS
@@ -215,10 +215,10 @@ def test_split_tail_kernel_matches_torch(gen, monkeypatch, n_fastest, dtype):
     r = torch.randn(3, 100, 256, generator=gen).to(dtype)
     engine = trtjit.compile(model, (x, r))
     (k,) = [k for k in engine.kernels if k.template == "gemm"]
-    assert "rows from 256 in 128-row tiles split over K in 2" in k.source
+    assert "rows from 256 in 64-row tiles split over K in 2" in k.source
     assert k.grid == (2 * 2 + 2 * 2, 1, 1)  # 4 main tiles, then 2 tail tiles in 2 K halves each
     assert k.args[-2:] == [SPLIT_PARTIALS, SPLIT_FLAGS]
-    assert k.workspace == {SPLIT_PARTIALS: 2 * 2 * 128 * 128, SPLIT_FLAGS: 2}
+    assert k.workspace == {SPLIT_PARTIALS: 2 * 2 * 64 * 128, SPLIT_FLAGS: 2}
     main_order = "pid // 2, pid % 2" if n_fastest else "pid % 2, pid // 2"
     assert f"_gemm_tile(in0, in1, in2, in3, out0, ws, flags, {main_order}, 0, 0, 0, 0, BLOCK_M" in k.source
     with torch.no_grad():
