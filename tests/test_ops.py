@@ -446,7 +446,10 @@ CASES: dict[str, list[Case]] = {
              Case("bool_mask", [In((2, 2, 4, 8)), In((2, 2, 5, 8)), In((2, 2, 5, 8)), In((4, 5), "mask")]),
              Case("additive_mask", [In((2, 2, 4, 8)), In((2, 2, 5, 8)), In((2, 2, 5, 8)), In((2, 1, 4, 5))]),
              Case("causal", [In((1, 2, 4, 8)), In((1, 2, 4, 8)), In((1, 2, 4, 8))], {"is_causal": True}),
-             Case("scale", [In((2, 4, 8)), In((2, 6, 8)), In((2, 6, 8))], {"scale": 0.3})],
+             Case("scale", [In((2, 4, 8)), In((2, 6, 8)), In((2, 6, 8))], {"scale": 0.3}),
+             # 70 keys: a loop of whole 64-key tiles, then the last 6 in one masked 16-key tile
+             Case("key_tail", [In((1, 2, 5, 8)), In((1, 2, 70, 8)), In((1, 2, 70, 8))]),
+             Case("key_tail_mask", [In((1, 2, 5, 8)), In((1, 2, 70, 8)), In((1, 2, 70, 8)), In((5, 70), "mask")])],
     "embedding": [Case("2d_ids", [In((10, 4)), In((2, 3), "index", high=10)]),
                   Case("int32_ids", [In((7, 5)), In((4,), "index", torch.int32, high=7)])],
     "var": [Case("last", [In((3, 4, 5))], {"dims": [2]}),
