@@ -27,23 +27,6 @@ FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 MAX_INDEX = 2**31 - 1
 
 
-# Engine workspaces: scratch buffers a kernel names in its args that are not IR values. The engine allocates
-# each once per device, as large as the largest kernel asks (``KernelSpec.workspace``), zero-filled. Kernels
-# run one after another and every user leaves them as it found them (flags lowered again), so one serves all.
-SPLIT_PARTIALS = Value("@split_partials", 0)  # fp32 partial tiles of GEMMs split over K (codegen.gemm)
-SPLIT_FLAGS = Value("@split_flags", 0)  # int32 arrival counts of those tiles, zero between launches
-WORKSPACES: dict[Value, torch.dtype] = {SPLIT_PARTIALS: torch.float32, SPLIT_FLAGS: torch.int32}
-
-
-def workspace_needs(kernels: list[KernelSpec]) -> dict[Value, int]:
-    """Elements of each workspace an engine's kernels need: the most any one kernel asks for."""
-    need: dict[Value, int] = {}
-    for k in kernels:
-        for v, n in k.workspace.items():
-            need[v] = max(need.get(v, 0), n)
-    return need
-
-
 SMS = 132  # streaming multiprocessors of an H100 SXM: default tiles and blocks aim to fill them
 FILL_MIN_ELEMENTS = 1 << 16  # below this many elements a kernel is launch-bound: no splitting to fill SMs
 
@@ -68,7 +51,6 @@ class KernelSpec:
     problem: dict[str, int] = field(default_factory=dict)  # GEMM/conv: M, N, K, batch (tile candidates use it)
     tile: str = "heuristic"  # where a GEMM/conv tile came from: "heuristic", "tuned" or "cache"
     batch_arg: bool = False  # takes the runtime batch ``nb`` after its pointers (dynamic batch: trtjit.dynamic)
-    workspace: dict[Value, int] = field(default_factory=dict)  # elements of each engine workspace in ``args``
 
     def to_json(self) -> dict:
         from trtjit.dynamic import encode
@@ -76,8 +58,7 @@ class KernelSpec:
                 "grid": encode(list(self.grid)), "batch_arg": self.batch_arg, "constexprs": self.constexprs,
                 "args": [list(a) for a in self.args], "covers": self.covers, "rules": self.rules,
                 "num_warps": self.num_warps, "num_stages": self.num_stages, "flops": self.flops, "bytes": self.bytes,
-                "problem": encode(self.problem), "tile": self.tile,
-                **({"workspace": {f"{v.node}:{v.index}": n for v, n in self.workspace.items()}} if self.workspace else {})}
+                "problem": encode(self.problem), "tile": self.tile}
 
 
 @dataclass

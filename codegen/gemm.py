@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import NamedTuple
 
 import torch
 from trtjit.codegen.common import (
     SMS,
-    SPLIT_FLAGS,
-    SPLIT_PARTIALS,
     BodyEmitter,
     KernelInput,
     KernelSpec,
@@ -90,7 +87,11 @@ MAX_GRID_Y = 65535
 # (programs after the main ones, so they fill the SMs the last full wave frees), when those tiles fit in
 # one wave. Measured on the H100 (benchmarks/tail_micro.py, runs/2026-12-06-s3/tail.log), against one tile
 # size: vit proj 19.5 -> 18.4 us, qkv 50.2 -> 48.0, fc1 (GELU) 77.4 -> 75.2, fc2 64.2 -> 63.7, bert fc2
-# 41.5 -> 38.6. The tail keeps BLOCK_N: 64x64 tails ran bert's fc2 at 48.4 us.
+# 41.5 -> 38.6. The tail keeps BLOCK_N: 64x64 tails ran bert's fc2 at 48.4 us. Splitting the tail tiles over
+# K as well (fp32 partials in an engine workspace, the last program of a tile adding them in split order) did
+# not pay (runs/2026-12-06-s4/tail_ab*.log, engine profiles, us a layer): 128-row split tiles took the kernel
+# from 114 to 166 registers a thread, so 128x128 tiles ran one program per SM instead of two (vit fc2 61 -> 75,
+# proj 22.7 -> 29.2); 64-row ones kept 110 registers but gained 0.5 us on fc2 and lost 2.4 on proj.
 TAIL_M = 64
 
 
@@ -107,39 +108,6 @@ def wave_tail(mrows: int, N: int, bm: int, bn: int, warps: int, nbatch: int, dty
     if main_rows == 0 or cdiv(mrows - main_rows, TAIL_M) * tn > SMS:
         return None
     return main_rows
-
-
-# Split-K wave tail. A 64-row tail tile still runs the whole K: vit_b_16's fc2 (6304x768x3072) went only
-# 64.2 -> 63.7 us with it, against cuBLAS's 48.7. So where SPLITS (up to SPLIT_MAX) programs per tail tile
-# still fit one wave, each tail tile runs split over K: each program computes a 1/SPLITS share of its K steps
-# into an fp32 partial (an engine workspace), counts its arrival on the tile's flag, and the last to arrive
-# adds the partials in split order (the same sum whichever arrives last), lowers the flag and runs the
-# epilogue. Every share keeps at least SPLIT_MIN_STEPS K steps, so the fix-up stays small against the work.
-# The tail tiles stay 64 rows: a 128-row tile's partial store took the kernel from 114 to 166 registers per
-# thread (cuobjdump), one program per SM instead of two, and every vit/bert GEMM ran 15-50% slower
-# (runs/2026-12-06-s4/tail_ab.log).
-SPLIT_MAX = 4
-SPLIT_MIN_STEPS = 4
-SPLIT_TAIL = True  # off: whole-K 64-row tails (benchmarks/tail_ab.py compares the two)
-
-
-def tail_splits(mrows: int, main_rows: int, N: int, K: int, bn: int, bk: int) -> int:
-    """How many programs each ``TAIL_M``-row tail tile of a ``wave_tail`` GEMM splits its K over (1: none)."""
-    tail = cdiv(mrows - main_rows, TAIL_M) * cdiv(N, bn)
-    for splits in range(SPLIT_MAX, 1, -1) if SPLIT_TAIL else ():
-        if tail * splits <= SMS and K % (bk * splits) == 0 and K // bk // splits >= SPLIT_MIN_STEPS:
-            return splits
-    return 1
-
-
-class TailPlan(NamedTuple):
-    """How a GEMM's last wave runs: rows [0, main_rows) in the kernel's tiles (N fastest or not), the rest in
-    ``tail_m``-row tiles, each over K in ``splits`` programs (1: whole)."""
-
-    main_rows: int
-    n_fastest: bool
-    tail_m: int
-    splits: int
 
 
 def _k_elems(bk16: int, dtype: torch.dtype) -> int:
@@ -238,7 +206,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         prec = "int8"  # int8 x int8 -> int32 (see _int8_accumulator)
     if A.dtype == torch.float8_e4m3fn:
         prec = "fp8"  # e4m3 x e4m3 -> fp32 (Hopper/Ada fp8 tensor cores; see _fp8_block_k)
-    tail = None  # a wave-tail matmul's TailPlan, for its entry
+    tail = None  # a wave-tail matmul: (rows of the main tiles, N fastest) for its entry
     if anchor.op == "matmul":
         dim_var, grid, consts, mrows, n_cols, flops, (warps, stages), m_vars, problem, tail = _matmul_mainloop(
             w, A, B, out_shape, prec, kin)
@@ -250,8 +218,6 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     if prec == "fp8":
         _fp8_block_k(consts, A.layout.shape[-1] if anchor.op == "matmul" else None)
     w(f"mask = (rm < {mrows}) & (rn < {n_cols})")
-    if tail is not None and tail.splits > 1:
-        _split_fixup(w)
     loaded: dict[str, str] = {}
 
     def load(inp: str, consumer: Node) -> str:
@@ -292,74 +258,37 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
         w(f"tl.store({ptr} + {full_tile(off, m_vars)}, {store_cast(em.value(v, kin.node), spec.dtype)}, mask=mask)")
     epi = ", ".join(f"{n.name} ({n.op})" for n in kin.body if n.op not in ("input", "constant"))
     doc = f"{anchor.op} {list(out_shape)} with epilogue: {epi}"
-    args, workspace = kin.args, {}
     if tail is not None:
-        src = _wave_tail_entry(w, name, kin.pointers, consts, doc, tail, problem["N"], problem["K"])
-        if tail.splits > 1:
-            tiles = cdiv(problem["M"] - tail.main_rows, tail.tail_m) * cdiv(problem["N"], consts["BLOCK_N"])
-            args = [*args, SPLIT_PARTIALS, SPLIT_FLAGS]
-            workspace = {SPLIT_PARTIALS: tiles * tail.splits * tail.tail_m * consts["BLOCK_N"], SPLIT_FLAGS: tiles}
+        src = _wave_tail_entry(w, name, kin.pointers, consts, doc, *tail, problem["N"])
     else:
         src = w.source(name, kin.pointers, list(consts), doc)
     return KernelSpec(name, "gemm" if anchor.op == "matmul" else "conv", kin.node.name, src, grid, consts,
-                      args, kin.covers, list(kin.node.attrs.get("rules", [])), num_warps=warps, num_stages=stages,
+                      kin.args, kin.covers, list(kin.node.attrs.get("rules", [])), num_warps=warps, num_stages=stages,
                       flops=flops, bytes=element_bytes(kin), problem=problem,
-                      tile=str(kin.tile.get("source", "tuned")) if kin.tile else "heuristic", workspace=workspace)
-
-
-def _split_fixup(w: Writer) -> None:
-    """After the main loop of a split-K tail tile (``tail_splits``): store this program's fp32 partial, count
-    it in, and let the last program of the tile sum all partials in split order for the epilogue; the
-    others' epilogues store nothing (``mask``). Main tiles (SPLITS == 1) compile none of it."""
-    w("if SPLITS > 1:  # a tail tile split over K: its last program to finish adds the partials up")
-    w("    wsp = ws + tile * (SPLITS * BLOCK_M * BLOCK_N) + tl.arange(0, BLOCK_M)[:, None] * BLOCK_N "
-      "+ tl.arange(0, BLOCK_N)[None, :]")
-    w('    tl.store(wsp + part * (BLOCK_M * BLOCK_N), acc, cache_modifier=".cg")')
-    w("    tl.debug_barrier()  # the whole partial is written before the count goes up (which releases it)")
-    w('    last = tl.atomic_add(flags + tile, 1, sem="acq_rel") == SPLITS - 1')
-    w('    acc = tl.load(wsp, mask=last, other=0.0, cache_modifier=".cg")  # split order: the same sum every run')
-    w("    for j in tl.static_range(1, SPLITS):")
-    w('        acc += tl.load(wsp + j * (BLOCK_M * BLOCK_N), mask=last, other=0.0, cache_modifier=".cg")')
-    w("    tl.store(flags + tile, 0, mask=last)  # lowered again for the next launch")
-    w("    mask = mask & last")
+                      tile=str(kin.tile.get("source", "tuned")) if kin.tile else "heuristic")
 
 
 def _wave_tail_entry(body: Writer, name: str, pointers: list[str], consts: dict[str, int], doc: str,
-                     plan: TailPlan, N: int, K: int) -> str:
-    """The source of a wave-tail GEMM (``wave_tail``, ``tail_splits``): the template's body as ``_gemm_tile``
-    (one tile at pid_m, pid_n of its block shape; a split tile also takes its K start, split index, tail tile
-    index, the two workspaces and SPLITS), and an entry whose first programs run the BLOCK_M tiles of rows
-    [0, main_rows) and the rest the tail tiles of the rows after them."""
+                     main_rows: int, n_fastest: bool, N: int) -> str:
+    """The source of a wave-tail GEMM (``wave_tail``): the template's body as ``_gemm_tile`` (one tile at
+    pid_m, pid_n of its block shape), and an entry whose first programs run the BLOCK_M tiles of rows
+    [0, main_rows) and the rest ``TAIL_M``-row tiles of the rows after them."""
     bm, bn = consts["BLOCK_M"], consts["BLOCK_N"]
-    tn, tm = cdiv(N, bn), plan.main_rows // bm
-    split = plan.splits > 1
-    ptr_list = [*pointers, *(["ws", "flags"] if split else [])]
-    cx = [*consts, *(["SPLITS"] if split else [])]
-    params = ", ".join([*ptr_list, "pid_m", "pid_n", "pid_b", *(["k0", "part", "tile"] if split else []),
-                        *(f"{c}: tl.constexpr" for c in cx)])
+    tn, tm = cdiv(N, bn), main_rows // bm
+    params = ", ".join([*pointers, "pid_m", "pid_n", "pid_b", *(f"{c}: tl.constexpr" for c in consts)])
     tile = "\n".join(["@triton.jit", f"def _gemm_tile({params}):",
                       '    """One output tile of the kernel below, in blocks of BLOCK_M x BLOCK_N."""', *body.lines])
-    ptrs = ", ".join(ptr_list)
-    whole = ", 0, 0, 0, BLOCK_M, BLOCK_N, BLOCK_K, 1" if split else ", BLOCK_M, BLOCK_N, BLOCK_K"
+    ptrs = ", ".join(pointers)
     w = Writer()
     w("pid = tl.program_id(0)")
-    w(f"if pid < {tm * tn}:  # whole waves of BLOCK_M-row tiles over rows [0, {plan.main_rows})")
-    w(f"    _gemm_tile({ptrs}, pid // {tn}, pid % {tn}, 0{whole})" if plan.n_fastest else
-      f"    _gemm_tile({ptrs}, pid % {tm}, pid // {tm}, 0{whole})")
-    w(f"else:  # the last wave's rows in {plan.tail_m}-row tiles" + (f", each split over K into {plan.splits}"
-                                                                     if split else ""))
+    w(f"if pid < {tm * tn}:  # whole waves of BLOCK_M-row tiles over rows [0, {main_rows})")
+    w(f"    _gemm_tile({ptrs}, pid // {tn}, pid % {tn}, 0, BLOCK_M, BLOCK_N, BLOCK_K)" if n_fastest else
+      f"    _gemm_tile({ptrs}, pid % {tm}, pid // {tm}, 0, BLOCK_M, BLOCK_N, BLOCK_K)")
+    w(f"else:  # the last wave's rows in {TAIL_M}-row tiles")
     w(f"    t = pid - {tm * tn}")
-    if split:
-        s_ = plan.splits
-        w(f"    tile = t // {s_}")
-        w(f"    _gemm_tile({ptrs}, {plan.main_rows // plan.tail_m} + tile // {tn}, tile % {tn}, 0, (t % {s_}) * {K // s_}, "
-          f"t % {s_}, tile, {plan.tail_m}, BLOCK_N, BLOCK_K, {s_})")
-        what = f"{plan.tail_m}-row tiles split over K in {s_}"
-    else:
-        w(f"    _gemm_tile({ptrs}, {plan.main_rows // plan.tail_m} + t // {tn}, t % {tn}, 0, {plan.tail_m}, BLOCK_N, "
-          "BLOCK_K)")
-        what = f"{plan.tail_m}-row tiles"
-    return w.source(name, ptr_list, list(consts), doc + f"; rows from {plan.main_rows} in {what}", prelude=tile)
+    w(f"    _gemm_tile({ptrs}, {main_rows // TAIL_M} + t // {tn}, t % {tn}, 0, {TAIL_M}, BLOCK_N, BLOCK_K)")
+    return w.source(name, pointers, list(consts), doc + f"; rows from {main_rows} in {TAIL_M}-row tiles",
+                    prelude=tile)
 
 
 def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ...], prec: str, kin: KernelInput):
@@ -383,21 +312,18 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     n_fastest = not is_dynamic(mrows) and N > bn and cdiv(mrows, bm) <= MAX_GRID_Y \
         and mrows * K * A.dtype.itemsize >= N_FASTEST_A_BYTES
     main_rows = wave_tail(mrows, N, bm, bn, warps, nbatch, A.dtype)
-    tail = None if main_rows is None else TailPlan(main_rows, n_fastest, TAIL_M,
-                                                   tail_splits(mrows, main_rows, N, K, bn, bk))
-    split = tail is not None and tail.splits > 1
-    if tail is None:  # (a wave-tail kernel is a tile function; its entry passes pid_m, pid_n, pid_b)
+    if main_rows is None:  # (a wave-tail kernel is a tile function; its entry passes pid_m, pid_n, pid_b)
         w("pid_n = tl.program_id(0)" if n_fastest else "pid_m = tl.program_id(0)")  # see N_FASTEST_A_BYTES
         w("pid_m = tl.program_id(1)" if n_fastest else "pid_n = tl.program_id(1)")
         w("pid_b = tl.program_id(2)")
     w("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]")
     w("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]")
-    w("rk = k0 + tl.arange(0, BLOCK_K)" if split else "rk = tl.arange(0, BLOCK_K)")  # k0: a K split's start
+    w("rk = tl.arange(0, BLOCK_K)")
     # The main loop loads without row/column masks (measured 5-10% faster on the H200,
     # benchmarks/gemm_micro.py): a tile that overhangs M or N reads clamped rows/columns (``% size``)
     # whose results the masked store drops. Columns wrap only where N % 16 == 0, so the wrapped index
     # keeps its 16-element contiguity (vector loads); otherwise the column mask stays.
-    even_m = not is_dynamic(mrows) and mrows % bm == 0 and (tail is None or mrows % tail.tail_m == 0)
+    even_m = not is_dynamic(mrows) and mrows % bm == 0 and (main_rows is None or mrows % TAIL_M == 0)
     a_rows = "rm" if even_m else "ra"
     if not even_m:
         w(f"ra = rm % {mrows}")
@@ -443,7 +369,7 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
     # any, is one masked step after the loop.
     k_full = K - K % bk
     if k_full:
-        w(f"for k in range(0, {k_full} // SPLITS, BLOCK_K):" if split else f"for k in range(0, {k_full}, BLOCK_K):")
+        w(f"for k in range(0, {k_full}, BLOCK_K):")
         w("    a = tl.load(a_ptrs)")
         w(f"    b = tl.load(b_ptrs{b_main})")
         w(_dot(prec))
@@ -455,12 +381,12 @@ def _matmul_mainloop(w: Writer, A: Operand, B: Operand, out_shape: tuple[int, ..
         w(f"b = tl.load(b_ptrs, mask={b_tail}, other=0.0)")
         w(_dot(prec).strip())
     grid = (cdiv(N, bn), cdiv(mrows, bm), nbatch) if n_fastest else (cdiv(mrows, bm), cdiv(N, bn), nbatch)
-    if tail is not None:
+    if main_rows is not None:
         tn = cdiv(N, bn)
-        grid = (main_rows // bm * tn + cdiv(mrows - main_rows, tail.tail_m) * tn * tail.splits, 1, 1)
+        grid = (main_rows // bm * tn + cdiv(mrows - main_rows, TAIL_M) * tn, 1, 1)
     m_vars = {"rm", "m"} | ({names[j] for j in range(nb)} if fold else set())
     return dim_var, grid, {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, mrows, N, 2 * math.prod(out_shape) * K, \
-        (warps, stages), m_vars, problem, tail
+        (warps, stages), m_vars, problem, None if main_rows is None else (main_rows, n_fastest)
 
 
 def full_tile(off: str, m_vars: set[str]) -> str:

@@ -423,7 +423,6 @@ def _params_of(source: str, name: str) -> list[str]:
 def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
     """Everything ``trtjit inspect`` shows, as JSON-able data."""
     import trtjit
-    from trtjit.codegen.common import WORKSPACES
     from trtjit.dynamic import encode, upper
     from trtjit.engine_file import read
     from trtjit.ir import dtype_name
@@ -436,10 +435,9 @@ def engine_report(path: str, key: str | None = None) -> dict[str, Any]:
         names = _params_of(k.source, k.name)
         args = []
         for j, a in enumerate(k.args):
-            # an engine workspace (a split-K GEMM tail's scratch) is a flat buffer, not an IR value
-            dt, shape = (WORKSPACES[a], [k.workspace[a]]) if a in WORKSPACES else (g.spec(a).dtype, g.spec(a).shape)
+            spec = g.spec(a)
             args.append({"param": names[j] if j < len(names) else f"arg{j}", "buffer": f"{a.node}:{a.index}",
-                         "dtype": dtype_name(dt), "shape": encode(list(shape))})
+                         "dtype": dtype_name(spec.dtype), "shape": encode(list(spec.shape))})
         ops = [engine._op_of(k, n) for n in k.covers]
         entry = {"name": k.name, "template": k.template, "node": k.node, "fuses": ops, "covers": k.covers,
                  "grid": encode(list(k.grid)), "num_warps": k.num_warps, "num_stages": k.num_stages,

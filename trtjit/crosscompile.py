@@ -83,9 +83,8 @@ class KernelBinary:
 def arg_dtypes(graph: Any, kernel: Any) -> list[str]:
     """The dtype names of the buffers ``kernel`` is launched on: a binary is compiled for them, so they belong
     to every key that stands for one (binary sharing here, the tuning cache's kernel key)."""
-    from trtjit.codegen.common import WORKSPACES
     from trtjit.ir import dtype_name
-    return [dtype_name(WORKSPACES[a] if a in WORKSPACES else graph.spec(a).dtype) for a in kernel.args]
+    return [dtype_name(graph.spec(a).dtype) for a in kernel.args]
 
 
 def _job_kernels(graph: Any, kernels: list[Any]) -> list[dict[str, Any]]:

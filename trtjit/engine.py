@@ -19,7 +19,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from trtjit.backend import check_device, interpreting, load_kernel
-from trtjit.codegen.common import PDL, WORKSPACES, KernelSpec, kernel_identity, takes_pdl, workspace_needs
+from trtjit.codegen.common import PDL, KernelSpec, kernel_identity, takes_pdl
 from trtjit.dynamic import at, batch_of, format_shape, grid_at, range_of, upper
 from trtjit.errors import InputError
 from trtjit.ir import Graph, TensorSpec, Value
@@ -52,8 +52,6 @@ class _DeviceState:
             spec = g.node(node).outputs[int(idx)]
             nbytes = upper(spec.nbytes)  # a dynamic batch is planned for its max
             self.static[Value(node, int(idx))] = self.arena[off:off + nbytes].view(spec.dtype)
-        for v, numel in workspace_needs(engine.kernels).items():  # scratch of split-K GEMM tails (flags zero)
-            self.static[v] = torch.zeros(numel, dtype=WORKSPACES[v], device=device)
 
 
 class Engine:

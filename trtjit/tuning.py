@@ -100,13 +100,7 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
     fns: dict[str, Any] = {}
     opt = graph.meta["batch_range"]["opt"] if graph.meta.get("batch_range") else None
 
-    def buffer(v: Any, numel: int = 0) -> torch.Tensor:
-        from trtjit.codegen.common import WORKSPACES
-
-        if v in WORKSPACES:  # a split-K tail's scratch (flags zero): as large as the largest kernel timed asks
-            if v not in bufs or bufs[v].numel() < numel:
-                bufs[v] = torch.zeros(numel, dtype=WORKSPACES[v], device=device)
-            return bufs[v]
+    def buffer(v: Any) -> torch.Tensor:
         if v not in bufs:
             spec = at(graph.spec(v), opt) if opt is not None else graph.spec(v)
             if spec.dtype.is_floating_point:
@@ -142,7 +136,7 @@ def gpu_timer(graph: Any, device: Any, iters: int = 25) -> Callable[[Any], float
         if key not in fns:
             fns[key] = load_kernel(k.name, k.source)
         fn = fns[key]
-        args = [buffer(a, k.workspace.get(a, 0)) for a in k.args] + ([opt] if getattr(k, "batch_arg", False) else [])
+        args = [buffer(a) for a in k.args] + ([opt] if getattr(k, "batch_arg", False) else [])
 
         def launch() -> None:
             fn[grid_at(k.grid, opt)](*args, **k.constexprs, num_warps=k.num_warps, num_stages=k.num_stages)
