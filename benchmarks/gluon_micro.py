@@ -2,7 +2,7 @@
 trtjit's pointer-load loop and cuBLAS, on the transformer GEMM shapes (fp16 ``x @ W + b``, W stored [K, N] as
 trtjit folds a Linear weight), with the epilogues trtjit fuses (GELU, residual add).
 
-    python benchmarks/gluon_micro.py [--json out.json]   # on the GPU
+    python benchmarks/gluon_micro.py [--json out.json] [--kinds ws,pp,sk]   # on the GPU
     python benchmarks/gluon_micro.py --compile-only      # anywhere: sm_90 cubins, warps, shared memory, spills
 
 Triton 3.6's automatic warp specialization computed wrong results on sm_90 (ws_micro.py). Gluon spells the
@@ -488,16 +488,20 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--compile-only", action="store_true")
     ap.add_argument("--smoke", choices=("sk", "pp"), help="run each stream-K or ping-pong variant once and check it")
+    ap.add_argument("--kinds", default="ws,pp,sk", help="variant families to time (ws, pp, sk)")
     args = ap.parse_args()
+    kinds = set(args.kinds.split(","))
+    if "ws" not in kinds:
+        VARIANTS.clear()
     if args.compile_only:
         compile_only()
         return
     if args.smoke:
         smoke(args.smoke)
         return
-    if not _smoke_ok("sk"):  # a kernel that waited forever would hang the GPU run: try each kind first
+    if "sk" not in kinds or not _smoke_ok("sk"):  # a kernel waiting forever would hang the run: try each first
         SK_VARIANTS.clear()
-    pp_ok = _smoke_ok("pp")
+    pp_ok = "pp" in kinds and _smoke_ok("pp")
     from triton.testing import do_bench_cudagraph
 
     from benchmarks.tma_micro import time_variant
