@@ -140,8 +140,17 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     tail_n = max(16, next_pow2(S % bn)) if peel else 0
     end = f"tl.minimum({S}, (pid_m + 1) * BLOCK_M)" if node.attrs["is_causal"] else str(S - S % bn if peel else S)
 
+    if mask is not None:
+        mvars = {**names, nb: "offs_m[:, None]", nb + 1: "offs_n[None, :]"}
+        m_off, m_used = offset_expr(mask.layout, batch + (L, S), mvars.__getitem__)
+        # a mask broadcast along L or S (shape [L, 1], [1, 1], [B, 1, 1, 1]) still needs a [BLOCK_M, BLOCK_N]
+        # pointer block: tl.load broadcasts the pointer to the mask, never the other way
+        m_off += ("" if nb in m_used else " + offs_m[:, None] * 0") + ("" if nb + 1 in m_used else " + offs_n[None, :] * 0")
+        inb = f"(offs_m[:, None] < {L}) & (offs_n[None, :] < {S})"
+
     def step(pad: str, block: str, masked: bool) -> None:
-        """One key tile of online softmax at ``start``, ``block`` keys wide (masked where ``masked``)."""
+        """One key tile of online softmax at ``start``, ``block`` keys wide (masked where ``masked``), each
+        line indented by ``pad``."""
         def line(text: str) -> None:
             w(pad + text)
 
@@ -153,14 +162,6 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
             line("kt = kt.to(tl.float32)")
         line(f's = tl.dot(q, kt, input_precision="{prec}") * {scale * _LOG2E if log2 else scale!r}')
         if mask is not None:
-            m_lay = mask.layout
-            mshape = batch + (L, S)
-            mvars = {**names, nb: "offs_m[:, None]", nb + 1: "offs_n[None, :]"}
-            m_off, m_used = offset_expr(m_lay, mshape, mvars.__getitem__)
-            # a mask broadcast along L or S (shape [L, 1], [1, 1], [B, 1, 1, 1]) still needs a [BLOCK_M, BLOCK_N]
-            # pointer block: tl.load broadcasts the pointer to the mask, never the other way
-            m_off += ("" if nb in m_used else " + offs_m[:, None] * 0") + ("" if nb + 1 in m_used else " + offs_n[None, :] * 0")
-            inb = f"(offs_m[:, None] < {L}) & (offs_n[None, :] < {S})"
             if mask.dtype == torch.bool:
                 line(f"keep = tl.load({mask.pointer} + {m_off}, mask={inb}, other=0)")
                 fill = node.attrs.get("mask_fill")
@@ -209,6 +210,5 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
     pairs = sum(min(S, i + 1) for i in range(hint(L))) if node.attrs["is_causal"] else L * S
     flops = 2 * math.prod(batch) * pairs * (D + Dv)
     return KernelSpec(name, "attention", kin.node.name, src, (cdiv(L, bm), math.prod(batch)), consts, kin.args,
-                      kin.covers, [],
-                      num_warps=4, num_stages=3 if bm >= 128 else 2, flops=flops,
+                      kin.covers, [], num_warps=4, num_stages=3 if bm >= 128 else 2, flops=flops,
                       bytes=element_bytes(kin))
