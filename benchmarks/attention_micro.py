@@ -141,6 +141,20 @@ FUSED = [(128, 32, 0, 0, 4, 3), (128, 32, 16, 0, 4, 3), (128, 64, 16, 0, 4, 3), 
          (64, 256, 0, 16, 4, 2), (64, 128, 0, 16, 4, 2)]
 
 
+def time_attention(shape: str, label: str, run, o: torch.Tensor, ref: torch.Tensor, flop: int) -> dict | None:
+    """Run one variant into ``o``, check it against ``ref``, time it and print a line; None (and the error) where
+    this Triton cannot build or run it."""
+    try:
+        run()
+        err = ((o.float() - ref.float()).abs().max()).item()
+        ms = do_bench_cudagraph(run)
+    except Exception as e:  # a variant that does not compile is reported, not fatal
+        print(f"{shape:7s} {label}: {type(e).__name__} {str(e)[:160]}", flush=True)
+        return None
+    print(f"{shape:7s} {label} {ms * 1e3:8.1f} us {flop / ms / 1e9:6.0f} TFLOP/s err {err:.1e}", flush=True)
+    return {"shape": shape, "variant": label, "ms": ms, "err": err}
+
+
 def fused_rows(B: int, H: int, L: int, D: int) -> list[dict]:
     """The FUSED variants against torch's SDPA on the same strided views."""
     qkv = torch.randn(B, L, 3, H, D, device="cuda", dtype=torch.float16)
@@ -156,16 +170,8 @@ def fused_rows(B: int, H: int, L: int, D: int) -> list[dict]:
         blocks = L // bm + (L % bm != 0)
         run = functools.partial(attn_fused[(blocks, B * H)], qkv, o, 1 / math.sqrt(D), L=L, S=L, H=H, D=D, BLOCK_M=bm,
                                 BLOCK_N=bn, TAIL_N=tn, QTAIL_M=qt if L % bm else 0, num_warps=w, num_stages=st)
-        label = f"{bm}x{bn} tail_n={tn} qtail={qt} w{w} s{st}"
-        try:
-            run()
-            err = ((o.float() - ref.float()).abs().max()).item()
-            ms = do_bench_cudagraph(run)
-        except Exception as e:  # a variant that does not compile is reported, not fatal
-            print(f"{name} {label}: {type(e).__name__} {str(e)[:160]}", flush=True)
-            continue
-        rows.append({"shape": name, "variant": label, "ms": ms, "err": err})
-        print(f"{name} {label} {ms * 1e3:8.1f} us {flop / ms / 1e9:6.0f} TFLOP/s err {err:.1e}", flush=True)
+        row = time_attention(name, f"{bm}x{bn} tail_n={tn} qtail={qt} w{w} s{st}", run, o, ref, flop)
+        rows += [row] if row else []
     return rows
 
 
@@ -195,16 +201,8 @@ def main() -> None:
                 run = functools.partial(attn[(triton.cdiv(L, bm), B * H)], q, k, v, o, L, L, 1 / math.sqrt(D), H=H,
                                         BLOCK_M=bm, BLOCK_N=bn, D=D, EXP2=exp2, EVEN_N=L % bn == 0, num_warps=w,
                                         num_stages=s)
-                try:
-                    run()
-                    err = ((o.float() - ref.float()).abs().max()).item()
-                    ms = do_bench_cudagraph(run)
-                except Exception as e:  # a variant that does not compile is reported, not fatal
-                    print(f"{sname:7s} {bm}x{bn} w{w} s{s} exp2={exp2}: {type(e).__name__} {str(e)[:160]}", flush=True)
-                    continue
-                rows.append({"shape": sname, "variant": f"{bm}x{bn} w{w} s{s} exp2={exp2}", "ms": ms, "err": err})
-                print(f"{sname:7s} {bm}x{bn} w{w} s{s} exp2={exp2} {ms * 1e3:8.1f} us {flop / ms / 1e9:6.0f} TFLOP/s "
-                      f"err {err:.1e}", flush=True)
+                row = time_attention(sname, f"{bm}x{bn} w{w} s{s} exp2={exp2}", run, o, ref, flop)
+                rows += [row] if row else []
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -453,12 +453,10 @@ def smoke(kind: str) -> None:
     """Run each ``kind`` ("sk" or "pp") variant three times on vit's fc2 (+ residual) and check it; exit 1 on a
     wrong result. Run in a time-limited subprocess: a program waiting on a flag or barrier forever hangs."""
     triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+    from benchmarks.tma_micro import gemm_operands
+
     M, N, K = 6304, 768, 3072
-    x = torch.randn(M, K, device="cuda", dtype=torch.float16)
-    w = torch.randn(K, N, device="cuda", dtype=torch.float16) / K ** 0.5
-    b = torch.randn(N, device="cuda", dtype=torch.float16)
-    r = torch.randn(M, N, device="cuda", dtype=torch.float16)
-    ref = torch.addmm(b, x, w).float() + r.float()
+    x, w, b, r, ref = gemm_operands(M, N, K, "res")
     bad = 0
     for v in SK_VARIANTS if kind == "sk" else PP_VARIANTS:
         y = torch.full((M, N), float("nan"), device="cuda", dtype=torch.float16)
@@ -504,22 +502,13 @@ def main() -> None:
     pp_ok = "pp" in kinds and _smoke_ok("pp")
     from triton.testing import do_bench_cudagraph
 
-    from benchmarks.tma_micro import time_variant
+    from benchmarks.tma_micro import gemm_operands, time_variant
     from benchmarks.ws_micro import _launch as ptr_launch
     triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
     print(f"card: {torch.cuda.get_device_name()}; triton {triton.__version__}", flush=True)
     rows = []
     for name, M, N, K, epi in SHAPES:
-        torch.manual_seed(0)
-        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
-        w = torch.randn(K, N, device="cuda", dtype=torch.float16) / K ** 0.5
-        b = torch.randn(N, device="cuda", dtype=torch.float16)
-        r = torch.randn(M, N, device="cuda", dtype=torch.float16)
-        ref = torch.addmm(b, x, w).float()
-        if epi == "gelu":
-            ref = torch.nn.functional.gelu(ref)
-        if epi == "res":
-            ref = ref + r.float()
+        x, w, b, r, ref = gemm_operands(M, N, K, epi)
         cublas = do_bench_cudagraph(lambda x=x, w=w, b=b: torch.addmm(b, x, w), rep=200)
         flops = 2 * M * N * K
         print(f"{name:9s} {M}x{N}x{K} {epi or 'bias':4s} cuBLAS(bias only) {cublas * 1e3:7.1f} us "

@@ -70,6 +70,26 @@ def compare(name: str, batch: int, model, inputs, builds: dict[str, tuple], gen:
     return row
 
 
+def ab_rows(models: str, batch: int, checks: int, builds_of, annotate, profile: bool = True) -> list[dict]:
+    """An A/B over ``models`` (comma-separated): per model, the builds ``builds_of(model, inputs)`` returns
+    (``build_with`` results by name), compared (``compare``), ``annotate(row, builds)``, printed, and freed
+    before the next model. Returns the rows."""
+    print(f"card: {torch.cuda.get_device_name()}; torch {torch.__version__}; {current_arch()}", flush=True)
+    gen = torch.Generator().manual_seed(4321)
+    rows = []
+    for name in models.split(","):
+        model, inputs = fp16_cuda(name, batch)
+        builds = builds_of(model, inputs)
+        row = compare(name, batch, model, inputs, builds, gen, checks, profile=profile)
+        annotate(row, builds)
+        print(json.dumps({k: v for k, v in row.items() if k != "gemm_ms"}), flush=True)
+        print_gemm_ms(row)
+        rows.append(row)
+        del builds
+        torch.cuda.empty_cache()
+    return rows
+
+
 def print_gemm_ms(row: dict) -> None:
     for variant, probs in row.get("gemm_ms", {}).items():
         for prob, t in sorted(probs.items(), key=lambda kv: -kv[1]):
@@ -96,21 +116,15 @@ def main() -> None:
     ap.add_argument("--checks", type=int, default=2)
     ap.add_argument("--json")
     args = ap.parse_args()
-    print(f"card: {torch.cuda.get_device_name()}; torch {torch.__version__}; {current_arch()}", flush=True)
-    gen = torch.Generator().manual_seed(4321)
-    rows = []
-    for name in args.models.split(","):
-        model, inputs = fp16_cuda(name, args.batch)
-        builds = {"rule": build_with(model, inputs), "n_fastest": build_with(model, inputs, N_FASTEST_A_BYTES=0),
-                  "m_fastest": build_with(model, inputs, N_FASTEST_A_BYTES=1 << 62)}
-        row = compare(name, args.batch, model, inputs, builds, gen, args.checks, profile=True)
-        ms = row["ms"]
-        row["speedup"] = {k: round(ms["m_fastest"] / ms[k], 4) for k in ("rule", "n_fastest")}
-        print(json.dumps({k: v for k, v in row.items() if k != "gemm_ms"}), flush=True)
-        print_gemm_ms(row)
-        rows.append(row)
-        del builds
-        torch.cuda.empty_cache()
+
+    def builds_of(model, inputs) -> dict[str, tuple]:
+        return {"rule": build_with(model, inputs), "n_fastest": build_with(model, inputs, N_FASTEST_A_BYTES=0),
+                "m_fastest": build_with(model, inputs, N_FASTEST_A_BYTES=1 << 62)}
+
+    def annotate(row: dict, builds: dict) -> None:
+        row["speedup"] = {k: round(row["ms"]["m_fastest"] / row["ms"][k], 4) for k in ("rule", "n_fastest")}
+
+    rows = ab_rows(args.models, args.batch, args.checks, builds_of, annotate)
     print("\n| model | batch | M fastest ms | N fastest ms | rule ms | speedup N fastest | speedup rule | max rel err |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

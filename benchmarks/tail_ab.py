@@ -16,13 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.models import fp16_cuda  # noqa: E402
-from benchmarks.order_ab import build_with, compare, print_gemm_ms  # noqa: E402
-from trtjit.cuda_launcher import current_arch  # noqa: E402
+from benchmarks.order_ab import ab_rows, build_with  # noqa: E402
 
 
 def no_tail(*args, **kwargs) -> None:
@@ -38,20 +34,15 @@ def main() -> None:
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
-    print(f"card: {torch.cuda.get_device_name()}; torch {torch.__version__}; {current_arch()}", flush=True)
-    gen = torch.Generator().manual_seed(4321)
-    rows = []
-    for name in args.models.split(","):
-        model, inputs = fp16_cuda(name, args.batch)
-        builds = {"off": build_with(model, inputs, wave_tail=no_tail), "tail": build_with(model, inputs)}
-        row = compare(name, args.batch, model, inputs, builds, gen, args.checks, profile=not args.no_profile)
+
+    def builds_of(model, inputs) -> dict[str, tuple]:
+        return {"off": build_with(model, inputs, wave_tail=no_tail), "tail": build_with(model, inputs)}
+
+    def annotate(row: dict, builds: dict) -> None:
         row["split_gemms"] = sum("def _gemm_tile(" in k.source for k in builds["tail"][0].kernels)
         row["speedup"] = round(row["ms"]["off"] / row["ms"]["tail"], 4)
-        print(json.dumps({k: v for k, v in row.items() if k != "gemm_ms"}), flush=True)
-        print_gemm_ms(row)
-        rows.append(row)
-        del builds
-        torch.cuda.empty_cache()
+
+    rows = ab_rows(args.models, args.batch, args.checks, builds_of, annotate, profile=not args.no_profile)
     print("\n| model | batch | one tile size ms | wave tail ms | speedup | split GEMMs | max rel err |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -83,7 +83,7 @@ def main_rows(M: int, N: int, bm: int, bn: int) -> int:
 def main() -> None:
     from triton.testing import do_bench_cudagraph
 
-    from benchmarks.tma_micro import time_variant
+    from benchmarks.tma_micro import gemm_operands, time_variant
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
@@ -91,13 +91,8 @@ def main() -> None:
     print(f"card: {torch.cuda.get_device_name()}; triton {triton.__version__}", flush=True)
     rows = []
     for name, M, N, K, gelu, (bm, bn, warps, stages), n_fast in SHAPES:
-        torch.manual_seed(0)
-        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
-        w = torch.randn(K, N, device="cuda", dtype=torch.float16) / K ** 0.5
-        b = torch.randn(N, device="cuda", dtype=torch.float16)
-        ref = torch.addmm(b, x, w)
-        if gelu:
-            ref = torch.nn.functional.gelu(ref.float()).half()
+        x, w, b, _, ref = gemm_operands(M, N, K, "gelu" if gelu else "")
+        ref = ref.half()  # (the check compares with the fp16 reference, as before)
         cublas = do_bench_cudagraph(lambda x=x, w=w, b=b: torch.addmm(b, x, w), rep=200)
         flops = 2 * M * N * K
         print(f"{name:9s} {M}x{N}x{K}{' +gelu' if gelu else ''} cuBLAS(no gelu) {cublas * 1e3:7.1f} us", flush=True)

@@ -108,6 +108,23 @@ def launch(kind, tile, ws, x, w, b, y):
                                             num_stages=stages)
 
 
+def gemm_operands(M: int, N: int, K: int, epi: str = "") -> tuple[torch.Tensor, ...]:
+    """Seeded fp16 operands of ``epi(x @ w + b)`` (x [M, K], w [K, N] as trtjit folds a Linear weight, b [N],
+    r [M, N] a residual) and its fp32 reference, from cuBLAS's fp16 addmm: epi "" (bias only), "gelu" or
+    "res" (+ r). Returns x, w, b, r, ref."""
+    torch.manual_seed(0)
+    x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+    w = torch.randn(K, N, device="cuda", dtype=torch.float16) / K ** 0.5
+    b = torch.randn(N, device="cuda", dtype=torch.float16)
+    r = torch.randn(M, N, device="cuda", dtype=torch.float16)
+    ref = torch.addmm(b, x, w).float()
+    if epi == "gelu":
+        ref = torch.nn.functional.gelu(ref)
+    if epi == "res":
+        ref = ref + r.float()
+    return x, w, b, r, ref
+
+
 def time_variant(label: str, make, y: torch.Tensor, ref: torch.Tensor, flops: int, cublas_ms: float) -> dict | None:
     """Build one variant's launcher (``make()``), run it once into ``y`` and check it against ``ref``, then
     time it (CUDA-graph replays) and print a line; None (and a "failed" line) where this Triton cannot build
