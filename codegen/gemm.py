@@ -87,7 +87,9 @@ MAX_GRID_Y = 65535
 # (programs after the main ones, so they fill the SMs the last full wave frees), when those tiles fit in
 # one wave. Measured on the H100 (benchmarks/tail_micro.py, runs/2026-12-06-s3/tail.log), against one tile
 # size: vit proj 19.5 -> 18.4 us, qkv 50.2 -> 48.0, fc1 (GELU) 77.4 -> 75.2, fc2 64.2 -> 63.7, bert fc2
-# 41.5 -> 38.6. The tail keeps BLOCK_N: 64x64 tails ran bert's fc2 at 48.4 us. Splitting the tail tiles over
+# 41.5 -> 38.6. The tail keeps BLOCK_N: 64x64 tails ran bert's fc2 at 48.4 us. (The wave count above is an
+# approximation: 128x128 tiles, ~114 registers and 96 KB of shared memory, run two programs per SM, so their
+# whole waves hold 264 tiles; the split still measured faster, as above.) Splitting the tail tiles over
 # K as well (fp32 partials in an engine workspace, the last program of a tile adding them in split order) did
 # not pay (runs/2026-12-06-s4/tail_ab*.log, engine profiles, us a layer): 128-row split tiles took the kernel
 # from 114 to 166 registers a thread, so 128x128 tiles ran one program per SM instead of two (vit fc2 61 -> 75,
