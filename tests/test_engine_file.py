@@ -77,6 +77,41 @@ def test_round_trip(built, tmp_path):
     assert read(again)[1] == read(path)[1]
 
 
+def test_weights_load_in_place(tmp_path):
+    """Each weight starts at a multiple of WEIGHT_ALIGN in the file and loads as a view of the one buffer
+    the weights section was read into (no copy per weight); values and dtypes survive."""
+    from trtjit.engine_file import WEIGHT_ALIGN
+    model, inputs = example("mlp", batch=3)
+    engine = trtjit.compile(model, inputs, precision="fp16")
+    path = engine.save(str(tmp_path / "w.plan"))
+    _, sections = read(path)
+    offsets = [m["offset"] for m in json.loads(sections["weights_manifest"])]
+    assert len(offsets) == 4 and all(o % WEIGHT_ALIGN == 0 for o in offsets)
+    assert any(m["nbytes"] % WEIGHT_ALIGN for m in json.loads(sections["weights_manifest"]))  # padding was needed
+    want = engine.graph.weights()
+    got = trtjit.load(path).graph.weights()
+    assert sorted(got) == sorted(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype and torch.equal(got[k].cpu(), want[k].cpu())
+    assert len({w.untyped_storage().data_ptr() for w in got.values()}) == 1
+
+
+def test_unaligned_weights_still_load(built, tmp_path):
+    """A weights section whose offsets are not multiples of the dtype size (a writer without padding) loads
+    through a copy of each such weight, with the same values."""
+    engine, path, inputs, _ = built
+    header, sections = read(path)
+    manifest = json.loads(sections["weights_manifest"])
+    for m in manifest:
+        m["offset"] += 1
+    sections = dict(sections, weights_manifest=json.dumps(manifest).encode(),
+                    weights=b"\x00" + bytes(sections["weights"]))
+    loaded = trtjit.load(str(_write(tmp_path / "odd.plan", header, sections)))
+    want = engine.graph.weights()
+    assert all(torch.equal(loaded.graph.weights()[k].cpu(), want[k].cpu()) for k in want)
+    assert torch.equal(loaded(*inputs), engine(*inputs))
+
+
 def test_targets_validated():
     assert BuildOptions(targets=["sm90", "sm_80", "sm_90a"]).targets == ("sm_80", "sm_90")
     with pytest.raises(InputError, match=r"unknown GPU target 'sm_91'.*sm_80.*sm_90"):

@@ -143,3 +143,22 @@ def test_duplicate_and_unknown():
         g.add("frobnicate", [Value("x")])
     with pytest.raises(trtjit.GraphError, match="needs attribute 'dims'"):
         g.add("permute", [Value("x")])
+
+
+def test_shape_inference_memo_keys_on_specs_and_typed_attrs():
+    """OpDef memoizes meta-tensor inference per (input specs, attrs): repeated layers infer once, and no two
+    different calls share an entry (attribute values are keyed with their type; graph bodies are not keyed)."""
+    from trtjit.ops import _frozen, get_op
+    op = get_op("sum")
+    x = TensorSpec((2, 3, 5), torch.float16)
+    a = op.infer([x], {"dims": [1], "keepdim": True})
+    n = len(op._memo)
+    assert op.infer([x], {"dims": [1], "keepdim": True}) == a == [TensorSpec((2, 1, 5), torch.float16)]
+    assert len(op._memo) == n  # the second call was a hit
+    assert op.infer([x], {"dims": [1], "keepdim": False}) == [TensorSpec((2, 5), torch.float16)]
+    assert op.infer([x], {"dims": [2], "keepdim": True}) == [TensorSpec((2, 3, 1), torch.float16)]
+    assert op.infer([TensorSpec((2, 3, 5), torch.float32)], {"dims": [1], "keepdim": True}) == \
+        [TensorSpec((2, 1, 5), torch.float32)]
+    assert len({_frozen(v) for v in (1, 1.0, True)}) == 3
+    assert _frozen({"body": Graph()}) is None and _frozen([1, torch.zeros(1)]) is None
+    assert _frozen({"a": [1, (2, 3)], "b": None}) == _frozen({"b": None, "a": [1, (2, 3)]})

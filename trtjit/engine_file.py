@@ -35,6 +35,7 @@ MAGIC = b"TRTJITPLAN\x00\x00"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<12sIQ")
 _HASH = 32
+WEIGHT_ALIGN = 64  # bytes: each weight's offset in the weights section is a multiple of every dtype's size
 
 
 class EngineFileError(EngineError):
@@ -57,10 +58,15 @@ def build_key(graph_json: bytes, options: dict[str, Any]) -> str:
 
 
 def _weights_blob(graph: Graph) -> tuple[list[dict[str, Any]], bytes]:
+    """The weight bytes, each weight starting at a multiple of WEIGHT_ALIGN (zero padding between), so a
+    reader can view every weight in place at any dtype."""
     manifest, chunks, off = [], [], 0
     for key, t in sorted(graph.weights().items()):
         data = t.detach().cpu().contiguous()
         raw = data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b""
+        pad = -off % WEIGHT_ALIGN
+        chunks.append(bytes(pad))
+        off += pad
         manifest.append({"name": key, "dtype": dtype_name(t.dtype), "shape": list(t.shape), "offset": off,
                          "nbytes": len(raw)})
         chunks.append(raw)
@@ -102,54 +108,68 @@ def _key_bytes(key: bytes | str) -> bytes:
 
 
 def read(path: str | os.PathLike, key: bytes | str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Validate an engine file and return (header, sections). Raises EngineFileError naming the problem."""
+    """Validate an engine file and return (header, sections). Raises EngineFileError naming the problem.
+
+    Each section is read once into its own buffer (the weights into a writable ``memoryview`` that ``load``
+    views without copying) and hashed there: a 260 MB engine is not copied three times on its way in."""
     p = Path(path)
     if not p.is_file():
         raise EngineFileError(f"{p}: no such engine file")
-    data = p.read_bytes()
-    if len(data) < _PREFIX.size or data[:12] != MAGIC:
-        raise EngineFileError(f"{p}: not a trtjit engine file (bad magic bytes)")
-    _, version, hlen = _PREFIX.unpack_from(data)
-    if version > FORMAT_VERSION:
-        raise EngineFileError(f"{p}: engine format version {version} is newer than this trtjit reads "
-                              f"({FORMAT_VERSION}); upgrade trtjit")
-    if version != FORMAT_VERSION:
-        raise EngineFileError(f"{p}: engine format version {version} is not supported (expected {FORMAT_VERSION})")
-    start = _PREFIX.size
-    body_start = start + hlen + 2 * _HASH
-    if hlen > len(data) or body_start > len(data):
-        raise EngineFileError(f"{p}: truncated engine file (header claims {hlen} bytes, file has {len(data)})")
-    hbytes = data[start:start + hlen]
-    if hashlib.sha256(hbytes).digest() != data[start + hlen:start + hlen + _HASH]:
-        raise EngineFileError(f"{p}: engine header checksum mismatch (file corrupted)")
-    sig = data[start + hlen + _HASH:body_start]
-    if key:
-        if sig == bytes(_HASH):
-            raise EngineFileError(f"{p}: engine file is unsigned, but a signing key is configured")
-        if not hmac.compare_digest(sig, hmac.new(_key_bytes(key), hbytes, hashlib.sha256).digest()):
-            raise EngineFileError(f"{p}: engine signature does not match the configured key (altered or "
-                                  "signed with another key)")
-    try:
-        header = json.loads(hbytes)
-        sections = {}
-        for s in header["sections"]:
-            a, n = body_start + int(s["offset"]), int(s["length"])
-            if a + n > len(data) or n < 0:
-                raise EngineFileError(f"{p}: truncated engine file (section {s['name']!r} runs past the end)")
-            chunk = data[a:a + n]
-            if hashlib.sha256(chunk).hexdigest() != s["sha256"]:
-                raise EngineFileError(f"{p}: checksum mismatch in section {s['name']!r} (file corrupted)")
-            sections[s["name"]] = chunk
-        end = body_start + max((int(s["offset"]) + int(s["length"]) for s in header["sections"]), default=0)
-        if len(data) > end:
-            raise EngineFileError(f"{p}: {len(data) - end} unexpected byte(s) after the last section (file "
-                                  "corrupted or appended to)")
-        if header.get("signed") is False and sig != bytes(_HASH):
-            raise EngineFileError(f"{p}: the signature field of this unsigned engine file is not empty (file corrupted)")
-    except EngineFileError:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise EngineFileError(f"{p}: malformed engine header: {type(e).__name__}: {e}") from None
+    with open(p, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(_PREFIX.size)
+        if len(prefix) < _PREFIX.size or prefix[:12] != MAGIC:
+            raise EngineFileError(f"{p}: not a trtjit engine file (bad magic bytes)")
+        _, version, hlen = _PREFIX.unpack(prefix)
+        if version > FORMAT_VERSION:
+            raise EngineFileError(f"{p}: engine format version {version} is newer than this trtjit reads "
+                                  f"({FORMAT_VERSION}); upgrade trtjit")
+        if version != FORMAT_VERSION:
+            raise EngineFileError(f"{p}: engine format version {version} is not supported (expected "
+                                  f"{FORMAT_VERSION})")
+        body_start = _PREFIX.size + hlen + 2 * _HASH
+        if hlen > size or body_start > size:
+            raise EngineFileError(f"{p}: truncated engine file (header claims {hlen} bytes, file has {size})")
+        hbytes = f.read(hlen)
+        digest, sig = f.read(_HASH), f.read(_HASH)
+        if hashlib.sha256(hbytes).digest() != digest:
+            raise EngineFileError(f"{p}: engine header checksum mismatch (file corrupted)")
+        if key:
+            if sig == bytes(_HASH):
+                raise EngineFileError(f"{p}: engine file is unsigned, but a signing key is configured")
+            if not hmac.compare_digest(sig, hmac.new(_key_bytes(key), hbytes, hashlib.sha256).digest()):
+                raise EngineFileError(f"{p}: engine signature does not match the configured key (altered or "
+                                      "signed with another key)")
+        try:
+            header = json.loads(hbytes)
+            sections: dict[str, Any] = {}
+            for s in header["sections"]:
+                off, n = int(s["offset"]), int(s["length"])
+                if off < 0 or n < 0 or body_start + off + n > size:
+                    raise EngineFileError(f"{p}: truncated engine file (section {s['name']!r} runs past the end)")
+                f.seek(body_start + off)
+                if s["name"] == "weights":  # uninitialized and writable: load() views it without a copy
+                    chunk: bytes | memoryview = memoryview(torch.empty(n, dtype=torch.uint8).numpy())
+                    got = f.readinto(chunk)
+                else:
+                    chunk = f.read(n)
+                    got = len(chunk)
+                if got != n:
+                    raise EngineFileError(f"{p}: truncated engine file (section {s['name']!r} runs past the end)")
+                if hashlib.sha256(chunk).hexdigest() != s["sha256"]:
+                    raise EngineFileError(f"{p}: checksum mismatch in section {s['name']!r} (file corrupted)")
+                sections[s["name"]] = chunk
+            end = body_start + max((int(s["offset"]) + int(s["length"]) for s in header["sections"]), default=0)
+            if size > end:
+                raise EngineFileError(f"{p}: {size - end} unexpected byte(s) after the last section (file "
+                                      "corrupted or appended to)")
+            if header.get("signed") is False and sig != bytes(_HASH):
+                raise EngineFileError(f"{p}: the signature field of this unsigned engine file is not empty (file "
+                                      "corrupted)")
+        except EngineFileError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise EngineFileError(f"{p}: malformed engine header: {type(e).__name__}: {e}") from None
     missing = {"graph", "weights_manifest", "weights", "kernels"} - set(sections)
     if missing:
         raise EngineFileError(f"{p}: engine file lacks section(s) {sorted(missing)}")
@@ -174,6 +194,7 @@ def load(path: str | os.PathLike, key: bytes | str | None = None, rebuild: bool 
     try:
         manifest = json.loads(sections["weights_manifest"])
         blob = sections["weights"]
+        base = torch.frombuffer(blob, dtype=torch.uint8) if len(blob) else torch.empty(0, dtype=torch.uint8)
         weights = {}
         for m in manifest:
             if m["dtype"] not in DTYPES:
@@ -186,9 +207,11 @@ def load(path: str | os.PathLike, key: bytes | str | None = None, rebuild: bool 
                 count *= s
             if a < 0 or a + n > len(blob) or count * dt.itemsize != n:
                 raise EngineFileError(f"{path}: weight {m['name']!r} does not fit its manifest entry")
-            raw = bytearray(blob[a:a + n])
-            t = torch.frombuffer(raw, dtype=torch.uint8) if n else torch.empty(0, dtype=torch.uint8)
-            weights[m["name"]] = t.view(dt).reshape(shape) if n else torch.empty(shape, dtype=dt)
+            if not n:
+                weights[m["name"]] = torch.empty(shape, dtype=dt)
+                continue
+            raw = base[a:a + n]  # a view of the file's weight bytes; writers align each weight (WEIGHT_ALIGN)
+            weights[m["name"]] = (raw if a % dt.itemsize == 0 else raw.clone()).view(dt).reshape(shape)
         graph = Graph.from_json(json.loads(sections["graph"]), weights)
         graph.verify(context="load")
         opts = BuildOptions(**{k: v for k, v in header["options"].items() if k in BuildOptions.__dataclass_fields__})

@@ -43,6 +43,9 @@ class OpDef:
     decompose: Callable[[Graph, Node, list[Value]], list[Value]] | None = None
     infer_fn: Callable[[list[TensorSpec], dict], list[TensorSpec]] | None = None
     doc: str = ""
+    # memo of _infer_static: (input specs, frozen attrs) -> output specs. A transformer's layers repeat the
+    # same nodes, and verifying a graph (after passes, on engine load) re-infers every one of them.
+    _memo: dict[tuple, tuple[TensorSpec, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def normalize_attrs(self, attrs: dict[str, Any], where: str = "") -> dict[str, Any]:
         unknown = set(attrs) - set(self.attrs)
@@ -68,14 +71,40 @@ class OpDef:
         return self._infer_static(specs, attrs)
 
     def _infer_static(self, specs: list[TensorSpec], attrs: dict[str, Any]) -> list[TensorSpec]:
+        key = _frozen((tuple(specs), attrs))
+        hit = self._memo.get(key) if key is not None else None
+        if hit is not None:
+            return list(hit)
         out = self.ref([s.meta() for s in specs], **attrs)
-        outs = out if isinstance(out, (tuple, list)) else [out]
-        return [TensorSpec.of(t) for t in outs]
+        outs = [TensorSpec.of(t) for t in (out if isinstance(out, (tuple, list)) else [out])]
+        if key is not None and len(self._memo) < _MEMO_SIZE:
+            self._memo[key] = tuple(outs)
+        return outs
 
     def run(self, inputs: list[torch.Tensor], attrs: dict[str, Any]) -> list[torch.Tensor]:
         """Reference implementation, always returning a list of outputs."""
         out = self.ref(inputs, **attrs)
         return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+_MEMO_SIZE = 4096  # entries per op
+
+
+def _frozen(v: Any) -> Any:
+    """A hashable key for ``v`` (specs and attribute values), typed so that 1, 1.0 and True differ; None when
+    ``v`` holds something without a value key (a graph body, a tensor): such calls are not memoized."""
+    if v is None or isinstance(v, (str, torch.dtype, TensorSpec)):
+        return v
+    if isinstance(v, (bool, int, float)):
+        return type(v).__name__, v
+    if isinstance(v, (list, tuple)):
+        items = [_frozen(x) for x in v]
+        return None if any(x is None and y is not None for x, y in zip(items, v)) else ("seq", *items)
+    if isinstance(v, dict):
+        items = [(k, _frozen(x)) for k, x in v.items()]
+        return None if any(f is None and x is not None for (_, f), x in zip(items, v.values())) else \
+            ("map", *sorted(items, key=lambda kv: str(kv[0])))
+    return None
 
 
 OPS: dict[str, OpDef] = {}
