@@ -51,6 +51,7 @@ class KernelSpec:
     problem: dict[str, int] = field(default_factory=dict)  # GEMM/conv: M, N, K, batch (tile candidates use it)
     tile: str = "heuristic"  # where a GEMM/conv tile came from: "heuristic", "tuned" or "cache"
     batch_arg: bool = False  # takes the runtime batch ``nb`` after its pointers (dynamic batch: trtjit.dynamic)
+    maxnreg: int = 0  # a register cap per thread (warp-specialized Gluon kernels share it out); 0: none
 
     def to_json(self) -> dict:
         from trtjit.dynamic import encode
@@ -58,7 +59,7 @@ class KernelSpec:
                 "grid": encode(list(self.grid)), "batch_arg": self.batch_arg, "constexprs": self.constexprs,
                 "args": [list(a) for a in self.args], "covers": self.covers, "rules": self.rules,
                 "num_warps": self.num_warps, "num_stages": self.num_stages, "flops": self.flops, "bytes": self.bytes,
-                "problem": encode(self.problem), "tile": self.tile}
+                "problem": encode(self.problem), "tile": self.tile, **({"maxnreg": self.maxnreg} if self.maxnreg else {})}
 
 
 @dataclass

@@ -190,6 +190,10 @@ def _operand(kin: KernelInput, v: Value, anchor: Node) -> Operand:
 
 
 def generate(kin: KernelInput, name: str) -> KernelSpec:
+    from trtjit.codegen import gluon_gemm
+
+    if gluon_gemm.is_pingpong(kin.tile):  # chosen by passes/gemm_tactic for sm_90 builds
+        return gluon_gemm.generate(kin, name)
     anchor = _anchor(kin)
     a_v, b_v = kin.body.inputs_of(anchor.name)
     A, B = _operand(kin, a_v, anchor), _operand(kin, b_v, anchor)

@@ -1,7 +1,7 @@
 """Autotuning of GEMM/conv tiles, with a persistent tuning cache (TensorRT's timing cache).
 
 Requires: the final graph (views materialized), so every GEMM/conv kernel can be generated. Guarantees: the
-graph is unchanged except ``graph.meta["tiles"]``, which maps GEMM/conv kernel nodes to the tile (block sizes,
+graph is unchanged except ``graph.meta["tiles"]`` (GEMMs on the ping-pong template keep theirs), which maps GEMM/conv kernel nodes to the tile (block sizes,
 warps, stages) their kernel uses: the tuning cache's entry where it has one (opt_level >= 2 with
 ``tuning_cache=``), else, at opt_level 3 on a GPU, the fastest of the candidate tiles timed on that GPU (the
 cache gains the result). Every other kernel keeps the deterministic heuristic tile, so builds without a GPU
@@ -18,6 +18,7 @@ import triton
 from trtjit.codegen import generate, template_of
 from trtjit.codegen.common import KernelSpec
 from trtjit.codegen.gemm import TILE_KEYS, tile_candidates
+from trtjit.codegen.gluon_gemm import is_pingpong
 
 from trtjit.backend import interpreting
 from trtjit.crosscompile import arg_dtypes
@@ -64,10 +65,11 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
     layouts = compute_layouts(graph)
     tiles = dict(graph.meta.get("tiles", {}))
     graph.meta.pop("tiles", None)  # generate the heuristic kernel first: it is the cache key and candidate one
+    pingpong = {n for n, t in tiles.items() if is_pingpong(t)}  # passes/gemm_tactic chose the Gluon template
     todo: dict[str, tuple[str, list[str], dict, list[dict]]] = {}  # key -> (first node, nodes, problem, tiles)
     for name in graph.topo_order():
         if not is_kernel_node(graph, name) or graph.node(name).op == "plugin" \
-                or template_of(graph, name) != "gemm":
+                or template_of(graph, name) != "gemm" or name in pingpong:
             continue
         base = generate(graph, name, layouts, tf32=opts.tf32)
         opt = graph.meta.get("batch_range", {}).get("opt")  # a dynamic-batch kernel is tuned for its opt batch

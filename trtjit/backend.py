@@ -26,3 +26,14 @@ def check_device(device_type: str) -> None:
     if device_type not in ("cpu", "cuda"):
         raise EngineError(f"inputs are on a {device_type!r} device; trtjit runs on 'cuda' or 'cpu'")
 
+
+
+def ensure_triton_allocator() -> None:
+    """Give Triton's JIT an allocator for kernels that need global scratch at launch (device-side TMA
+    descriptors), unless the application set one. Stored cubins get theirs from ``trtjit.cuda_launcher``."""
+    import torch
+    import triton
+    from triton.runtime import _allocation
+
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))

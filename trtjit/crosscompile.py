@@ -90,7 +90,8 @@ def arg_dtypes(graph: Any, kernel: Any) -> list[str]:
 def _job_kernels(graph: Any, kernels: list[Any]) -> list[dict[str, Any]]:
     return [{"name": k.name, "source": k.source, "arg_dtypes": arg_dtypes(graph, k),
              "constexprs": k.constexprs, "num_warps": k.num_warps, "num_stages": k.num_stages,
-             "batch_arg": bool(getattr(k, "batch_arg", False))} for k in kernels]
+             "batch_arg": bool(getattr(k, "batch_arg", False)), "maxnreg": int(getattr(k, "maxnreg", 0))}
+            for k in kernels]
 
 
 def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | list[str],
@@ -332,12 +333,13 @@ def _check_meta(path: Any, target: str, k: Any, m: dict[str, Any], cubin_blob: b
                               "global_scratch_align", "profile_scratch_size", "profile_scratch_align", "tmem_size")}
     if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in ints.values()):
         raise bad(f"launch metadata {ints} is not all non-negative integers")
-    for f in ("num_warps", "global_scratch_align", "profile_scratch_align"):
+    for f in ("global_scratch_align", "profile_scratch_align"):
         v = ints[f]
         if v < 1 or v & (v - 1) or v > 1024:
             raise bad(f"{f}={v} is not a power of two")
-    if ints["num_warps"] > 32:
-        raise bad(f"num_warps={ints['num_warps']} exceeds 32")
+    w = ints["num_warps"]  # a power of two, or whole warpgroups (a warp-specialized kernel: 8 + 4 = 12)
+    if not (1 <= w <= 32 and (w & (w - 1) == 0 or w % 4 == 0)):
+        raise bad(f"num_warps={w} is not a power of two or a multiple of 4 up to 32")
     if not isinstance(m["symbol"], str) or not m["symbol"]:
         raise bad("has no kernel symbol")
     (ca, cn), (pa, pn) = m["cubin_range"], m["ptx_range"]

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-from trtjit.backend import check_device, interpreting, load_kernel
+from trtjit.backend import check_device, ensure_triton_allocator, interpreting, load_kernel
 from trtjit.codegen.common import PDL, KernelSpec, kernel_identity, takes_pdl
+from trtjit.codegen.gluon_gemm import is_gluon_source
 from trtjit.dynamic import at, batch_of, format_shape, grid_at, range_of, upper
-from trtjit.errors import InputError
+from trtjit.errors import EngineError, InputError
 from trtjit.ir import Graph, TensorSpec, Value
 from trtjit.layout import compute_layouts
 from trtjit.options import BuildOptions
@@ -101,6 +102,13 @@ class Engine:
             if cubins is not None:
                 return cubins
         if self._fns is None:
+            gluon = [k.name for k in self.kernels if is_gluon_source(k.source)]
+            if gluon and (interpreting() or device is None or device.type != "cuda"):
+                raise EngineError(f"kernel {gluon[0]!r} (and {len(gluon) - 1} more) is a Gluon ping-pong GEMM for "
+                                  "Hopper (sm_90) GPUs: it does not run under Triton's interpreter or on the CPU. "
+                                  "Build with gemm_tactic='triton' for an engine that does")
+            if gluon:  # device-side TMA descriptors take global scratch from Triton's allocator
+                ensure_triton_allocator()
             shared: dict[str, Any] = {}
             fns = []
             for k in self.kernels:
@@ -218,6 +226,8 @@ class Engine:
         nb = () if not k.batch_arg else (self._nb,)  # dynamic batch: grids and sizes follow the runtime batch
         # PDL: the JIT compiles the griddepcontrol prologue in; stored cubins have it where their arch does
         extra = {PDL: True, "launch_pdl": True} if pdl and self._pdl_kernels[i] else {}
+        if k.maxnreg:
+            extra["maxnreg"] = k.maxnreg
         fn[grid_at(k.grid, self._nb)](*[bufs[a] for a in k.args], *nb, **k.constexprs, num_warps=k.num_warps,
                                       num_stages=k.num_stages, **extra)
 

@@ -12,6 +12,7 @@ from trtjit.errors import InputError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # the 16-bit storage precisions and their dtypes
+GEMM_TACTICS = ("auto", "pingpong", "triton")
 FP8_TARGETS = ("sm_89", "sm_90", "sm_100", "sm_103", "sm_120")  # GPUs with fp8 (e4m3) tensor cores
 
 
@@ -50,6 +51,10 @@ class BuildOptions:
     tuning_cache: a tuning cache file (``trtjit.tuning``): tiles measured by earlier builds are reused, and
         opt_level 3 adds what it measures. Default: none at level 2; ``~/.cache/trtjit/tuning_cache.json``
         at level 3.
+    gemm_tactic: which template GEMMs use (``passes/gemm_tactic.py``): "auto" (default) picks the ping-pong
+        Gluon template (``codegen/gluon_gemm.py``) for GEMMs with a GELU epilogue and at least a full wave of
+        tiles, when the build runs on an sm_90 GPU and targets sm_90 alone; "pingpong" for every GEMM it can
+        express (sm_90 engines; they do not run under the interpreter); "triton" never.
     shapes: input shape ranges, ``{input name or position: (min_shape, opt_shape, max_shape)}``: one engine
         serves every batch in [min, max], tuned for opt (one dynamic dim, shared by the inputs given; see
         ``trtjit.dynamic``). Empty: static shapes, those of the example inputs.
@@ -67,6 +72,7 @@ class BuildOptions:
     targets: tuple[str, ...] = ()
     tuning_cache: str | None = None
     shapes: tuple = ()
+    gemm_tactic: str = "auto"
 
     def __post_init__(self) -> None:
         from trtjit.dynamic import normalize_shapes
@@ -90,6 +96,11 @@ class BuildOptions:
             if lacking:
                 raise InputError(f"precision 'fp8' needs fp8 tensor cores (sm_89 or newer); target(s) {lacking} lack "
                                  "them: build those with precision='int8' or 'fp16'")
+        if self.gemm_tactic not in GEMM_TACTICS:
+            raise InputError(f"gemm_tactic {self.gemm_tactic!r} is not supported; choose one of {GEMM_TACTICS}")
+        if self.gemm_tactic == "pingpong" and any(t != "sm_90" for t in self.targets):
+            raise InputError(f"gemm_tactic='pingpong' makes Gluon kernels for sm_90 only; targets "
+                             f"{list(self.targets)} include others: build those with gemm_tactic='triton' (or 'auto')")
         if not (isinstance(self.int8_tolerance, (int, float)) and self.int8_tolerance > 0):
             raise InputError(f"int8_tolerance must be a positive number, got {self.int8_tolerance!r}")
 

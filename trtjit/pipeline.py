@@ -16,7 +16,7 @@ PIPELINES: dict[int, list[str]] = {
         "constant_folding", "assign_precision", "remove_noops", "dead_code_elimination", "merge_parallel_gemms",
         "quantize_int8", "patchify_conv", "unflatten_matmul_rows", "sink_permutes", "fuse_gemm_epilogue",
         "fuse_reductions", "fuse_pointwise", "layout_nhwc", "stem_input_nhwc", "conv_weight_layout", "fold_view_chains",
-        "materialize_views", "memory_plan", "autotune"],
+        "materialize_views", "memory_plan", "gemm_tactic", "autotune"],
 }
 # level 3: the same passes; autotune also times candidate tiles on the GPU (passes/autotune.py)
 PIPELINES[3] = list(PIPELINES[2])

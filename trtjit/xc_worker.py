@@ -52,6 +52,12 @@ def compile_one(kern: dict[str, Any], target: str) -> dict[str, Any]:
     from triton.compiler import ASTSource
 
     fn = load_kernel(kern["name"], kern["source"])
+    gluon = getattr(fn, "is_gluon", lambda: False)()  # a Gluon kernel (codegen.gluon_gemm): sm_90 only
+    if gluon:
+        from triton.experimental.gluon._runtime import GluonASTSource as ASTSource  # noqa: N814
+        if arch_number(target) != 90:
+            raise RuntimeError(f"kernel {kern['name']} is a Gluon Hopper kernel: it compiles for sm_90 only, "
+                               f"not {target}")
     if not isinstance(fn, triton.runtime.jit.JITFunction):
         raise RuntimeError(f"expected a compiled triton.jit function, got {type(fn).__name__} (is TRITON_INTERPRET "
                            "off in this process?)")
@@ -74,7 +80,8 @@ def compile_one(kern: dict[str, Any], target: str) -> dict[str, Any]:
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n not in constexprs and n not in scalars}
     compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", arch_number(target), 32),
-                              options={"num_warps": kern["num_warps"], "num_stages": kern["num_stages"]})
+                              options={"num_warps": kern["num_warps"], "num_stages": kern["num_stages"],
+                                       **({"maxnreg": kern["maxnreg"]} if kern.get("maxnreg") else {})})
     md = compiled.metadata._asdict()
     meta = {"kernel": kern["name"], "target": target, "symbol": md["name"],
             "params": [[n, ptr_types[n]] for n in passed], "constexprs": dict(kern["constexprs"]),

@@ -1,0 +1,134 @@
+"""The ping-pong Gluon GEMM template (codegen/gluon_gemm.py) and its tactic pass (passes/gemm_tactic.py).
+
+Gluon kernels do not run under Triton's interpreter, so on this machine the template is checked as far as it
+goes without a GPU: which GEMMs take it and why the others do not, the kernel source, its sm_90 cubin
+(registers, shared memory, no spills), the engine file round trip, and the clear refusal to run it on the
+CPU. benchmarks/tactic_ab.py checks its outputs and times it on an H100.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from trtjit.codegen import gluon_gemm
+
+import trtjit
+from trtjit.errors import EngineError, InputError
+from trtjit.options import BuildOptions
+
+
+class FFN(torch.nn.Module):
+    """A transformer MLP block: fc1 + GELU (the ping-pong template's target), fc2 + residual."""
+
+    def __init__(self, d: int = 128, h: int = 512, approximate: str = "none") -> None:
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(d, h), torch.nn.Linear(h, d)
+        self.act = torch.nn.GELU(approximate=approximate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.act(self.fc1(x)))
+
+
+def _inputs(gen: torch.Generator, d: int = 128) -> tuple[torch.Tensor]:
+    return (torch.randn(2, 96, d, generator=gen).half(),)
+
+
+def _tactic_events(engine) -> list[dict]:
+    (rec,) = [r for r in engine.build_log if r.name == "gemm_tactic"]
+    return rec.events
+
+
+@pytest.fixture(scope="module")
+def pingpong_engine():
+    gen = torch.Generator().manual_seed(7)
+    model = FFN().half().eval()
+    inputs = _inputs(gen)
+    return trtjit.compile(model, inputs, precision="fp16", targets=["sm_90"], gemm_tactic="pingpong"), model, inputs
+
+
+def test_pingpong_kernels_and_cubins(pingpong_engine):
+    engine, _, _ = pingpong_engine
+    gluon = [k for k in engine.kernels if gluon_gemm.is_gluon_source(k.source)]
+    assert len(gluon) == 2  # fc1 (+ bias + GELU) and fc2 (+ bias + residual)
+    fired = [e for e in _tactic_events(engine) if e["fired"]]
+    assert len(fired) == 2 and all("pingpong" in e["detail"] for e in fired)
+    for k in gluon:
+        assert k.maxnreg == gluon_gemm.MAXNREG and k.grid == (k.constexprs["PROGRAMS"], 1, 1)
+        assert "gl.warp_specialize" in k.source and "warpgroup_mma" in k.source
+        assert k.constexprs["PROGRAMS"] == min(gluon_gemm.SMS, (192 // 128 + 1) * (k.problem["N"] // 128))
+    fc1 = next(k for k in gluon if "_gelu_erf(" in k.source)
+    assert "@gluon.jit\ndef _gelu_erf" in fc1.source and "tl." not in fc1.source  # the op table's GELU, in Gluon
+    binaries = {b.kernel: b for b in engine.binaries["sm_90"]}
+    for k in gluon:
+        b = binaries[k.name]
+        meta = b.meta()
+        assert meta["num_warps"] == 12  # 4 (first consumer) + 4 (second) + 1 (producer), in whole warpgroups
+        assert 150_000 < meta["shared"] <= 227 * 1024  # four A/B stages and two output tiles
+        assert meta["global_scratch_size"] > 0  # device-side TMA descriptors
+        assert "st.local" not in b.ptx and "setmaxnreg" in b.ptx
+
+
+def test_pingpong_engine_round_trips_and_refuses_the_cpu(pingpong_engine, tmp_path):
+    engine, _, inputs = pingpong_engine
+    path = engine.save(str(tmp_path / "pp.plan"))
+    loaded = trtjit.load(path)
+    assert [k.source for k in loaded.kernels] == [k.source for k in engine.kernels]
+    assert [k.maxnreg for k in loaded.kernels] == [k.maxnreg for k in engine.kernels]
+    with pytest.raises(EngineError, match="Gluon ping-pong GEMM.*gemm_tactic='triton'"):
+        loaded(*inputs)
+
+
+def test_auto_tactic_keeps_triton_off_hopper(gen):
+    """Off an sm_90 GPU (here: the CPU) "auto" keeps the Triton template, and the engine runs and matches."""
+    model = FFN().half().eval()
+    inputs = _inputs(gen)
+    engine = trtjit.compile(model, inputs, precision="fp16", targets=["sm_90"])
+    assert not any(gluon_gemm.is_gluon_source(k.source) for k in engine.kernels)
+    assert _tactic_events(engine) == []
+
+
+def test_ineligible_gemms_say_why(gen):
+    """K not a multiple of 8 (TMA's 16-byte row strides) keeps the Triton template, with the reason logged;
+    so does a GEMM without a GELU under "auto"'s rule (checked through ``heavy_epilogue``)."""
+    model = FFN(d=100, h=512).half().eval()
+    engine = trtjit.compile(model, _inputs(gen, d=100), precision="fp16", targets=["sm_90"], gemm_tactic="pingpong")
+    events = _tactic_events(engine)
+    fc1 = next(e for e in events if "fc1" in e["node"])
+    assert not fc1["fired"] and "multiple of 8" in fc1["detail"]
+    assert not any(gluon_gemm.is_gluon_source(k.source) for k in engine.kernels if "fc1" in k.node)
+
+
+def test_heavy_epilogue_rule(pingpong_engine):
+    """Only the GEMM with a GELU counts as one whose epilogue the ping-pong schedule hides ("auto")."""
+    from trtjit.codegen import kernel_input
+
+    from trtjit.layout import compute_layouts
+
+    engine, _, _ = pingpong_engine
+    g = engine.graph
+    layouts = compute_layouts(g)
+    gemms = [k.node for k in engine.kernels if k.maxnreg]
+    heavy = {n: gluon_gemm.heavy_epilogue(kernel_input(g, n, layouts, False)) for n in gemms}
+    assert sorted(heavy.values()) == [False, True]
+    assert all(("fc1" in n) == h for n, h in heavy.items())
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_pingpong_sources_compile_for_both_gelus(gen, approximate):
+    """Both GELU forms (erf: ``_gelu_erf``; tanh: ``_sigmoid``) translate to Gluon and compile for sm_90."""
+    model = FFN(approximate=approximate).half().eval()
+    engine = trtjit.compile(model, _inputs(gen), precision="fp16", targets=["sm_90"], gemm_tactic="pingpong")
+    helper = "_gelu_erf" if approximate == "none" else "_sigmoid"
+    fc1 = next(k for k in engine.kernels if "fc1" in k.node)
+    assert f"@gluon.jit\ndef {helper}" in fc1.source
+    assert any(b.kernel == fc1.name for b in engine.binaries["sm_90"])
+
+
+def test_tactic_options_validated():
+    with pytest.raises(InputError, match="gemm_tactic 'cutlass' is not supported"):
+        BuildOptions(gemm_tactic="cutlass")
+    with pytest.raises(InputError, match="sm_90 only.*sm_80"):
+        BuildOptions(gemm_tactic="pingpong", targets=("sm_80",))
+    assert json.loads(json.dumps(BuildOptions(gemm_tactic="triton").__dict__))["gemm_tactic"] == "triton"
