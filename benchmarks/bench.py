@@ -1,6 +1,7 @@
 """trtjit against PyTorch eager and torch.compile, fp16, on one GPU, in one run.
 
-    python benchmarks/bench.py [--models resnet50,bert_base] [--batches 1,32] [--max-autotune] [--json out.json]
+    python benchmarks/bench.py [--models resnet50,bert_base] [--batches 1,32] [--max-autotune] [--gemm-tactic auto]
+        [--json out.json]
 
 For every (model, batch): check trtjit's output against eager, then time eager, torch.compile (default;
 reduce-overhead at batch 1; max-autotune behind a flag) and trtjit with CUDA events after warm-up (medians
@@ -91,7 +92,7 @@ def bench_one(name: str, batch: int, args) -> dict:
     t0 = time.perf_counter()
     cap = torch.cuda.get_device_capability()
     targets = [f"sm_{cap[0]}{cap[1]}"] if not args.jit else []  # cubins compiled in parallel worker processes
-    engine = trtjit.compile(model, inputs, opt_level=args.opt_level, targets=targets)
+    engine = trtjit.compile(model, inputs, opt_level=args.opt_level, targets=targets, gemm_tactic=args.gemm_tactic)
     out = engine(*inputs)
     torch.cuda.synchronize()
     row["trtjit_build_s"] = time.perf_counter() - t0
@@ -163,6 +164,8 @@ def main() -> None:
     p.add_argument("--batches", default="1,32")
     p.add_argument("--opt-level", type=int, default=2)
     p.add_argument("--max-autotune", action="store_true")
+    p.add_argument("--gemm-tactic", default="triton", choices=("triton", "auto", "pingpong"),
+                   help="BuildOptions.gemm_tactic (auto: the ping-pong Gluon GEMM for GELU epilogues on sm_90)")
     p.add_argument("--profile", action="store_true", help="also record the slowest trtjit kernels")
     p.add_argument("--json", default=None)
     p.add_argument("--jit", action="store_true", help="let Triton JIT-compile kernels instead of building cubins")

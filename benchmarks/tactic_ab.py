@@ -1,5 +1,6 @@
-"""GEMM tactic A/B: each model built with the ping-pong Gluon template where ``gemm_tactic="auto"`` picks it,
-and with the Triton template everywhere, checked against eager PyTorch and timed interleaved on one GPU.
+"""GEMM tactic A/B: each model built with the ping-pong Gluon template where ``gemm_tactic="auto"`` picks it
+(GEMMs with a GELU epilogue), and with the Triton template everywhere (the default), checked against eager
+PyTorch and timed interleaved on one GPU. If "auto" wins, it can become BuildOptions' default.
 
     python benchmarks/tactic_ab.py [--models vit_b_16,bert_base,gpt2] [--batch 32] [--json out.json]
 
