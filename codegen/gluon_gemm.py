@@ -128,8 +128,8 @@ def ineligible(kin: KernelInput, min_waves: int = MIN_WAVES) -> str | None:
     if len(kin.outputs) != 1 or kin.outputs[0][1].dtype != A.dtype or tuple(kin.outputs[0][1].shape) != out_shape:
         return "the epilogue does not store exactly one output of the operands' dtype and the GEMM's shape"
     lay = kin.out_layouts[0] if kin.out_layouts else None
-    if lay is not None and tuple(lay.strides) != contiguous_strides(out_shape):
-        return "the output is not stored row-contiguous"
+    if lay is not None and (tuple(lay.strides) != contiguous_strides(out_shape) or lay.offset):
+        return "the output is not stored row-contiguous from its buffer's start"
     bm, bn, bk, _ = TILE
     if K <= bk:  # (Triton 3.6 fails to lower the stage ring with one k step)
         return f"K={K} is one k step of {bk}"

@@ -136,3 +136,22 @@ def test_tactic_options_validated():
     with pytest.raises(InputError, match="sm_90 only.*sm_80"):
         BuildOptions(gemm_tactic="pingpong", targets=("sm_80",))
     assert json.loads(json.dumps(BuildOptions(gemm_tactic="triton").__dict__))["gemm_tactic"] == "triton"
+
+
+def test_auto_tactic_on_hopper_picks_gelu_gemms_of_a_full_wave(monkeypatch):
+    """What "auto" does on an H100 (the GPU check stubbed): the GELU GEMM of at least a wave of tiles takes
+    the ping-pong template; the residual GEMM keeps Triton's, and so do GEMMs of too few tiles."""
+    from trtjit.passes import gemm_tactic
+
+    monkeypatch.setattr(gemm_tactic, "_on_hopper", lambda: True)
+    gen = torch.Generator().manual_seed(3)
+    model = FFN().half().eval()
+    big = (torch.randn(33, 128, 128, generator=gen).half(),)  # 4224 rows: 33 x 4 = 132 tiles of fc1
+    engine = trtjit.compile(model, big, precision="fp16", targets=["sm_90"], gemm_tactic="auto")
+    gluon = {k.node for k in engine.kernels if gluon_gemm.is_gluon_source(k.source)}
+    assert gluon == {"fc1.matmul"}
+    why = {e["node"]: e["detail"] for e in _tactic_events(engine) if not e["fired"]}
+    assert why == {"fc2.matmul": "the epilogue has no GELU to hide"}
+    small = trtjit.compile(model, _inputs(gen), precision="fp16", targets=["sm_90"], gemm_tactic="auto")
+    assert not any(gluon_gemm.is_gluon_source(k.source) for k in small.kernels)
+    assert "less than 1 full wave" in next(e["detail"] for e in _tactic_events(small) if "fc1" in e["node"])
