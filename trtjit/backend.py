@@ -27,7 +27,6 @@ def check_device(device_type: str) -> None:
         raise EngineError(f"inputs are on a {device_type!r} device; trtjit runs on 'cuda' or 'cpu'")
 
 
-
 def ensure_triton_allocator() -> None:
     """Give Triton's JIT an allocator for kernels that need global scratch at launch (device-side TMA
     descriptors), unless the application set one. Stored cubins get theirs from ``trtjit.cuda_launcher``."""

@@ -337,7 +337,7 @@ def _check_meta(path: Any, target: str, k: Any, m: dict[str, Any], cubin_blob: b
         v = ints[f]
         if v < 1 or v & (v - 1) or v > 1024:
             raise bad(f"{f}={v} is not a power of two")
-    w = ints["num_warps"]  # a power of two, or whole warpgroups (a warp-specialized kernel: 8 + 4 = 12)
+    w = ints["num_warps"]  # a power of two, or whole warpgroups (a warp-specialized kernel: 4 + 4 + 1 -> 12)
     if not (1 <= w <= 32 and (w & (w - 1) == 0 or w % 4 == 0)):
         raise bad(f"num_warps={w} is not a power of two or a multiple of 4 up to 32")
     if not isinstance(m["symbol"], str) or not m["symbol"]:
