@@ -322,7 +322,7 @@ _KERNEL = '''
 def {name}({pointers}, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
         STAGES: gl.constexpr, PROGRAMS: gl.constexpr, N_FAST: gl.constexpr):
     \"\"\"{doc}\"\"\"
-    a_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    a_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width={a_swizzle}, element_bitwidth=16, rank=2)
     b_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
     a_desc = tma.make_tensor_descriptor({a}, [{M}, {K}], [{K}, 1], [BLOCK_M, BLOCK_K], a_layout)
     b_desc = tma.make_tensor_descriptor({b}, [{K}, {N}], [{N}, 1], [BLOCK_K, BLOCK_N], b_layout)
@@ -370,6 +370,7 @@ def generate(kin: KernelInput, name: str) -> KernelSpec:
                      _CONSUMER.format(params=params, epilogue=epi),
                      _KERNEL.format(name=name, pointers=", ".join(kin.pointers), doc=doc, a=A.pointer, b=B.pointer,
                                     y=kin.outputs[0][0], M=M, N=N, K=K, dtype=dtype, params=params,
+                                    a_swizzle=min(128, bk * A.dtype.itemsize),  # A's rows span BLOCK_K
                                     warps=KERNEL_WARPS, consumer_regs=CONSUMER_REGS, producer_regs=PRODUCER_REGS)])
     src = re.sub(r"\n{4,}", "\n\n\n", src).lstrip("\n")
     consts = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "STAGES": stages, "PROGRAMS": programs,

@@ -155,3 +155,56 @@ def test_auto_tactic_on_hopper_picks_gelu_gemms_of_a_full_wave(monkeypatch):
     small = trtjit.compile(model, _inputs(gen), precision="fp16", targets=["sm_90"], gemm_tactic="auto")
     assert not any(gluon_gemm.is_gluon_source(k.source) for k in small.kernels)
     assert "less than 1 full wave" in next(e["detail"] for e in _tactic_events(small) if "fc1" in e["node"])
+
+
+GPU_SCRIPT = """
+import json, sys
+import torch
+import trtjit
+sys.path.insert(0, sys.argv[1])
+from test_gluon_gemm import FFN
+from trtjit.codegen.gluon_gemm import is_gluon_source
+torch.manual_seed(0)
+rows = []
+# (rows, d, h, gelu): one tile per program and K of two k steps (fewer than the stages); then ragged M, N and K
+# with programs of two and three tiles
+for n, d, h, approx in ((192, 128, 512, "none"), (4264, 256, 1032, "none"), (4264, 256, 1032, "tanh")):
+    model = FFN(d, h, approx).half().cuda().eval()
+    x = torch.randn(1, n, d, device="cuda").half()
+    engine = trtjit.compile(model, (x,), targets=["sm_90"], gemm_tactic="pingpong")
+    gluon = sum(is_gluon_source(k.source) for k in engine.kernels)
+    with torch.no_grad():
+        ref = model.float()(x.float())
+        model.half()
+    for _ in range(3):  # repeated launches (CUDA-graph replays) leave the barriers ready for the next
+        x2 = torch.randn(1, n, d, device="cuda").half()
+        with torch.no_grad():
+            ref = model.float()(x2.float())
+            model.half()
+        out = engine(x2).float()
+        err = float((out - ref).abs().max() / ref.abs().max())
+    rows.append({"rows": n, "d": d, "h": h, "gelu": approx, "gluon": gluon, "err": err})
+print(json.dumps(rows))
+"""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+                    reason="needs an sm_90 GPU")
+def test_gpu_pingpong_engines_match_pytorch(tmp_path):
+    """On an H100: engines whose GEMMs all take the ping-pong template match PyTorch, for programs of one tile,
+    two k steps, ragged M, N and K, both GELU forms, over repeated CUDA-graph replays (a subprocess, with
+    Triton in compiled mode)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "check.py"
+    script.write_text(GPU_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads(res.stdout.strip().splitlines()[-1])
+    for r in rows:
+        assert r["gluon"] == 2 and r["err"] < 1e-2, r
