@@ -34,15 +34,15 @@ from benchmarks.pdl_ab import fresh  # noqa: E402
 from trtjit.cuda_launcher import current_arch  # noqa: E402
 
 
-def build_with(model, inputs, **patch) -> tuple[object, float]:
-    """An engine with cubins for this GPU, built with ``codegen.gemm``'s attributes in ``patch`` set for the
-    build only, and its build seconds."""
+def build_with(model, inputs, options: dict | None = None, **patch) -> tuple[object, float]:
+    """An engine with cubins for this GPU, built with ``options`` (BuildOptions fields) and with
+    ``codegen.gemm``'s attributes in ``patch`` set for the build only, and its build seconds."""
     saved = {k: getattr(gemm, k) for k in patch}
     for k, v in patch.items():
         setattr(gemm, k, v)
     try:
         t0 = time.perf_counter()
-        engine = trtjit.compile(model, inputs, targets=[current_arch(inputs[0].device)])
+        engine = trtjit.compile(model, inputs, targets=[current_arch(inputs[0].device)], **(options or {}))
         return engine, round(time.perf_counter() - t0, 2)
     finally:
         for k, v in saved.items():

@@ -5,8 +5,9 @@ PyTorch and timed interleaved on one GPU. If "auto" wins, it can become BuildOpt
     python benchmarks/tactic_ab.py [--models vit_b_16,bert_base,gpt2] [--batch 32] [--json out.json]
 
 Both engines carry cubins for this GPU (fp16, random weights, as in bench.py). Per model it prints the
-errors against eager, ms per forward (CUDA-graph replays, bench.interleaved), which GEMMs took the ping-pong template,
-and the time per forward of each distinct GEMM problem in both engines (CUPTI, PDL off).
+errors against eager, ms per forward (CUDA-graph replays, bench.interleaved), how many GEMMs took the
+ping-pong template, and (unless --no-profile) the time per forward of each distinct GEMM problem in both
+engines (CUPTI, PDL off).
 """
 
 from __future__ import annotations
@@ -15,20 +16,13 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import trtjit  # noqa: E402
-from benchmarks.bench import interleaved, rel_err  # noqa: E402
-from benchmarks.models import fp16_cuda  # noqa: E402
-from benchmarks.order_ab import gemm_ms  # noqa: E402
-from benchmarks.pdl_ab import fresh  # noqa: E402
+from trtjit.codegen.gluon_gemm import is_gluon_source  # noqa: E402
 
-TACTICS = ("triton", "auto")
+from benchmarks.order_ab import ab_rows, build_with  # noqa: E402
 
 
 def main() -> None:
@@ -39,41 +33,15 @@ def main() -> None:
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
-    cap = torch.cuda.get_device_capability()
-    arch = f"sm_{cap[0]}{cap[1]}"
-    print(f"card: {torch.cuda.get_device_name()}; torch {torch.__version__}; {arch}", flush=True)
-    gen = torch.Generator().manual_seed(4321)
-    rows = []
-    for name in args.models.split(","):
-        model, inputs = fp16_cuda(name, args.batch)
-        engines, build_s = {}, {}
-        for t in TACTICS:
-            t0 = time.perf_counter()
-            engines[t] = trtjit.compile(model, inputs, targets=[arch], gemm_tactic=t)
-            build_s[t] = round(time.perf_counter() - t0, 2)
-        sk = [k.node for k in engines["auto"].kernels if k.maxnreg]
-        row: dict = {"model": name, "batch": args.batch, "build_s": build_s, "pingpong_gemms": len(sk)}
-        errs = {k: 0.0 for k in engines}
-        for _ in range(args.checks):
-            xs = fresh(inputs, gen)
-            with torch.no_grad():
-                ref = model(*xs)
-                for k, e in engines.items():
-                    errs[k] = max(errs[k], rel_err(e(*xs), ref))
-        row["rel_err"] = errs
-        with torch.no_grad():
-            ms = interleaved(engines, inputs, rounds=7)
-        row["ms"] = {k: round(v, 4) for k, v in ms.items()}
-        row["speedup"] = round(ms["triton"] / ms["auto"], 4)
-        print(json.dumps(row), flush=True)
-        if not args.no_profile:
-            row["gemm_ms"] = {k: gemm_ms(e, inputs) for k, e in engines.items()}
-            for t in engines:
-                for prob, v in sorted(row["gemm_ms"][t].items(), key=lambda kv: -kv[1]):
-                    print(f"    {t:7s} {prob:45s} {v * 1e3:8.1f} us per forward", flush=True)
-        rows.append(row)
-        del engines
-        torch.cuda.empty_cache()
+
+    def builds_of(model, inputs) -> dict[str, tuple]:
+        return {t: build_with(model, inputs, options={"gemm_tactic": t}) for t in ("triton", "auto")}
+
+    def annotate(row: dict, builds: dict) -> None:
+        row["pingpong_gemms"] = sum(is_gluon_source(k.source) for k in builds["auto"][0].kernels)
+        row["speedup"] = round(row["ms"]["triton"] / row["ms"]["auto"], 4)
+
+    rows = ab_rows(args.models, args.batch, args.checks, builds_of, annotate, profile=not args.no_profile)
     print("\n| model | batch | triton ms | auto (ping-pong) ms | speedup | ping-pong GEMMs | max rel err |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
