@@ -106,6 +106,20 @@ def _problem(kin: KernelInput) -> tuple[Node, Operand, Operand, tuple[int, ...],
 
 def ineligible(kin: KernelInput, min_waves: int = MIN_WAVES) -> str | None:
     """Why this GEMM kernel cannot use the ping-pong template (None: it can)."""
+    why = _shape_problem(kin, min_waves)
+    if why:
+        return why
+    anchor, _, _, out_shape, M, N, _ = _problem(kin)
+    try:
+        _epilogue(kin, anchor, out_shape, M, N)
+    except BuildError as e:
+        return str(e)
+    return None
+
+
+def _shape_problem(kin: KernelInput, min_waves: int) -> str | None:
+    """Why the GEMM's operands, output or size rule out the template (None: they do not); its epilogue is
+    ``_epilogue``'s to refuse."""
     anchor = _anchor(kin)
     if anchor is None or anchor.op != "matmul":
         return "not a matmul"
@@ -135,10 +149,6 @@ def ineligible(kin: KernelInput, min_waves: int = MIN_WAVES) -> str | None:
         return f"K={K} is one k step of {bk}"
     if cdiv(M, bm) * cdiv(N, bn) < min_waves * SMS:
         return f"{cdiv(M, bm) * cdiv(N, bn)} tiles of {bm}x{bn}: less than {min_waves} full wave(s) of {SMS}"
-    try:
-        _epilogue(kin, anchor, out_shape, M, N)
-    except BuildError as e:
-        return str(e)
     return None
 
 
@@ -350,15 +360,19 @@ def {name}({pointers}, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl
 
 
 def generate(kin: KernelInput, name: str) -> KernelSpec:
-    why = ineligible(kin, min_waves=0)
+    why = _shape_problem(kin, min_waves=0)
+    if not why:
+        anchor, A, B, out_shape, M, N, K = _problem(kin)
+        try:
+            lines, helpers = _epilogue(kin, anchor, out_shape, M, N)
+        except BuildError as e:
+            why = str(e)
     if why:
         raise BuildError(f"node {kin.node.name!r}: the ping-pong GEMM template does not apply: {why}")
-    anchor, A, B, out_shape, M, N, K = _problem(kin)
     check_index_range(kin.node.name, M * N, M * K, K * N)
     bm, bn, bk, stages = (int(kin.tile[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_stages"))
     tiles = cdiv(M, bm) * cdiv(N, bn)
     programs = min(SMS, tiles)
-    lines, helpers = _epilogue(kin, anchor, out_shape, M, N)
     inputs = [p for p, _ in zip(kin.pointers, kin.args) if p not in {ptr for ptr, _ in kin.outputs}]
     params = "".join(f"{p}, " for p in inputs)
     epi = "\n".join(" " * 8 + line if line else "" for line in lines)

@@ -90,21 +90,29 @@ class OpDef:
 _MEMO_SIZE = 4096  # entries per op
 
 
+class _Unkeyed(Exception):
+    """A value with no value key (a graph body, a tensor)."""
+
+
 def _frozen(v: Any) -> Any:
     """A hashable key for ``v`` (specs and attribute values), typed so that 1, 1.0 and True differ; None when
     ``v`` holds something without a value key (a graph body, a tensor): such calls are not memoized."""
+    try:
+        return _key(v)
+    except _Unkeyed:
+        return None
+
+
+def _key(v: Any) -> Any:
     if v is None or isinstance(v, (str, torch.dtype, TensorSpec)):
         return v
     if isinstance(v, (bool, int, float)):
         return type(v).__name__, v
     if isinstance(v, (list, tuple)):
-        items = [_frozen(x) for x in v]
-        return None if any(x is None and y is not None for x, y in zip(items, v)) else ("seq", *items)
+        return ("seq", *(_key(x) for x in v))
     if isinstance(v, dict):
-        items = [(k, _frozen(x)) for k, x in v.items()]
-        return None if any(f is None and x is not None for (_, f), x in zip(items, v.values())) else \
-            ("map", *sorted(items, key=lambda kv: str(kv[0])))
-    return None
+        return ("map", *sorted(((k, _key(x)) for k, x in v.items()), key=lambda kv: str(kv[0])))
+    raise _Unkeyed
 
 
 OPS: dict[str, OpDef] = {}
