@@ -173,16 +173,14 @@ for n, d, h, approx in ((192, 128, 512, "none"), (4264, 256, 1032, "none"), (426
     x = torch.randn(1, n, d, device="cuda").half()
     engine = trtjit.compile(model, (x,), targets=["sm_90"], gemm_tactic="pingpong")
     gluon = sum(is_gluon_source(k.source) for k in engine.kernels)
-    with torch.no_grad():
-        ref = model.float()(x.float())
-        model.half()
+    err = 0.0
     for _ in range(3):  # repeated launches (CUDA-graph replays) leave the barriers ready for the next
         x2 = torch.randn(1, n, d, device="cuda").half()
         with torch.no_grad():
             ref = model.float()(x2.float())
             model.half()
         out = engine(x2).float()
-        err = float((out - ref).abs().max() / ref.abs().max())
+        err = max(err, float((out - ref).abs().max() / ref.abs().max()))
     rows.append({"rows": n, "d": d, "h": h, "gelu": approx, "gluon": gluon, "err": err})
 print(json.dumps(rows))
 """
