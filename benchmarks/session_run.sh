@@ -3,7 +3,8 @@
 #   bash benchmarks/session_run.sh 1   the ping-pong GEMM template's GPU test (ragged shapes, one-tile programs),
 #                                      then the tactic inside engines (benchmarks/tactic_ab.py: checked against
 #                                      eager, timed against the Triton template, per-GEMM profiles)
-#   bash benchmarks/session_run.sh 2   the full benchmark table at bs32 and bs1
+#   bash benchmarks/session_run.sh 2 [TACTIC]   the full benchmark table at bs32 and bs1
+#                                      (TACTIC: bench.py --gemm-tactic, default triton)
 # (on the GPU machine, from the repository root; writes under $OUT)
 set -uo pipefail
 OUT="${OUT:-out}"
@@ -11,6 +12,8 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee -a "$OUT/card.txt"
 pip install --no-deps --no-build-isolation -e . -q 2>&1 | tail -2
+TACTIC="${2:-triton}"
+echo "gemm tactic: $TACTIC" | tee -a "$OUT/card.txt"
 case "${1:-1}" in
 1)
     timeout 120 python -m pytest -q -p no:cacheprovider tests/test_gluon_gemm.py -k gpu -rs 2>&1 | tail -15 \
@@ -19,9 +22,9 @@ case "${1:-1}" in
         2>&1 | grep -v -i warn | tee "$OUT/tactic.log"
     ;;
 2)
-    timeout 250 python benchmarks/bench.py --batches 32 --json "$OUT/bench32.json" 2>&1 | grep -v -i warn \
+    timeout 250 python benchmarks/bench.py --batches 32 --gemm-tactic "$TACTIC" --json "$OUT/bench32.json" 2>&1 | grep -v -i warn \
         | tee "$OUT/bench32.log"
-    timeout 220 python benchmarks/bench.py --batches 1 --json "$OUT/bench1.json" 2>&1 | grep -v -i warn \
+    timeout 220 python benchmarks/bench.py --batches 1 --gemm-tactic "$TACTIC" --json "$OUT/bench1.json" 2>&1 | grep -v -i warn \
         | tee "$OUT/bench1.log"
     ;;
 *)
