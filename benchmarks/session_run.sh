@@ -5,6 +5,8 @@
 #                                      eager, timed against the Triton template, per-GEMM profiles)
 #   bash benchmarks/session_run.sh 2 [TACTIC]   the full benchmark table at bs32 and bs1
 #                                      (TACTIC: bench.py --gemm-tactic, default triton)
+#   bash benchmarks/session_run.sh 3   one call when the device is scarce: the GPU test, the A/B on vit_b_16 alone,
+#                                      then the bs32 table with the "auto" tactic (bs1 never takes the template)
 # (on the GPU machine, from the repository root; writes under $OUT)
 set -uo pipefail
 OUT="${OUT:-out}"
@@ -27,8 +29,19 @@ case "${1:-1}" in
     timeout 220 python benchmarks/bench.py --batches 1 --gemm-tactic "$TACTIC" --json "$OUT/bench1.json" 2>&1 | grep -v -i warn \
         | tee "$OUT/bench1.log"
     ;;
+3)
+    timeout 110 python -m pytest -q -p no:cacheprovider tests/test_gluon_gemm.py -k gpu -rs 2>&1 | tail -15 \
+        | tee "$OUT/gluon_gpu_test.log"
+    echo "t=$SECONDS s" | tee -a "$OUT/card.txt"
+    timeout 150 python benchmarks/tactic_ab.py --models vit_b_16 --checks 2 --json "$OUT/tactic.json" \
+        2>&1 | grep -v -i warn | tee "$OUT/tactic.log"
+    echo "t=$SECONDS s" | tee -a "$OUT/card.txt"
+    timeout 290 python benchmarks/bench.py --batches 32 --gemm-tactic auto --json "$OUT/bench32.json" 2>&1 \
+        | grep -v -i warn | tee "$OUT/bench32.log"
+    echo "t=$SECONDS s" | tee -a "$OUT/card.txt"
+    ;;
 *)
-    echo "usage: bash benchmarks/session_run.sh [1|2]" >&2
+    echo "usage: bash benchmarks/session_run.sh [1|2|3] [TACTIC]" >&2
     exit 2
     ;;
 esac
