@@ -36,7 +36,7 @@ case "${1:-1}" in
     timeout 150 python benchmarks/tactic_ab.py --models vit_b_16 --checks 2 --json "$OUT/tactic.json" \
         2>&1 | grep -v -i warn | tee "$OUT/tactic.log"
     echo "t=$SECONDS s" | tee -a "$OUT/card.txt"
-    timeout 290 python benchmarks/bench.py --batches 32 --gemm-tactic auto --json "$OUT/bench32.json" 2>&1 \
+    timeout 290 python benchmarks/bench.py --batches 32 ${MODELS:+--models "$MODELS"} --gemm-tactic auto --json "$OUT/bench32.json" 2>&1 \
         | grep -v -i warn | tee "$OUT/bench32.log"
     echo "t=$SECONDS s" | tee -a "$OUT/card.txt"
     ;;
