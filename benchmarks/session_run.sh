@@ -5,8 +5,9 @@
 #                                      eager, timed against the Triton template, per-GEMM profiles)
 #   bash benchmarks/session_run.sh 2 [TACTIC]   the full benchmark table at bs32 and bs1
 #                                      (TACTIC: bench.py --gemm-tactic, default triton)
-#   bash benchmarks/session_run.sh 3   one call when the device is scarce: the GPU test, the A/B on vit_b_16 alone,
-#                                      then the bs32 table with the "auto" tactic (bs1 never takes the template)
+#   bash benchmarks/session_run.sh 3   one call when the device is scarce: the GPU test, the bs32 rows that the
+#                                      "auto" tactic changes ($MODELS, default the three transformers; bs1 never
+#                                      takes the template), then the A/B on vit_b_16 alone
 # (on the GPU machine, from the repository root; writes under $OUT)
 set -uo pipefail
 OUT="${OUT:-out}"
@@ -33,11 +34,11 @@ case "${1:-1}" in
     timeout 110 python -m pytest -q -p no:cacheprovider tests/test_gluon_gemm.py -k gpu -rs 2>&1 | tail -15 \
         | tee "$OUT/gluon_gpu_test.log"
     echo "t=$SECONDS s" | tee -a "$OUT/card.txt"
+    timeout 290 python benchmarks/bench.py --batches 32 --models "${MODELS:-vit_b_16,bert_base,gpt2}" \
+        --gemm-tactic auto --json "$OUT/bench32.json" 2>&1 | grep -v -i warn | tee "$OUT/bench32.log"
+    echo "t=$SECONDS s" | tee -a "$OUT/card.txt"
     timeout 150 python benchmarks/tactic_ab.py --models vit_b_16 --checks 2 --json "$OUT/tactic.json" \
         2>&1 | grep -v -i warn | tee "$OUT/tactic.log"
-    echo "t=$SECONDS s" | tee -a "$OUT/card.txt"
-    timeout 290 python benchmarks/bench.py --batches 32 ${MODELS:+--models "$MODELS"} --gemm-tactic auto --json "$OUT/bench32.json" 2>&1 \
-        | grep -v -i warn | tee "$OUT/bench32.log"
     echo "t=$SECONDS s" | tee -a "$OUT/card.txt"
     ;;
 *)
