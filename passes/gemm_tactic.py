@@ -9,7 +9,9 @@ to its tile record (``kind: "pingpong"``); the autotune pass leaves those alone.
 - "pingpong": every GEMM the template can express (``gluon_gemm.ineligible``), however small.
 - "auto": those whose epilogue has a GELU (``gluon_gemm.HEAVY_EPILOGUE_OPS``, where the H100
   measured it faster) and that fill at least ``gluon_gemm.MIN_WAVES`` full waves of tiles, when the build
-  runs on an sm_90 GPU. The choice is recorded in the IR, so an engine file reloads with it anywhere.
+  runs on an sm_90 GPU and cross-compiles for sm_90 alone (``targets=["sm_90"]``). The choice is recorded
+  in the IR, so an engine file reloads with it anywhere. If such a kernel then fails to compile, the
+  builder puts those GEMMs back on the Triton template (``builder._cross_compile``).
 
 Gluon kernels run on sm_90 only, neither under Triton's interpreter nor on other GPUs, so any tactic but
 "triton" applies only to builds whose ``targets`` are sm_90 alone (BuildOptions refuses "pingpong" with
@@ -42,8 +44,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
     opts = ctx.options
     if opts.gemm_tactic == "triton":
         return graph
-    if opts.gemm_tactic == "auto" and (not _on_hopper() or any(t != "sm_90" for t in opts.targets)):
-        return graph
+    if opts.gemm_tactic == "auto" and (not _on_hopper() or opts.targets != ("sm_90",)):
+        return graph  # "auto" takes the path that ran on the H100: stored sm_90 cubins, not a JIT at run time
     auto = opts.gemm_tactic == "auto"
     layouts = compute_layouts(graph)
     tiles = dict(graph.meta.get("tiles", {}))

@@ -157,6 +157,71 @@ def test_auto_tactic_on_hopper_picks_gelu_gemms_of_a_full_wave(monkeypatch):
     assert "less than 1 full wave" in next(e["detail"] for e in _tactic_events(small) if "fc1" in e["node"])
 
 
+def test_auto_tactic_needs_sm90_cubins(monkeypatch):
+    """"auto" takes the path that ran on the H100, stored sm_90 cubins: a build without ``targets`` (kernels
+    JIT-compiled at run time) keeps the Triton template even on a Hopper GPU."""
+    from trtjit.passes import gemm_tactic
+
+    monkeypatch.setattr(gemm_tactic, "_on_hopper", lambda: True)
+    model = FFN().half().eval()
+    x = (torch.randn(33, 128, 128, generator=torch.Generator().manual_seed(5)).half(),)
+    engine = trtjit.compile(model, x, precision="fp16", gemm_tactic="auto")
+    assert not any(gluon_gemm.is_gluon_source(k.source) for k in engine.kernels)
+
+
+def _failing_gluon_compiles(monkeypatch):
+    """Cross-compilation in which every Gluon kernel fails, as under a Triton whose Gluon API differs."""
+    from trtjit import crosscompile
+    from trtjit.errors import KernelCompileError
+
+    real = crosscompile.compile_kernels
+
+    def compile_kernels(graph, kernels, targets, workers=None):
+        bad = next((k for k in kernels if gluon_gemm.is_gluon_source(k.source)), None)
+        if bad is not None:
+            raise KernelCompileError(f"cross-compilation failed for kernel {bad.name!r} on sm_90: "
+                                     "AttributeError: module has no attribute 'warpgroup_mma'\nmore", bad.name, "sm_90")
+        return real(graph, kernels, targets, workers)
+
+    monkeypatch.setattr(crosscompile, "compile_kernels", compile_kernels)
+
+
+def test_auto_tactic_falls_back_when_gluon_does_not_compile(monkeypatch):
+    """A ping-pong kernel "auto" chose that does not compile is dropped, as TensorRT skips a failing tactic:
+    the GEMM goes back to the Triton template, the build log says which and why, and the engine matches
+    PyTorch."""
+    from trtjit.passes import gemm_tactic
+
+    monkeypatch.setattr(gemm_tactic, "_on_hopper", lambda: True)
+    _failing_gluon_compiles(monkeypatch)
+    gen = torch.Generator().manual_seed(7)
+    model = FFN().half().eval()
+    x = torch.randn(33, 128, 128, generator=gen).half()  # fc1 fills a wave: "auto" picks it
+    engine = trtjit.compile(model, (x,), precision="fp16", targets=["sm_90"], gemm_tactic="auto")
+    assert not any(gluon_gemm.is_gluon_source(k.source) for k in engine.kernels)
+    assert {b.kernel for b in engine.binaries["sm_90"]} == {k.name for k in engine.kernels}
+    (rec,) = [r for r in engine.build_log if r.name == "gemm_tactic_fallback"]
+    assert [(e["node"], e["fired"]) for e in rec.events] == [("fc1.matmul", False)]
+    assert "did not compile" in rec.events[0]["detail"] and "warpgroup_mma" in rec.events[0]["detail"]
+    assert [e["node"] for e in _tactic_events(engine) if e["fired"]] == ["fc1.matmul"]  # what auto chose first
+    x2 = torch.randn(33, 128, 128, generator=gen).half()  # fresh inputs; the engine runs its Triton kernels
+    out = engine(x2).float()
+    with torch.no_grad():
+        ref = model.float()(x2.float())
+    assert float((out - ref).abs().max() / ref.abs().max()) < 1e-2
+
+
+def test_explicit_pingpong_keeps_the_compile_error(monkeypatch, gen):
+    """gemm_tactic="pingpong" is the caller's choice: a Gluon kernel that does not compile fails the build,
+    naming the kernel."""
+    from trtjit.errors import KernelCompileError
+
+    _failing_gluon_compiles(monkeypatch)
+    with pytest.raises(KernelCompileError, match="cross-compilation failed for kernel 'gemm_fc1.*warpgroup_mma") as ei:
+        trtjit.compile(FFN().half().eval(), _inputs(gen), precision="fp16", targets=["sm_90"], gemm_tactic="pingpong")
+    assert ei.value.target == "sm_90" and ei.value.kernel.startswith("gemm_fc1")
+
+
 GPU_SCRIPT = """
 import json, sys
 import torch

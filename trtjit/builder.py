@@ -13,7 +13,7 @@ from trtjit.codegen import generate
 from trtjit.codegen.common import KernelSpec
 from trtjit.dynamic import GuardError
 from trtjit.engine import Engine
-from trtjit.errors import BuildError, InputError, TrtjitError
+from trtjit.errors import BuildError, InputError, KernelCompileError, TrtjitError
 from trtjit.frontend_torch import import_module
 from trtjit.ir import Graph
 from trtjit.layout import compute_layouts, is_kernel_node
@@ -131,17 +131,46 @@ def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = 
             (d / f"kernel_{k.name}.py").write_text(k.source)
     binaries = {}
     if opts.targets:  # cubin + PTX per arch, compiled in subprocesses (no GPU needed): trtjit.crosscompile
-        from trtjit.crosscompile import compile_kernels
         plugged = [n for n in graph.topo_order() if graph.node(n).op == "plugin"]
         if plugged:
             raise BuildError(f"plugin node(s) {plugged} cannot be cross-compiled yet (their kernels are the "
                              "plugin's own); build without targets= and let the device JIT them")
-        binaries = compile_kernels(graph, kernels, opts.targets)
+        graph, kernels, binaries = _cross_compile(graph, kernels, opts, ctx)
     phases["cubins"] = time.perf_counter() - t3
     engine = Engine(graph, kernels, opts, ctx.log, time.perf_counter() - t0)
     engine.binaries = binaries
     engine.build_phases = phases
     return engine
+
+
+def _cross_compile(graph: Graph, kernels: list[KernelSpec], opts: BuildOptions,
+                   ctx: PassContext) -> tuple[Graph, list[KernelSpec], dict[str, list[Any]]]:
+    """Cubins for ``opts.targets``. Where ``gemm_tactic="auto"`` chose the ping-pong Gluon template and a Gluon
+    kernel does not compile (another Triton's Gluon API, say), the build falls back as TensorRT skips a
+    failing tactic: those GEMMs go back to the Triton template (the autotune pass runs again for their tiles),
+    the build log's ``gemm_tactic_fallback`` record names them and the error, and the kernels compile again.
+    An explicit "pingpong" keeps the error: the caller asked for that template."""
+    from trtjit.codegen.gluon_gemm import is_gluon_source
+    from trtjit.crosscompile import compile_kernels
+    from trtjit.passes.gemm_tactic import PINGPONG
+    from trtjit.passmanager import PassRecord, load_pass, run_pass
+
+    try:
+        return graph, kernels, compile_kernels(graph, kernels, opts.targets)
+    except KernelCompileError as e:
+        gluon = sorted({k.node for k in kernels if is_gluon_source(k.source)})
+        failed = next((k for k in kernels if k.name == e.kernel), None)
+        if opts.gemm_tactic != "auto" or failed is None or not is_gluon_source(failed.source):
+            raise
+        reason = str(e).splitlines()[0][:300]
+    tiles = graph.meta.get("tiles", {})
+    graph.meta["tiles"] = {n: t for n, t in tiles.items() if n not in gluon}
+    ctx.log.append(PassRecord("gemm_tactic_fallback", len(graph), len(graph), events=[
+        {"rule": PINGPONG, "node": n, "fired": False,
+         "detail": f"the Gluon kernel did not compile, so the Triton template: {reason}"} for n in gluon]))
+    graph = run_pass(load_pass("autotune"), graph, ctx, len(ctx.log))
+    kernels = lower(graph, opts)
+    return graph, kernels, compile_kernels(graph, kernels, opts.targets)
 
 
 def lower(graph: Graph, opts: BuildOptions) -> list[KernelSpec]:

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from trtjit.errors import BuildError
+from trtjit.errors import BuildError, KernelCompileError
 from trtjit.xc_worker import LAUNCH_FIELDS as _LAUNCH_FIELDS
 from trtjit.xc_worker import arch_number, source_hash  # noqa: F401  (re-exported)
 
@@ -99,7 +99,7 @@ def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | l
     """Compile every kernel for every target in worker subprocesses; {target: [KernelBinary per kernel]}.
 
     Progress goes to the ``trtjit.crosscompile`` logger (INFO per kernel). A kernel Triton cannot
-    compile raises BuildError naming the kernel and the target.
+    compile raises KernelCompileError (a BuildError) naming the kernel and the target.
     """
     targets = list(targets)
     if not targets or not kernels:
@@ -145,8 +145,9 @@ def compile_kernels(graph: Any, kernels: list[Any], targets: tuple[str, ...] | l
                 results[(int(r["index"]), b.target)] = b
     if errors:
         e = errors[0]
-        raise BuildError(f"cross-compilation failed for kernel {e.get('kernel', '?')!r} on {e.get('target', '?')}: "
-                         f"{e.get('error', 'unknown error')}")
+        raise KernelCompileError(f"cross-compilation failed for kernel {e.get('kernel', '?')!r} on "
+                                 f"{e.get('target', '?')}: {e.get('error', 'unknown error')}",
+                                 kernel=str(e.get("kernel", "?")), target=str(e.get("target", "?")))
     out_map: dict[str, list[KernelBinary]] = {}
     for t in targets:
         out_map[t] = []

@@ -32,6 +32,15 @@ class BuildError(TrtjitError):
     """A node cannot be lowered to a kernel; names the node."""
 
 
+class KernelCompileError(BuildError):
+    """Triton could not compile a generated kernel for a target; ``kernel`` and ``target`` name them (the
+    builder uses them to drop a tactic that does not compile, as TensorRT skips a failing tactic)."""
+
+    def __init__(self, message: str, kernel: str = "?", target: str = "?"):
+        super().__init__(message)
+        self.kernel, self.target = kernel, target
+
+
 class EngineError(TrtjitError):
     """An engine cannot run or be loaded."""
 
