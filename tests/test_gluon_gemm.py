@@ -186,7 +186,7 @@ def _failing_gluon_compiles(monkeypatch):
     monkeypatch.setattr(crosscompile, "compile_kernels", compile_kernels)
 
 
-def test_auto_tactic_falls_back_when_gluon_does_not_compile(monkeypatch):
+def test_auto_tactic_falls_back_when_gluon_does_not_compile(monkeypatch, tmp_path):
     """A ping-pong kernel "auto" chose that does not compile is dropped, as TensorRT skips a failing tactic:
     the GEMM goes back to the Triton template, the build log says which and why, and the engine matches
     PyTorch."""
@@ -197,8 +197,10 @@ def test_auto_tactic_falls_back_when_gluon_does_not_compile(monkeypatch):
     gen = torch.Generator().manual_seed(7)
     model = FFN().half().eval()
     x = torch.randn(33, 128, 128, generator=gen).half()  # fc1 fills a wave: "auto" picks it
-    engine = trtjit.compile(model, (x,), precision="fp16", targets=["sm_90"], gemm_tactic="auto")
+    engine = trtjit.compile(model, (x,), precision="fp16", targets=["sm_90"], gemm_tactic="auto", dump_dir=tmp_path)
     assert not any(gluon_gemm.is_gluon_source(k.source) for k in engine.kernels)
+    assert {p.name: p.read_text() for p in tmp_path.glob("kernel_*.py")} == \
+        {f"kernel_{k.name}.py": k.source for k in engine.kernels}  # the dump shows the kernels that replaced them
     assert {b.kernel for b in engine.binaries["sm_90"]} == {k.name for k in engine.kernels}
     (rec,) = [r for r in engine.build_log if r.name == "gemm_tactic_fallback"]
     assert [(e["node"], e["fired"]) for e in rec.events] == [("fc1.matmul", False)]

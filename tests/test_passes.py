@@ -750,3 +750,20 @@ def test_merge_parallel_gemms_qkv(gen):
     assert sorted(n.spec.shape[-1] for n in mms) == [3, 20]  # q, k, v as one 8 -> 20 GEMM; "o" alone
     assert [g.node(v.node).op for v in g.outputs[:3]] == ["slice"] * 3
     assert fired(rec, MERGE) == ["q"] and "with biases" in rec.fired[0]["detail"]
+
+
+def test_dump_writes_the_graph_after_each_pass_and_every_kernel(tmp_path, monkeypatch, gen):
+    """TRTJIT_DUMP (or ``dump_dir=``): one file per pass, in pipeline order, holding that pass's summary and
+    the graph after it; one file per kernel holding exactly the Triton source the engine keeps."""
+    from trtjit.pipeline import PIPELINES
+
+    monkeypatch.setenv("TRTJIT_DUMP", str(tmp_path))
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).eval()
+    engine = trtjit.compile(model, (torch.randn(4, 16, generator=gen),))
+    assert engine.options.dump_dir == str(tmp_path)
+    passes = sorted(p.name for p in tmp_path.glob("[0-9][0-9]_*.txt"))
+    assert passes == [f"{i:02d}_{n}.txt" for i, n in enumerate(PIPELINES[2])]
+    fused = (tmp_path / f"{PIPELINES[2].index('fuse_gemm_epilogue'):02d}_fuse_gemm_epilogue.txt").read_text()
+    assert fused.startswith("# fuse_gemm_epilogue: ") and "%0.matmul: float32[4,32] = fused_gemm(" in fused
+    assert {p.name: p.read_text() for p in tmp_path.glob("kernel_*.py")} == \
+        {f"kernel_{k.name}.py": k.source for k in engine.kernels}

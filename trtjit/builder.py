@@ -124,11 +124,7 @@ def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = 
     kernels = lower(graph, opts)
     t3 = time.perf_counter()
     phases.update(passes=t2 - t1, codegen=t3 - t2)
-    if opts.dump_dir:
-        d = Path(opts.dump_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        for k in kernels:
-            (d / f"kernel_{k.name}.py").write_text(k.source)
+    _dump_kernels(kernels, opts)
     binaries = {}
     if opts.targets:  # cubin + PTX per arch, compiled in subprocesses (no GPU needed): trtjit.crosscompile
         plugged = [n for n in graph.topo_order() if graph.node(n).op == "plugin"]
@@ -141,6 +137,15 @@ def build(graph: Graph, options: BuildOptions | None = None, t0: float | None = 
     engine.binaries = binaries
     engine.build_phases = phases
     return engine
+
+
+def _dump_kernels(kernels: list[KernelSpec], opts: BuildOptions) -> None:
+    """Each kernel's Triton source into ``opts.dump_dir`` (debug visibility), if set."""
+    if opts.dump_dir:
+        d = Path(opts.dump_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        for k in kernels:
+            (d / f"kernel_{k.name}.py").write_text(k.source)
 
 
 def _cross_compile(graph: Graph, kernels: list[KernelSpec], opts: BuildOptions,
@@ -170,6 +175,7 @@ def _cross_compile(graph: Graph, kernels: list[KernelSpec], opts: BuildOptions,
          "detail": f"the Gluon kernel did not compile, so the Triton template: {reason}"} for n in gluon]))
     graph = run_pass(load_pass("autotune"), graph, ctx, len(ctx.log))
     kernels = lower(graph, opts)
+    _dump_kernels(kernels, opts)  # the Triton kernels that replace the Gluon ones
     return graph, kernels, compile_kernels(graph, kernels, opts.targets)
 
 
