@@ -22,7 +22,7 @@ import torch
 from trtjit.dynamic import is_dynamic
 from trtjit.fusion import rule
 from trtjit.ir import Graph, Value
-from trtjit.layout import Layout, _view_of, compute_layouts
+from trtjit.layout import Layout, _view_of, compute_layouts, update_layouts
 from trtjit.ops import get_op
 from trtjit.passmanager import PassContext
 
@@ -104,5 +104,5 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         for n in ([r2.name] if r2 is not None else []) + [perm.name, name]:
             graph.remove_node(n)
         ctx.fired(SPLIT_PERMUTE, name, f"{list(s0)} -> {sizes} -> permute {fdims} -> {list(s2)}")
-        layouts = compute_layouts(graph, strict=False)
+        update_layouts(graph, layouts, [split.name])  # the new views and those downstream of them
     return graph

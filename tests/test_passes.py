@@ -545,6 +545,38 @@ def test_fold_view_chains_mha_split(gen):
     assert layouts[V("tr.split")].root == V("x")
 
 
+def test_fold_view_chains_updates_layouts_incrementally(gen, monkeypatch):
+    """After each rewrite the pass updates only the layouts that changed (the new views and the views
+    downstream of them); after every update they equal a full recomputation. Two chains (q and k of one
+    packed projection), each with a view of its result downstream."""
+    from trtjit.passes import fold_view_chains
+
+    from trtjit.layout import update_layouts
+
+    calls = []
+
+    def checked(graph, layouts, roots):
+        update_layouts(graph, layouts, roots)
+        assert layouts == compute_layouts(graph, strict=False)
+        calls.append(roots)
+
+    monkeypatch.setattr(fold_view_chains, "update_layouts", checked)
+    g = Graph()
+    x = inp(g, "x", 5, 2, 3, 8)
+    t = op(g, "permute", [x], "t", dims=[2, 0, 1, 3])
+    outs = []
+    for i, nm in ((0, "q"), (1, "k")):
+        s = op(g, "select", [t], nm, dim=0, index=i)
+        v = op(g, "reshape", [s], f"{nm}v", shape=[5, 4, 4])
+        tr = op(g, "permute", [v], f"{nm}tr", dims=[1, 0, 2])
+        o = op(g, "reshape", [tr], f"{nm}o", shape=[2, 2, 5, 4])
+        outs.append(op(g, "exp", [op(g, "permute", [o], f"{nm}p", dims=[0, 1, 3, 2])], f"{nm}e"))
+    g.outputs = outs
+    g, rec = check_pass("fold_view_chains", g, gen)
+    assert fired(rec) == ["qv", "kv"] and len(calls) == 2
+    assert compute_layouts(g)[V("kp")].root == V("x")  # strict: no copy left
+
+
 def test_fold_view_chains_negative(gen):
     """A chain that is viewable already, or whose shapes do not nest, is left alone."""
     g = Graph()

@@ -9,6 +9,7 @@ strides can express needs a copy; ``compute_layouts`` reports it so a pass can i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -55,32 +56,58 @@ def compute_layouts(graph: Graph, strict: bool = True) -> dict[Value, Layout | N
     """Layout of every value. A value that needs a copy maps to None (or raises when ``strict``)."""
     out: dict[Value, Layout | None] = {}
     for node in graph:
-        opdef = get_op(node.op)
-        if opdef.kind == "composite":
-            raise BuildError(f"node {node.name!r}: composite op {node.op!r} reached lowering undecomposed")
-        if opdef.kind != "view":
-            perm = node.attrs.get("out_perm")
-            for i, spec in enumerate(node.outputs):
-                strides = contiguous_strides(spec.shape) if not perm else permuted_strides(spec.shape, perm)
-                out[Value(node.name, i)] = Layout(Value(node.name, i), spec.shape, strides)
-            continue
-        src = out[graph.inputs_of(node.name)[0]]
-        if src is None:
-            out[Value(node.name)] = None
-            continue
-        from trtjit.dynamic import is_dynamic, range_of, two_point
-        if is_dynamic((src.shape, src.strides, src.offset, node.attrs)):  # batch-proportional: at two batches
-            view = two_point(_view_of, range_of((src.shape, src.strides, src.offset, node.attrs)), opdef,
-                             node.spec.dtype, src.shape, src.strides, src.offset, node.attrs)
-        else:
-            view = _view_of(opdef, node.spec.dtype, src.shape, src.strides, src.offset, node.attrs)
-        if view is None:
-            if strict:
-                raise BuildError(f"node {node.name!r}: {node.op} of a non-contiguous tensor needs a copy")
-            out[Value(node.name)] = None
-            continue
-        out[Value(node.name)] = Layout(src.root, *view)
+        _set_layouts(graph, node, out, strict)
     return out
+
+
+def update_layouts(graph: Graph, layouts: dict[Value, Layout | None], roots: list[str]) -> None:
+    """Bring ``layouts`` (non-strict) up to date after a rewrite, in place: drop removed nodes' values, then
+    recompute ``roots`` (new nodes, listed producers first) and every view reached from them through view
+    inputs. A kernel's output layout does not depend on its inputs and a view's depends on its first input
+    alone, so nothing else changes: the result equals ``compute_layouts(graph, strict=False)``, without
+    redoing every view of the graph (passes that rewrite views one at a time call this after each)."""
+    for v in [v for v in layouts if v.node not in graph]:
+        del layouts[v]
+    todo, seen = list(roots), set()
+    while todo:
+        name = todo.pop(0)
+        if name in seen or name not in graph:
+            continue
+        seen.add(name)
+        node = graph.node(name)
+        _set_layouts(graph, node, layouts, strict=False)
+        for i in range(len(node.outputs)):
+            todo += [w for w, _ in graph.users(Value(name, i))
+                     if get_op(graph.node(w).op).kind == "view" and graph.inputs_of(w)[0] == Value(name, i)]
+
+
+def _set_layouts(graph: Graph, node: Any, out: dict[Value, Layout | None], strict: bool) -> None:
+    """The layouts of ``node``'s outputs into ``out``, given its first input's there (views)."""
+    opdef = get_op(node.op)
+    if opdef.kind == "composite":
+        raise BuildError(f"node {node.name!r}: composite op {node.op!r} reached lowering undecomposed")
+    if opdef.kind != "view":
+        perm = node.attrs.get("out_perm")
+        for i, spec in enumerate(node.outputs):
+            strides = contiguous_strides(spec.shape) if not perm else permuted_strides(spec.shape, perm)
+            out[Value(node.name, i)] = Layout(Value(node.name, i), spec.shape, strides)
+        return
+    src = out[graph.inputs_of(node.name)[0]]
+    if src is None:
+        out[Value(node.name)] = None
+        return
+    from trtjit.dynamic import is_dynamic, range_of, two_point
+    if is_dynamic((src.shape, src.strides, src.offset, node.attrs)):  # batch-proportional: at two batches
+        view = two_point(_view_of, range_of((src.shape, src.strides, src.offset, node.attrs)), opdef,
+                         node.spec.dtype, src.shape, src.strides, src.offset, node.attrs)
+    else:
+        view = _view_of(opdef, node.spec.dtype, src.shape, src.strides, src.offset, node.attrs)
+    if view is None:
+        if strict:
+            raise BuildError(f"node {node.name!r}: {node.op} of a non-contiguous tensor needs a copy")
+        out[Value(node.name)] = None
+        return
+    out[Value(node.name)] = Layout(src.root, *view)
 
 
 def _view_of(opdef: object, dtype: torch.dtype, shape: tuple[int, ...], strides: tuple[int, ...], offset: int,
