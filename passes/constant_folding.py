@@ -8,6 +8,8 @@ whose shape follows a dynamic batch.
 
 from __future__ import annotations
 
+import torch
+
 from trtjit.dynamic import is_dynamic
 from trtjit.fusion import rule
 from trtjit.ir import Graph, Node, TensorSpec, Value
@@ -16,6 +18,14 @@ from trtjit.passmanager import PassContext
 
 FOLD = rule("constant inputs => constant", "constant_folding", "evaluate with the reference implementation")
 MAX_GROWTH = 4
+
+
+def _owned_contiguous(out: torch.Tensor, args: list[torch.Tensor]) -> torch.Tensor:
+    """``out`` as a contiguous tensor of its own storage, copied once at most: a view of an input (a reshape)
+    or a strided result (a transpose) is cloned contiguous; a fresh contiguous result is kept as it is."""
+    own = out.is_contiguous() and out.untyped_storage().nbytes() == out.nbytes \
+        and all(out.untyped_storage().data_ptr() != a.untyped_storage().data_ptr() for a in args)
+    return out if own else out.clone(memory_format=torch.contiguous_format)
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
@@ -33,7 +43,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if n.spec.numel > max(64, MAX_GROWTH * read):
             ctx.skipped(FOLD, name, f"output has {n.spec.numel} elements from {read} read; left as a view")
             continue
-        value = get_op(n.op).run([graph.node(v.node).value for v in ins], n.attrs)[0].contiguous().clone()
+        args = [graph.node(v.node).value for v in ins]
+        value = _owned_contiguous(get_op(n.op).run(args, n.attrs)[0], args)
         assert TensorSpec.of(value) == n.spec, name
         tmp = graph.unique_name(f"{name}__const")
         graph.add_node(Node(tmp, "constant", {}, [n.spec], value, n.source))

@@ -179,6 +179,24 @@ def test_constant_folding(gen):
     assert "1000 elements from 1 read" in skipped(rec, FOLD)["big"][0]
 
 
+def test_constant_folding_owns_contiguous_values(gen):
+    """A folded value is contiguous and owns its storage, copied once at most: a transpose or a reshape of a
+    constant is copied (the input stays intact, and another user of it may keep it); a fresh result (a product)
+    is kept without another copy."""
+    from trtjit.passes.constant_folding import _owned_contiguous
+
+    w = torch.randn(3, 4, generator=gen)
+    t = _owned_contiguous(w.t(), [w])
+    assert t.is_contiguous() and t.untyped_storage().data_ptr() != w.untyped_storage().data_ptr()
+    assert torch.equal(t, w.t())
+    r = _owned_contiguous(w.reshape(12), [w])
+    assert r.untyped_storage().data_ptr() != w.untyped_storage().data_ptr() and torch.equal(r, w.reshape(12))
+    p = w * 2.0
+    assert _owned_contiguous(p, [w]) is p
+    row = torch.randn(4, 8, generator=gen)[1]  # contiguous, but a slice of a larger storage: copied to its own
+    assert _owned_contiguous(row, []).untyped_storage().nbytes() == row.nbytes
+
+
 def test_constant_folding_same_constant_twice(gen):
     """w * w: the constant read twice is removed once (it used to crash with a networkx error)."""
     c = torch.randn(4, generator=gen)
