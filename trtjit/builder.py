@@ -170,6 +170,11 @@ def _cross_compile(graph: Graph, kernels: list[KernelSpec], opts: BuildOptions,
         reason = str(e).splitlines()[0][:300]
     tiles = graph.meta.get("tiles", {})
     graph.meta["tiles"] = {n: t for n, t in tiles.items() if n not in gluon}
+    for rec in ctx.log:  # the build log's rule counts (trtjit inspect) then tell what the engine runs
+        for ev in rec.events if rec.name == "gemm_tactic" else ():
+            if ev["fired"] and ev["node"] in gluon:
+                ev.update(fired=False, detail=f"chosen ({ev['detail']}), then dropped: its Gluon kernel did not "
+                                              "compile (see gemm_tactic_fallback)")
     ctx.log.append(PassRecord("gemm_tactic_fallback", len(graph), len(graph), events=[
         {"rule": PINGPONG, "node": n, "fired": False,
          "detail": f"the Gluon kernel did not compile, so the Triton template: {reason}"} for n in gluon]))
