@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -90,6 +91,32 @@ def ab_rows(models: str, batch: int, checks: int, builds_of, annotate, profile: 
     return rows
 
 
+def ab_args(doc: str, profile: bool = True) -> argparse.Namespace:
+    """The A/B scripts' command line: --models, --batch, --checks, --json (and, with ``profile``,
+    --no-profile); ``doc``'s first line describes it."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--models", default="vit_b_16,bert_base,gpt2")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--checks", type=int, default=2)
+    if profile:
+        ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--json")
+    return ap.parse_args()
+
+
+def report(rows: list[dict], columns: dict[str, Callable[[dict], str]], json_path: str | None) -> None:
+    """The A/B's markdown table, one row per model: model, batch, ``columns`` (header -> the cell of a row),
+    max rel err; then, with ``json_path``, every row there as JSON."""
+    print("\n| " + " | ".join(["model", "batch", *columns, "max rel err"]) + " |")
+    print("|" + "---|" * (len(columns) + 3))
+    for r in rows:
+        cells = [r["model"], str(r["batch"]), *(cell(r) for cell in columns.values()),
+                 f"{max(r['rel_err'].values()):.1e}"]
+        print("| " + " | ".join(cells) + " |")
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=1))
+
+
 def print_gemm_ms(row: dict) -> None:
     for variant, probs in row.get("gemm_ms", {}).items():
         for prob, t in sorted(probs.items(), key=lambda kv: -kv[1]):
@@ -110,12 +137,7 @@ def gemm_ms(engine, inputs) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="vit_b_16,bert_base,gpt2")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--checks", type=int, default=2)
-    ap.add_argument("--json")
-    args = ap.parse_args()
+    args = ab_args(__doc__, profile=False)
 
     def builds_of(model, inputs) -> dict[str, tuple]:
         return {"rule": build_with(model, inputs), "n_fastest": build_with(model, inputs, N_FASTEST_A_BYTES=0),
@@ -125,15 +147,11 @@ def main() -> None:
         row["speedup"] = {k: round(row["ms"]["m_fastest"] / row["ms"][k], 4) for k in ("rule", "n_fastest")}
 
     rows = ab_rows(args.models, args.batch, args.checks, builds_of, annotate)
-    print("\n| model | batch | M fastest ms | N fastest ms | rule ms | speedup N fastest | speedup rule | max rel err |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        ms, sp = r["ms"], r["speedup"]
-        print(f"| {r['model']} | {r['batch']} | {ms['m_fastest']:.3f} | {ms['n_fastest']:.3f} | {ms['rule']:.3f} | "
-              f"{sp['n_fastest']:.3f} | {sp['rule']:.3f} | {max(r['rel_err'].values()):.1e} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-
+    report(rows, {"M fastest ms": lambda r: f"{r['ms']['m_fastest']:.3f}",
+                  "N fastest ms": lambda r: f"{r['ms']['n_fastest']:.3f}",
+                  "rule ms": lambda r: f"{r['ms']['rule']:.3f}",
+                  "speedup N fastest": lambda r: f"{r['speedup']['n_fastest']:.3f}",
+                  "speedup rule": lambda r: f"{r['speedup']['rule']:.3f}"}, args.json)
 
 if __name__ == "__main__":
     main()

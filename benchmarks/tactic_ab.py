@@ -12,27 +12,18 @@ engines (CUPTI, PDL off).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trtjit.codegen.gluon_gemm import is_gluon_source  # noqa: E402
 
-from benchmarks.order_ab import ab_rows, build_with  # noqa: E402
+from benchmarks.order_ab import ab_args, ab_rows, build_with, report  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="vit_b_16,bert_base,gpt2")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--checks", type=int, default=2)
-    ap.add_argument("--no-profile", action="store_true")
-    ap.add_argument("--json")
-    args = ap.parse_args()
+    args = ab_args(__doc__)
 
     def builds_of(model, inputs) -> dict[str, tuple]:
         return {t: build_with(model, inputs, options={"gemm_tactic": t}) for t in ("triton", "auto")}
@@ -42,14 +33,10 @@ def main() -> None:
         row["speedup"] = round(row["ms"]["triton"] / row["ms"]["auto"], 4)
 
     rows = ab_rows(args.models, args.batch, args.checks, builds_of, annotate, profile=not args.no_profile)
-    print("\n| model | batch | triton ms | auto (ping-pong) ms | speedup | ping-pong GEMMs | max rel err |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {r['ms']['triton']:.3f} | {r['ms']['auto']:.3f} | {r['speedup']:.3f} | "
-              f"{r['pingpong_gemms']} | {max(r['rel_err'].values()):.1e} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-
+    report(rows, {"triton ms": lambda r: f"{r['ms']['triton']:.3f}",
+                  "auto (ping-pong) ms": lambda r: f"{r['ms']['auto']:.3f}",
+                  "speedup": lambda r: f"{r['speedup']:.3f}", "ping-pong GEMMs": lambda r: str(r["pingpong_gemms"])},
+           args.json)
 
 if __name__ == "__main__":
     main()

@@ -10,15 +10,12 @@ errors against eager, ms per forward (CUDA-graph replays, bench.interleaved), ho
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.order_ab import ab_rows, build_with  # noqa: E402
+from benchmarks.order_ab import ab_args, ab_rows, build_with, report  # noqa: E402
 
 
 def no_tail(*args, **kwargs) -> None:
@@ -27,13 +24,7 @@ def no_tail(*args, **kwargs) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="vit_b_16,bert_base,gpt2")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--checks", type=int, default=2)
-    ap.add_argument("--no-profile", action="store_true")
-    ap.add_argument("--json")
-    args = ap.parse_args()
+    args = ab_args(__doc__)
 
     def builds_of(model, inputs) -> dict[str, tuple]:
         return {"off": build_with(model, inputs, wave_tail=no_tail), "tail": build_with(model, inputs)}
@@ -43,14 +34,9 @@ def main() -> None:
         row["speedup"] = round(row["ms"]["off"] / row["ms"]["tail"], 4)
 
     rows = ab_rows(args.models, args.batch, args.checks, builds_of, annotate, profile=not args.no_profile)
-    print("\n| model | batch | one tile size ms | wave tail ms | speedup | split GEMMs | max rel err |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {r['ms']['off']:.3f} | {r['ms']['tail']:.3f} | {r['speedup']:.3f} | "
-              f"{r['split_gemms']} | {max(r['rel_err'].values()):.1e} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-
+    report(rows, {"one tile size ms": lambda r: f"{r['ms']['off']:.3f}",
+                  "wave tail ms": lambda r: f"{r['ms']['tail']:.3f}", "speedup": lambda r: f"{r['speedup']:.3f}",
+                  "split GEMMs": lambda r: str(r["split_gemms"])}, args.json)
 
 if __name__ == "__main__":
     main()
