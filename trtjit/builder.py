@@ -163,18 +163,19 @@ def _cross_compile(graph: Graph, kernels: list[KernelSpec], opts: BuildOptions,
     try:
         return graph, kernels, compile_kernels(graph, kernels, opts.targets)
     except KernelCompileError as e:
-        gluon = sorted({k.node for k in kernels if is_gluon_source(k.source)})
-        failed = next((k for k in kernels if k.name == e.kernel), None)
-        if opts.gemm_tactic != "auto" or failed is None or not is_gluon_source(failed.source):
+        gluon_kernels = [k for k in kernels if is_gluon_source(k.source)]
+        if opts.gemm_tactic != "auto" or e.kernel not in {k.name for k in gluon_kernels}:
             raise
+        gluon = sorted({k.node for k in gluon_kernels})
         reason = str(e).splitlines()[0][:300]
     tiles = graph.meta.get("tiles", {})
     graph.meta["tiles"] = {n: t for n, t in tiles.items() if n not in gluon}
-    for rec in ctx.log:  # the build log's rule counts (trtjit inspect) then tell what the engine runs
-        for ev in rec.events if rec.name == "gemm_tactic" else ():
-            if ev["fired"] and ev["node"] in gluon:
-                ev.update(fired=False, detail=f"chosen ({ev['detail']}), then dropped: its Gluon kernel did not "
-                                              "compile (see gemm_tactic_fallback)")
+    # the gemm_tactic record marks its choice undone, so the build log's rule counts (trtjit inspect) tell
+    # what the engine runs
+    for ev in (ev for rec in ctx.log if rec.name == "gemm_tactic" for ev in rec.events):
+        if ev["fired"] and ev["node"] in gluon:
+            ev.update(fired=False, detail=f"chosen ({ev['detail']}), then dropped: its Gluon kernel did not "
+                                          "compile (see gemm_tactic_fallback)")
     ctx.log.append(PassRecord("gemm_tactic_fallback", len(graph), len(graph), events=[
         {"rule": PINGPONG, "node": n, "fired": False,
          "detail": f"the Gluon kernel did not compile, so the Triton template: {reason}"} for n in gluon]))
