@@ -59,7 +59,8 @@ class KernelSpec:
                 "grid": encode(list(self.grid)), "batch_arg": self.batch_arg, "constexprs": self.constexprs,
                 "args": [list(a) for a in self.args], "covers": self.covers, "rules": self.rules,
                 "num_warps": self.num_warps, "num_stages": self.num_stages, "flops": self.flops, "bytes": self.bytes,
-                "problem": encode(self.problem), "tile": self.tile, **({"maxnreg": self.maxnreg} if self.maxnreg else {})}
+                "problem": encode(self.problem), "tile": self.tile,
+                **({"maxnreg": self.maxnreg} if self.maxnreg else {})}
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """Autotuning of GEMM/conv tiles, with a persistent tuning cache (TensorRT's timing cache).
 
 Requires: the final graph (views materialized), so every GEMM/conv kernel can be generated. Guarantees: the
-graph is unchanged except ``graph.meta["tiles"]`` (GEMMs on the ping-pong template keep theirs), which maps GEMM/conv kernel nodes to the tile (block sizes,
-warps, stages) their kernel uses: the tuning cache's entry where it has one (opt_level >= 2 with
-``tuning_cache=``), else, at opt_level 3 on a GPU, the fastest of the candidate tiles timed on that GPU (the
-cache gains the result). Every other kernel keeps the deterministic heuristic tile, so builds without a GPU
-and without a cache are reproducible. A candidate must beat the heuristic's tile by ``MARGIN`` to replace
-it. The tiles live in the IR, so an engine file carries them.
+graph is unchanged except ``graph.meta["tiles"]`` (GEMMs on the ping-pong template keep theirs), which maps
+GEMM/conv kernel nodes to the tile (block sizes, warps, stages) their kernel uses: the tuning cache's entry
+where it has one (opt_level >= 2 with ``tuning_cache=``), else, at opt_level 3 on a GPU, the fastest of the
+candidate tiles timed on that GPU (the cache gains the result). Every other kernel keeps the deterministic
+heuristic tile, so builds without a GPU and without a cache are reproducible. A candidate must beat the
+heuristic's tile by ``MARGIN`` to replace it. The tiles live in the IR, so an engine file carries them.
 """
 
 from __future__ import annotations

@@ -309,7 +309,8 @@ def test_crosscompile_error_names_kernel_and_target():
     """)
     k = KernelSpec("broken", "pointwise", "n", src, (1,), {"BLOCK": 4}, [Value("a"), Value("b")], ["n"])
     graph = SimpleNamespace(spec=lambda v: SimpleNamespace(dtype=torch.float32))
-    with pytest.raises(BuildError, match=r"(?s)cross-compilation failed for kernel 'broken' on sm_80: .*power of 2") as ei:
+    with pytest.raises(BuildError,
+                       match=r"(?s)cross-compilation failed for kernel 'broken' on sm_80: .*power of 2") as ei:
         compile_kernels(graph, [k], ["sm_80"])
     assert (ei.value.kernel, ei.value.target) == ("broken", "sm_80")  # KernelCompileError: what the builder reads
 

@@ -54,9 +54,10 @@ class BuildOptions:
     gemm_tactic: which template GEMMs use (``passes/gemm_tactic.py``): "triton" (default) the Triton
         template everywhere; "auto" the ping-pong Gluon template (``codegen/gluon_gemm.py``) for GEMMs with a
         GELU epilogue and at least a full wave of tiles, when the build runs on an sm_90 GPU with
-        ``targets=("sm_90",)`` (a Gluon kernel that fails to compile falls back to Triton's); "pingpong" for every GEMM it can express (sm_90 engines; they do not run under the
-        interpreter). The template was faster alone on the H100 (vit fc1: 66.3 against 75.1 us) but has not
-        yet been timed inside an engine (``benchmarks/tactic_ab.py``), so it is not the default.
+        ``targets=("sm_90",)`` (a Gluon kernel that fails to compile falls back to Triton's); "pingpong" for
+        every GEMM it can express (sm_90 engines; they do not run under the interpreter). The template was
+        faster alone on the H100 (vit fc1: 66.3 against 75.1 us) but has not yet been timed inside an engine
+        (``benchmarks/tactic_ab.py``), so it is not the default.
     shapes: input shape ranges, ``{input name or position: (min_shape, opt_shape, max_shape)}``: one engine
         serves every batch in [min, max], tuned for opt (one dynamic dim, shared by the inputs given; see
         ``trtjit.dynamic``). Empty: static shapes, those of the example inputs.
