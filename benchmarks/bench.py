@@ -164,7 +164,7 @@ def main() -> None:
     p.add_argument("--batches", default="1,32")
     p.add_argument("--opt-level", type=int, default=2)
     p.add_argument("--max-autotune", action="store_true")
-    p.add_argument("--gemm-tactic", default="triton", choices=("triton", "auto", "pingpong"),
+    p.add_argument("--gemm-tactic", default="auto", choices=("triton", "auto", "pingpong"),
                    help="BuildOptions.gemm_tactic (auto: the ping-pong Gluon GEMM for GELU epilogues on sm_90)")
     p.add_argument("--profile", action="store_true", help="also record the slowest trtjit kernels")
     p.add_argument("--json", default=None)

@@ -4,7 +4,7 @@
 #                                      then the tactic inside engines (benchmarks/tactic_ab.py: checked against
 #                                      eager, timed against the Triton template, per-GEMM profiles)
 #   bash benchmarks/session_run.sh 2 [TACTIC]   the full benchmark table at bs32 and bs1
-#                                      (TACTIC: bench.py --gemm-tactic, default triton)
+#                                      (TACTIC: bench.py --gemm-tactic, default auto)
 #   bash benchmarks/session_run.sh 3   one call when the device is scarce: the GPU test, the bs32 rows that the
 #                                      "auto" tactic changes ($MODELS, default the three transformers; bs1 never
 #                                      takes the template), then the A/B on vit_b_16 alone
@@ -14,8 +14,8 @@ OUT="${OUT:-out}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee -a "$OUT/card.txt"
-pip install --no-deps --no-build-isolation -e . -q 2>&1 | tail -2
-TACTIC="${2:-triton}"
+python -m pip install --no-deps --no-build-isolation -e . -q 2>&1 | tail -2
+TACTIC="${2:-auto}"
 echo "gemm tactic: $TACTIC" | tee -a "$OUT/card.txt"
 case "${1:-1}" in
 1)

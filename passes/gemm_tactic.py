@@ -5,9 +5,10 @@ is unchanged except ``graph.meta["tiles"]``, where each GEMM kernel node that ge
 to its tile record (``kind: "pingpong"``); the autotune pass leaves those alone. Which GEMMs get it follows
 ``BuildOptions.gemm_tactic``:
 
-- "triton" (the default until ``benchmarks/tactic_ab.py`` has timed "auto" inside engines): none.
+- "triton": none.
 - "pingpong": every GEMM the template can express (``gluon_gemm.ineligible``), however small.
-- "auto": those whose epilogue has a GELU (``gluon_gemm.HEAVY_EPILOGUE_OPS``, where the H100
+- "auto" (the default; in engines on the H100 it took vit_b_16 bs32 from 3.039 to 2.974 ms,
+  ``benchmarks/tactic_ab.py``): those whose epilogue has a GELU (``gluon_gemm.HEAVY_EPILOGUE_OPS``, where the H100
   measured it faster) and that fill at least ``gluon_gemm.MIN_WAVES`` full waves of tiles, when the build
   runs on an sm_90 GPU and cross-compiles for sm_90 alone (``targets=["sm_90"]``). The choice is recorded
   in the IR, so an engine file reloads with it anywhere. If such a kernel then fails to compile, the

@@ -51,13 +51,13 @@ class BuildOptions:
     tuning_cache: a tuning cache file (``trtjit.tuning``): tiles measured by earlier builds are reused, and
         opt_level 3 adds what it measures. Default: none at level 2; ``~/.cache/trtjit/tuning_cache.json``
         at level 3.
-    gemm_tactic: which template GEMMs use (``passes/gemm_tactic.py``): "triton" (default) the Triton
-        template everywhere; "auto" the ping-pong Gluon template (``codegen/gluon_gemm.py``) for GEMMs with a
-        GELU epilogue and at least a full wave of tiles, when the build runs on an sm_90 GPU with
-        ``targets=("sm_90",)`` (a Gluon kernel that fails to compile falls back to Triton's); "pingpong" for
-        every GEMM it can express (sm_90 engines; they do not run under the interpreter). The template was
-        faster alone on the H100 (vit fc1: 66.3 against 75.1 us) but has not yet been timed inside an engine
-        (``benchmarks/tactic_ab.py``), so it is not the default.
+    gemm_tactic: which template GEMMs use (``passes/gemm_tactic.py``): "auto" (default) the ping-pong Gluon
+        template (``codegen/gluon_gemm.py``) for GEMMs with a GELU epilogue and at least a full wave of tiles,
+        when the build runs on an sm_90 GPU with ``targets=("sm_90",)`` (a Gluon kernel that fails to compile
+        falls back to Triton's), the Triton template elsewhere; "triton" the Triton template everywhere;
+        "pingpong" for every GEMM it can express (sm_90 engines; they do not run under the interpreter). In
+        engines on the H100, "auto" took vit_b_16 bs32 from 3.039 to 2.974 ms with identical outputs
+        (``benchmarks/tactic_ab.py``, 2026-12-07).
     shapes: input shape ranges, ``{input name or position: (min_shape, opt_shape, max_shape)}``: one engine
         serves every batch in [min, max], tuned for opt (one dynamic dim, shared by the inputs given; see
         ``trtjit.dynamic``). Empty: static shapes, those of the example inputs.
@@ -75,7 +75,7 @@ class BuildOptions:
     targets: tuple[str, ...] = ()
     tuning_cache: str | None = None
     shapes: tuple = ()
-    gemm_tactic: str = "triton"
+    gemm_tactic: str = "auto"
 
     def __post_init__(self) -> None:
         from trtjit.dynamic import normalize_shapes
