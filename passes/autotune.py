@@ -20,7 +20,6 @@ from trtjit.codegen.common import KernelSpec
 from trtjit.codegen.gemm import TILE_KEYS, tile_candidates
 from trtjit.codegen.gluon_gemm import is_pingpong
 
-from trtjit.backend import interpreting
 from trtjit.crosscompile import arg_dtypes
 from trtjit.errors import TrtjitError
 from trtjit.fusion import rule
@@ -44,11 +43,10 @@ TUNED = rule("time candidate tiles => fastest tile", "autotune", "measure each c
 def _device_arch() -> tuple[object, str] | None:
     import torch
 
-    if interpreting() or not torch.cuda.is_available():
-        return None
-    dev = torch.device("cuda", torch.cuda.current_device())
-    major, minor = torch.cuda.get_device_capability(dev)
-    return dev, f"sm_{major}{minor}"
+    from trtjit.cuda_launcher import current_arch
+
+    arch = current_arch()
+    return None if arch is None else (torch.device("cuda", torch.cuda.current_device()), arch)
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:

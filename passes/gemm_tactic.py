@@ -24,7 +24,6 @@ from __future__ import annotations
 from trtjit.codegen import kernel_input, template_of
 from trtjit.codegen.gluon_gemm import MIN_WAVES, heavy_epilogue, ineligible, tile_of
 
-from trtjit.backend import interpreting
 from trtjit.fusion import rule
 from trtjit.ir import Graph
 from trtjit.layout import compute_layouts, is_kernel_node
@@ -36,9 +35,9 @@ PINGPONG = rule("matmul + heavy epilogue => ping-pong gluon gemm", "gemm_tactic"
 
 
 def _on_hopper() -> bool:
-    import torch
+    from trtjit.cuda_launcher import current_arch
 
-    return not interpreting() and torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+    return current_arch() == "sm_90"
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
