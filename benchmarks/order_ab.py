@@ -91,10 +91,13 @@ def ab_rows(models: str, batch: int, checks: int, builds_of, annotate, profile: 
     return rows
 
 
-def ab_args(doc: str, profile: bool = True) -> argparse.Namespace:
+def ab_args(doc: str, profile: bool = True,
+            extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
     """The A/B scripts' command line: --models, --batch, --checks, --json (and, with ``profile``,
-    --no-profile); ``doc``'s first line describes it."""
+    --no-profile; ``extra`` adds a script's own); ``doc``'s first line describes it."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if extra is not None:
+        extra(ap)
     ap.add_argument("--models", default="vit_b_16,bert_base,gpt2")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--checks", type=int, default=2)

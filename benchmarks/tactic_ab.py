@@ -2,12 +2,13 @@
 (GEMMs with a GELU epilogue), and with the Triton template everywhere (the default), checked against eager
 PyTorch and timed interleaved on one GPU. If "auto" wins, it can become BuildOptions' default.
 
-    python benchmarks/tactic_ab.py [--models vit_b_16,bert_base,gpt2] [--batch 32] [--json out.json]
+    python benchmarks/tactic_ab.py [--models vit_b_16,bert_base,gpt2] [--batch 32] [--with-pingpong] [--json out.json]
 
 Both engines carry cubins for this GPU (fp16, random weights, as in bench.py). Per model it prints the
 errors against eager, ms per forward (CUDA-graph replays, bench.interleaved), how many GEMMs took the
 ping-pong template, and (unless --no-profile) the time per forward of each distinct GEMM problem in both
-engines (CUPTI, PDL off).
+engines (CUPTI, PDL off). ``--with-pingpong`` adds a third engine with every GEMM the template can express
+on it (``gemm_tactic="pingpong"``), so each GEMM shape's profile shows which template is faster in an engine.
 """
 
 from __future__ import annotations
@@ -23,19 +24,26 @@ from benchmarks.order_ab import ab_args, ab_rows, build_with, report  # noqa: E4
 
 
 def main() -> None:
-    args = ab_args(__doc__)
+    args = ab_args(__doc__, extra=lambda ap: ap.add_argument(
+        "--with-pingpong", action="store_true", help='also time gemm_tactic="pingpong" (every GEMM it can take)'))
+    tactics = ("triton", "auto", "pingpong") if args.with_pingpong else ("triton", "auto")
 
     def builds_of(model, inputs) -> dict[str, tuple]:
-        return {t: build_with(model, inputs, options={"gemm_tactic": t}) for t in ("triton", "auto")}
+        return {t: build_with(model, inputs, options={"gemm_tactic": t}) for t in tactics}
 
     def annotate(row: dict, builds: dict) -> None:
         row["pingpong_gemms"] = sum(is_gluon_source(k.source) for k in builds["auto"][0].kernels)
         row["speedup"] = round(row["ms"]["triton"] / row["ms"]["auto"], 4)
+        if "pingpong" in builds:
+            row["pingpong_everywhere_gemms"] = sum(is_gluon_source(k.source) for k in builds["pingpong"][0].kernels)
 
     rows = ab_rows(args.models, args.batch, args.checks, builds_of, annotate, profile=not args.no_profile)
     report(rows, {"triton ms": lambda r: f"{r['ms']['triton']:.3f}",
                   "auto (ping-pong) ms": lambda r: f"{r['ms']['auto']:.3f}",
-                  "speedup": lambda r: f"{r['speedup']:.3f}", "ping-pong GEMMs": lambda r: str(r["pingpong_gemms"])},
+                  "speedup": lambda r: f"{r['speedup']:.3f}", "ping-pong GEMMs": lambda r: str(r["pingpong_gemms"]),
+                  **({"every GEMM ping-pong ms": lambda r: f"{r['ms']['pingpong']:.3f}",
+                      "its ping-pong GEMMs": lambda r: str(r["pingpong_everywhere_gemms"])}
+                     if args.with_pingpong else {})},
            args.json)
 
 if __name__ == "__main__":
